@@ -1,0 +1,140 @@
+"""Record the histories the replay test runs today's DealWorkflow against.
+
+Run after a deliberate, compatible workflow change (never to make a failing replay test pass: a
+failure there means running deals would break)::
+
+    .venv/bin/python -m tests.replay.record_histories
+
+Each main path runs once against the fake vendors on the time-skipping server and its history is
+written to ``tests/replay/histories/<path>.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.exceptions import ApplicationError
+
+from qtc.deal import (
+    ACT_CREATE_SUBSCRIPTION,
+    SIGNAL_APPROVE_INVOICE,
+    SIGNAL_APPROVE_QUOTE,
+    SIGNAL_MARK_LOST,
+    SIGNAL_RESUME,
+    SIGNAL_SIGNATURE_COMPLETED,
+    DealStatus,
+    InvoiceReview,
+    MarkLost,
+    Phase,
+    QuoteDecision,
+    Resume,
+)
+from qtc.errors import VENDOR_INVALID_REQUEST
+from tests.workflows.support import (
+    FakeVendors,
+    deal_worker,
+    new_opportunity_id,
+    priced_quote,
+    signature,
+    start_deal,
+    start_test_environment,
+    wait_for_stage,
+)
+from workflows.deal import DealWorkflow
+
+HISTORIES = Path(__file__).parent / "histories"
+
+Handle = WorkflowHandle[DealWorkflow, DealStatus]
+
+
+async def _sign(handle: Handle, at: datetime) -> None:
+    status = await wait_for_stage(handle, "awaiting_signature")
+    assert status.envelope_id is not None
+    await handle.signal(SIGNAL_SIGNATURE_COMPLETED, signature(status.envelope_id, at))
+
+
+async def _phase_3(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+
+
+async def _phase_2_approved(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "awaiting_invoice_review")
+    await handle.signal(SIGNAL_APPROVE_INVOICE, InvoiceReview(reviewer="fiona", note="ok"))
+
+
+async def _phase_1_after_approval(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "pending_approval")
+    await handle.signal(SIGNAL_APPROVE_QUOTE, QuoteDecision(by="dana"))
+    await _sign(handle, now)
+
+
+async def _needs_attention_resumed(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "needs_attention")
+    await handle.signal(SIGNAL_RESUME, Resume(by="oscar"))
+
+
+async def _expired(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "awaiting_signature")
+
+
+async def _lost(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "awaiting_signature")
+    await handle.signal(SIGNAL_MARK_LOST, MarkLost(by="sam", reason="budget cut"))
+
+
+Drive = Callable[[Handle, FakeVendors, datetime], Awaitable[None]]
+
+# name -> (phase, quote needs approval, fake failures, how the outside world behaves)
+PATHS: dict[str, tuple[Phase, bool, bool, Drive]] = {
+    "phase_3_completed": (3, False, False, _phase_3),
+    "phase_2_review_approved": (2, False, False, _phase_2_approved),
+    "phase_1_approved_quote_completed": (1, True, False, _phase_1_after_approval),
+    "needs_attention_then_resumed": (3, False, True, _needs_attention_resumed),
+    "expired_and_voided": (3, False, False, _expired),
+    "lost_and_voided": (3, False, False, _lost),
+}
+
+
+async def record(client: Client, name: str, now: datetime) -> str:
+    """Run one path to its end and return its history as JSON."""
+    phase, needs_approval, fails, drive = PATHS[name]
+    fakes = FakeVendors()
+    if fails:
+        fakes.failures[ACT_CREATE_SUBSCRIPTION] = [
+            ApplicationError("No such price", type=VENDOR_INVALID_REQUEST)
+        ]
+    priced = priced_quote(
+        opportunity_id=new_opportunity_id(),
+        priced_at=now - timedelta(days=10),
+        valid_until=(now + timedelta(days=30)).date(),
+        status="needs_approval" if needs_approval else "ok",
+    )
+    task_queue = f"record-{uuid.uuid4()}"
+    async with deal_worker(client, task_queue, fakes):
+        handle = await start_deal(client, task_queue, priced, phase=phase)
+        await drive(handle, fakes, now)
+        await handle.result()
+        history = await handle.fetch_history()
+    return history.to_json()
+
+
+async def main() -> None:
+    env = await start_test_environment()
+    try:
+        HISTORIES.mkdir(parents=True, exist_ok=True)
+        for name in PATHS:
+            now = await env.get_current_time()
+            (HISTORIES / f"{name}.json").write_text(await record(env.client, name, now))
+    finally:
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,617 @@
+"""The deal workflow: one long-lived workflow per opportunity, from signed contract to live product.
+
+Stages follow DESIGN.md section 5. The workflow is orchestration only: every outside effect is an
+activity called by name (the activities live in ``activities/`` and are registered by the
+worker), so this module never imports a vendor SDK. The one computation it needs at signature time,
+dating the invoice schedule to the signature, runs as a local activity so its result is recorded in
+history: a later change to the pricing code cannot change what a running deal bills.
+
+A vendor failure never fails the workflow. The step that failed parks the deal in
+``needs_attention`` with the error in ``status``; an operator's ``resume`` signal retries that step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from temporalio import activity, workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
+from temporalio.exceptions import TimeoutError as ActivityTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from qtc.dates import as_utc
+    from qtc.deal import (
+        ACT_CREATE_BILLING_CUSTOMER,
+        ACT_CREATE_SUBSCRIPTION,
+        ACT_MARK_CLOSED_WON,
+        ACT_PROVISION_PRODUCT,
+        ACT_SEND_CONTRACT,
+        ACT_SEND_FIRST_INVOICE,
+        ACT_VOID_CONTRACT,
+        ACT_WRITE_BACK_BILLING_IDS,
+        QUERY_STATUS,
+        SA_ARR,
+        SA_CUSTOMER,
+        SA_PHASE,
+        SA_STAGE,
+        SIGNAL_APPROVE_INVOICE,
+        SIGNAL_APPROVE_QUOTE,
+        SIGNAL_MARK_LOST,
+        SIGNAL_REJECT_INVOICE,
+        SIGNAL_REJECT_QUOTE,
+        SIGNAL_RESUME,
+        SIGNAL_SIGNATURE_COMPLETED,
+        WORKFLOW_NAME,
+        BillingCustomer,
+        ContractSent,
+        CreateCustomerInput,
+        CreateSubscriptionInput,
+        DealError,
+        DealInput,
+        DealNote,
+        DealStatus,
+        InvoiceReview,
+        InvoiceSent,
+        MarkClosedWonInput,
+        MarkLost,
+        Provisioned,
+        ProvisionInput,
+        QuoteDecision,
+        Resume,
+        SendContractInput,
+        SendInvoiceInput,
+        SignatureCompleted,
+        Stage,
+        StageEntry,
+        SubscriptionCreated,
+        VoidContractInput,
+        WriteBackInput,
+        deal_id_for,
+    )
+    from qtc.errors import NON_RETRYABLE_ERROR_TYPES
+    from qtc.models import Model, PricedQuote
+    from qtc.pricing import reprice_for_signature
+
+T = TypeVar("T")
+
+# --- search attributes ----------------------------------------------------------------------
+
+STAGE_KEY = SearchAttributeKey.for_keyword(SA_STAGE)
+CUSTOMER_KEY = SearchAttributeKey.for_text(SA_CUSTOMER)
+ARR_KEY = SearchAttributeKey.for_float(SA_ARR)
+PHASE_KEY = SearchAttributeKey.for_int(SA_PHASE)
+SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [STAGE_KEY, CUSTOMER_KEY, ARR_KEY, PHASE_KEY]
+"""Every custom search attribute the workflow upserts; register them on the server first."""
+
+# Every supported currency (usd, eur, gbp) has two decimals; QtcArr is for searching and sorting
+# in the Web UI, never for arithmetic, so a float in major units is what a person expects there.
+_MINOR_PER_MAJOR = 100
+
+# --- activity options -----------------------------------------------------------------------
+
+ACTIVITY_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    # About five minutes of retries: long enough to ride out a rate limit or a short vendor outage,
+    # short enough that a deal stuck behind a longer one shows up in needs_attention the same hour.
+    maximum_attempts=10,
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+# The blocking SDKs (DocuSign, Salesforce) run on the worker's thread pool and can answer slowly.
+_START_TO_CLOSE: dict[str, timedelta] = {
+    ACT_SEND_CONTRACT: timedelta(seconds=60),
+    ACT_VOID_CONTRACT: timedelta(seconds=60),
+    ACT_MARK_CLOSED_WON: timedelta(seconds=60),
+    ACT_WRITE_BACK_BILLING_IDS: timedelta(seconds=60),
+    ACT_CREATE_BILLING_CUSTOMER: timedelta(seconds=30),
+    ACT_CREATE_SUBSCRIPTION: timedelta(seconds=30),
+    ACT_SEND_FIRST_INVOICE: timedelta(seconds=30),
+    ACT_PROVISION_PRODUCT: timedelta(seconds=30),
+}
+LOCAL_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    # Re-dating is pure: if it fails three times it is a bug, and the deal should wait for a fix.
+    maximum_attempts=3,
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+
+# --- the local activity ---------------------------------------------------------------------
+
+ACT_DATE_QUOTE_AT_SIGNATURE = "date_quote_at_signature"
+
+
+class DateQuoteInput(Model):
+    priced: PricedQuote
+    signed_at: datetime
+
+
+@activity.defn(name=ACT_DATE_QUOTE_AT_SIGNATURE)
+async def date_quote_at_signature(input: DateQuoteInput) -> PricedQuote:
+    """Re-date the invoice schedule to the signature, keeping the prices already on the quote."""
+    return reprice_for_signature(input.priced, input.signed_at)
+
+
+LOCAL_ACTIVITIES: list[Callable[..., Any]] = [date_quote_at_signature]
+"""Local activities the worker registers next to the remote ones."""
+
+
+def workflow_id_for(opportunity_id: str) -> str:
+    """The workflow id of the deal for an opportunity (one deal per opportunity)."""
+    return deal_id_for(opportunity_id)
+
+
+# --- the workflow ---------------------------------------------------------------------------
+
+
+class _DealLost(Exception):
+    """Unwinds the deal to the lost path; raised by the workflow itself, caught in ``run``."""
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class DealWorkflow:
+    """One deal, from an approved quote to a provisioned product (see the module docstring).
+
+    ``contract_sent`` is entered when the contract starts going out, so a new deal is findable in
+    the Web UI from its first task; every later stage is entered once its step has succeeded. The
+    quote's validity (end of ``valid_until``, UTC) bounds both waits that precede a signature: the
+    deal-desk approval and the signature itself. ``mark_lost`` is acted on at the next wait or
+    between two steps, until ``create_billing_customer`` starts; after that it is refused.
+    """
+
+    @workflow.init
+    def __init__(self, input: DealInput) -> None:
+        # Built in init, not in run, so signals delivered with signal-with-start (before run's first
+        # line) already find the state they update.
+        priced = input.priced
+        self._input = input
+        self._priced = priced
+        self._deal_id = deal_id_for(priced.opportunity_id)
+        self._expires_at = datetime.combine(
+            priced.valid_until + timedelta(days=1), time.min, tzinfo=UTC
+        )
+        first_stage: Stage = (
+            "pending_approval" if priced.status == "needs_approval" else "contract_sent"
+        )
+        self._status = DealStatus(
+            deal_id=self._deal_id,
+            opportunity_id=priced.opportunity_id,
+            quote_id=priced.quote_id,
+            customer=priced.account.legal_name,
+            currency=priced.currency,
+            arr_minor=priced.arr_minor,
+            phase=input.phase,
+            stage=first_stage,
+        )
+        self._quote_decision: tuple[bool, QuoteDecision] | None = None
+        self._review: tuple[bool, InvoiceReview] | None = None
+        self._early_signatures: list[SignatureCompleted] = []
+        self._lost: MarkLost | None = None
+        self._resume: Resume | None = None
+        self._billing_started = False
+        # Set once the deal is on its way to expired or lost: later signals can no longer change
+        # its course and are only noted.
+        self._closing = False
+
+    @workflow.run
+    async def run(self, input: DealInput) -> DealStatus:
+        starter = f"started by {input.started_by}" if input.started_by else None
+        self._enter(self._status.stage, note=starter)
+        try:
+            await self._run_until_done()
+        except _DealLost:
+            await self._close_lost()
+        return self._status
+
+    async def _run_until_done(self) -> None:
+        if not await self._get_quote_approved():
+            return
+        await self._send_contract()
+        if not await self._wait_for_signature():
+            await self._close_expired()
+            return
+        await self._record_signature()
+        if self._input.phase == 1:
+            self._enter("completed", note="phase 1: handed off to finance after Closed Won")
+            return
+        await self._bill_and_provision()
+
+    # --- stages ----------------------------------------------------------------------------
+
+    async def _get_quote_approved(self) -> bool:
+        if self._priced.status != "needs_approval":
+            return True
+        decided = await self._wait_before_expiry(
+            lambda: self._quote_decision is not None or self._lost_requested(),
+            summary="quote expires while waiting for deal-desk approval",
+        )
+        self._raise_if_lost()
+        if not decided:
+            await self._close_expired()
+            return False
+        assert self._quote_decision is not None
+        approved, decision = self._quote_decision
+        self._status.quote_decision = decision
+        if not approved:
+            self._enter("quote_rejected", note=_by("rejected", decision.by, decision.note))
+            return False
+        self._enter("contract_sent", note=_by("approved", decision.by, decision.note))
+        return True
+
+    async def _wait_before_expiry(self, ready: Callable[[], bool], summary: str) -> bool:
+        """Wait until ``ready()`` holds; False when the quote's validity ends first."""
+        remaining = self._expires_at - workflow.now()
+        if remaining > timedelta(0):
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(ready, timeout=remaining, timeout_summary=summary)
+        return ready()
+
+    async def _send_contract(self) -> None:
+        sent = await self._activity(
+            ACT_SEND_CONTRACT,
+            SendContractInput(deal_id=self._deal_id, priced=self._priced),
+            ContractSent,
+        )
+        self._status.envelope_id = sent.envelope_id
+        self._raise_if_lost()
+        # A fast signer's webhook can overtake the send_contract result; now that the envelope id
+        # is known, the signatures held until now can be matched against it.
+        held, self._early_signatures = self._early_signatures, []
+        for signature in held:
+            self._take_signature(signature)
+        self._enter("awaiting_signature", note=f"envelope {sent.envelope_id} ({sent.status})")
+
+    async def _wait_for_signature(self) -> bool:
+        signed = await self._wait_before_expiry(
+            lambda: self._status.signature is not None or self._lost_requested(),
+            summary="quote expires while waiting for the signature",
+        )
+        self._raise_if_lost()
+        return signed
+
+    async def _record_signature(self) -> None:
+        signature = self._status.signature
+        assert signature is not None
+        signed_at = as_utc(signature.completed_at)
+        self._priced = await self._step(
+            ACT_DATE_QUOTE_AT_SIGNATURE,
+            lambda: workflow.execute_local_activity(
+                date_quote_at_signature,
+                DateQuoteInput(priced=self._priced, signed_at=signed_at),
+                start_to_close_timeout=timedelta(seconds=10),
+                retry_policy=LOCAL_RETRY_POLICY,
+            ),
+        )
+        self._status.start_date = self._priced.start_date
+        self._status.invoice_preview = self._priced.invoices[0] if self._priced.invoices else None
+        self._raise_if_lost()
+        await self._activity(
+            ACT_MARK_CLOSED_WON,
+            MarkClosedWonInput(
+                deal_id=self._deal_id,
+                opportunity_id=self._priced.opportunity_id,
+                close_date=signed_at.date(),
+            ),
+            None,
+        )
+        self._raise_if_lost()
+        signer = signature.signer_name or signature.signer_email or "the signer"
+        self._enter("signed", note=f"signed by {signer}; Closed Won on {signed_at.date()}")
+
+    async def _bill_and_provision(self) -> None:
+        self._raise_if_lost()
+        # From here on the customer exists in billing: losing the deal is a refund or a
+        # cancellation, a finance decision, not something a CRM click may trigger.
+        self._billing_started = True
+        customer = await self._activity(
+            ACT_CREATE_BILLING_CUSTOMER,
+            CreateCustomerInput(deal_id=self._deal_id, priced=self._priced),
+            BillingCustomer,
+        )
+        self._status.stripe_customer_id = customer.customer_id
+        self._enter("billing_account_created", note=f"customer {customer.customer_id}")
+
+        if self._input.phase == 2 and not await self._get_invoice_reviewed():
+            return
+        await self._wait_for_start_date()
+
+        subscription = await self._activity(
+            ACT_CREATE_SUBSCRIPTION,
+            CreateSubscriptionInput(
+                deal_id=self._deal_id, customer_id=customer.customer_id, priced=self._priced
+            ),
+            SubscriptionCreated,
+        )
+        self._status.stripe_subscription_id = subscription.subscription_id
+        self._status.stripe_schedule_id = subscription.schedule_id
+        self._status.stripe_invoice_id = subscription.invoice_id
+        self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
+
+        invoice = await self._activity(
+            ACT_SEND_FIRST_INVOICE,
+            SendInvoiceInput(
+                deal_id=self._deal_id,
+                customer_id=customer.customer_id,
+                subscription_id=subscription.subscription_id,
+                priced=self._priced,
+            ),
+            InvoiceSent,
+        )
+        self._status.invoice_sent_at = workflow.now()
+        self._status.stripe_invoice_id = invoice.invoice_id
+        self._status.invoice_number = invoice.number
+        self._status.hosted_invoice_url = invoice.hosted_invoice_url
+        self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
+
+        provisioned = await self._activity(
+            ACT_PROVISION_PRODUCT,
+            ProvisionInput(
+                deal_id=self._deal_id, tenant_id=customer.customer_id, priced=self._priced
+            ),
+            Provisioned,
+        )
+        self._status.provisioned_features = provisioned.features
+        self._enter("provisioned", note=f"tenant {provisioned.tenant_id}")
+
+        await self._activity(
+            ACT_WRITE_BACK_BILLING_IDS,
+            WriteBackInput(
+                deal_id=self._deal_id,
+                opportunity_id=self._priced.opportunity_id,
+                stripe_customer_id=customer.customer_id,
+                stripe_subscription_id=subscription.subscription_id,
+                stripe_invoice_id=invoice.invoice_id,
+                hosted_invoice_url=invoice.hosted_invoice_url,
+            ),
+            None,
+        )
+        self._enter("completed", note=f"phase {self._input.phase}: billing ids written to CRM")
+
+    async def _get_invoice_reviewed(self) -> bool:
+        preview = self._status.invoice_preview
+        self._enter(
+            "awaiting_invoice_review",
+            note=(
+                f"first invoice {preview.total_minor} {self._priced.currency} on {preview.date}"
+                if preview
+                else None
+            ),
+        )
+        hours = self._input.review_reminder_hours
+        # The reminder repeats every ``hours`` until someone decides; it only nudges, never decides.
+        reminder = timedelta(hours=hours) if hours else None
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: self._review is not None,
+                    timeout=reminder,
+                    timeout_summary="invoice review reminder",
+                )
+                break
+            except TimeoutError:
+                message = f"first invoice still waiting for review after {hours} h"
+                workflow.logger.info("%s: %s", self._deal_id, message)
+                self._note("review_reminder", message)
+        assert self._review is not None
+        approved, review = self._review
+        self._status.invoice_review = review
+        if not approved:
+            self._enter("review_rejected", note=_by("rejected", review.reviewer, review.note))
+            return False
+        self._note("invoice_approved", _by("approved", review.reviewer, review.note))
+        return True
+
+    async def _wait_for_start_date(self) -> None:
+        starts_at = datetime.combine(self._priced.start_date, time.min, tzinfo=UTC)
+        now = workflow.now()
+        if starts_at <= now:
+            return
+        waiting = f"subscription starts on {self._priced.start_date}"
+        if self._status.stage == "awaiting_invoice_review":
+            # Reviewed already: take the deal off the reviewers' queue while the start date nears.
+            self._enter("billing_account_created", note=f"invoice approved; {waiting}")
+        self._note("waiting_for_start_date", waiting)
+        await workflow.sleep(starts_at - now, summary="contract start date")
+
+    async def _close_expired(self) -> None:
+        self._closing = True
+        reason = f"quote {self._priced.quote_id} expired at end of {self._priced.valid_until}"
+        if self._status.envelope_id is not None:
+            await self._void_envelope(self._status.envelope_id, reason)
+        self._enter("expired", note=reason)
+
+    async def _close_lost(self) -> None:
+        self._closing = True
+        assert self._lost is not None
+        reason = _by("marked lost", self._lost.by, self._lost.reason)
+        envelope_id = self._status.envelope_id
+        if envelope_id is not None and self._status.signature is None:
+            await self._void_envelope(envelope_id, reason)
+        elif envelope_id is not None:
+            self._note("envelope_kept", f"envelope {envelope_id} is already signed; not voided")
+        self._enter("lost", note=reason)
+
+    async def _void_envelope(self, envelope_id: str, reason: str) -> None:
+        await self._activity(
+            ACT_VOID_CONTRACT,
+            VoidContractInput(deal_id=self._deal_id, envelope_id=envelope_id, reason=reason),
+            None,
+        )
+
+    # --- steps, parking and resume ---------------------------------------------------------
+
+    async def _activity(self, name: str, arg: Model, result_type: type[T] | None) -> T:
+        return await self._step(
+            name,
+            lambda: workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                start_to_close_timeout=_START_TO_CLOSE[name],
+                retry_policy=ACTIVITY_RETRY_POLICY,
+            ),
+        )
+
+    async def _step(self, step: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Run one step; when it fails for good, park until an operator resumes, then retry it."""
+        while True:
+            try:
+                return await call()
+            except ActivityError as err:
+                await self._park(step, err)
+
+    async def _park(self, step: str, err: ActivityError) -> None:
+        error_type, message, details = _describe_failure(err)
+        self._status.last_error = DealError(
+            step=step, type=error_type, message=message, at=workflow.now(), details=details
+        )
+        workflow.logger.warning(
+            "%s: step %s failed (%s): %s; waiting for resume",
+            self._deal_id,
+            step,
+            error_type,
+            message,
+        )
+        stage_before = self._status.stage
+        self._resume = None
+        self._enter("needs_attention", note=f"{step} failed: {error_type}: {message}")
+        await workflow.wait_condition(lambda: self._resume is not None or self._lost_requested())
+        self._raise_if_lost()
+        assert self._resume is not None
+        self._enter(stage_before, note=_by(f"resumed, retrying {step}", self._resume.by, None))
+
+    def _lost_requested(self) -> bool:
+        return self._lost is not None and not self._billing_started and not self._closing
+
+    def _raise_if_lost(self) -> None:
+        if self._lost_requested():
+            raise _DealLost
+
+    # --- bookkeeping -----------------------------------------------------------------------
+
+    def _enter(self, stage: Stage, note: str | None = None) -> None:
+        self._status.stage = stage
+        self._status.stage_history.append(StageEntry(stage=stage, at=workflow.now(), note=note))
+        workflow.upsert_search_attributes(
+            [
+                STAGE_KEY.value_set(stage),
+                CUSTOMER_KEY.value_set(self._status.customer),
+                ARR_KEY.value_set(self._status.arr_minor / _MINOR_PER_MAJOR),
+                PHASE_KEY.value_set(self._input.phase),
+            ]
+        )
+
+    def _note(self, kind: str, message: str) -> None:
+        self._status.notes.append(DealNote(at=workflow.now(), kind=kind, message=message))
+
+    def _take_signature(self, signature: SignatureCompleted) -> None:
+        envelope_id = self._status.envelope_id
+        accepted = self._status.signature
+        if accepted is not None:
+            kind = (
+                "duplicate_signature"
+                if signature.envelope_id == accepted.envelope_id
+                else "signature_for_other_envelope"
+            )
+            self._note(kind, f"signature for envelope {signature.envelope_id} ignored")
+        elif self._closing:
+            self._note("signature_ignored", f"deal is closing; envelope {signature.envelope_id}")
+        elif envelope_id is None:
+            self._early_signatures.append(signature)
+        elif signature.envelope_id != envelope_id:
+            self._note(
+                "signature_for_other_envelope",
+                f"signature for envelope {signature.envelope_id} ignored; deal's is {envelope_id}",
+            )
+        else:
+            self._status.signature = signature
+
+    def _ignore_signal(self, signal: str, by: str) -> None:
+        self._note("signal_ignored", f"{signal} from {by} ignored in stage {self._status.stage}")
+
+    # --- signals and query -----------------------------------------------------------------
+
+    @workflow.signal(name=SIGNAL_APPROVE_QUOTE)
+    def approve_quote(self, decision: QuoteDecision) -> None:
+        self._decide_quote(SIGNAL_APPROVE_QUOTE, True, decision)
+
+    @workflow.signal(name=SIGNAL_REJECT_QUOTE)
+    def reject_quote(self, decision: QuoteDecision) -> None:
+        self._decide_quote(SIGNAL_REJECT_QUOTE, False, decision)
+
+    def _decide_quote(self, signal: str, approved: bool, decision: QuoteDecision) -> None:
+        if self._status.stage != "pending_approval" or self._quote_decision is not None:
+            self._ignore_signal(signal, decision.by)
+            return
+        self._quote_decision = (approved, decision)
+
+    @workflow.signal(name=SIGNAL_SIGNATURE_COMPLETED)
+    def signature_completed(self, signature: SignatureCompleted) -> None:
+        self._take_signature(signature)
+
+    @workflow.signal(name=SIGNAL_APPROVE_INVOICE)
+    def approve_invoice(self, review: InvoiceReview) -> None:
+        self._review_invoice(SIGNAL_APPROVE_INVOICE, True, review)
+
+    @workflow.signal(name=SIGNAL_REJECT_INVOICE)
+    def reject_invoice(self, review: InvoiceReview) -> None:
+        self._review_invoice(SIGNAL_REJECT_INVOICE, False, review)
+
+    def _review_invoice(self, signal: str, approved: bool, review: InvoiceReview) -> None:
+        if self._status.stage != "awaiting_invoice_review" or self._review is not None:
+            self._ignore_signal(signal, review.reviewer)
+            return
+        self._review = (approved, review)
+
+    @workflow.signal(name=SIGNAL_MARK_LOST)
+    def mark_lost(self, lost: MarkLost) -> None:
+        if self._billing_started:
+            self._note("lost_refused", f"mark_lost from {lost.by} refused: billing has started")
+        elif self._closing or self._lost is not None:
+            self._ignore_signal(SIGNAL_MARK_LOST, lost.by)
+        else:
+            self._lost = lost
+
+    @workflow.signal(name=SIGNAL_RESUME)
+    def resume(self, request: Resume) -> None:
+        if self._status.stage != "needs_attention" or self._resume is not None:
+            self._ignore_signal(SIGNAL_RESUME, request.by)
+            return
+        self._resume = request
+
+    @workflow.query(name=QUERY_STATUS)
+    def status(self) -> DealStatus:
+        return self._status
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _by(what: str, who: str, note: str | None) -> str:
+    return f"{what} by {who}: {note}" if note else f"{what} by {who}"
+
+
+def _describe_failure(err: ActivityError) -> tuple[str, str, dict[str, object] | None]:
+    """The error type, message and details an operator needs, from the activity's last failure."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or "ApplicationError", cause.message, _details(cause.details)
+    if isinstance(cause, ActivityTimeoutError):
+        kind = cause.type.name if cause.type is not None else "UNKNOWN"
+        return f"Timeout.{kind}", cause.message or "activity timed out", None
+    if isinstance(cause, FailureError):
+        return type(cause).__name__, cause.message, None
+    return type(err).__name__, err.message, None
+
+
+def _details(values: Sequence[Any]) -> dict[str, object] | None:
+    if not values:
+        return None
+    if len(values) == 1 and isinstance(values[0], dict):
+        return {str(key): value for key, value in values[0].items()}
+    return {"details": list(values)}
