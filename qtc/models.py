@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints
 
 
 class Model(BaseModel):
@@ -30,6 +30,24 @@ InvoiceLineKind = Literal["recurring", "one_time", "stub"]
 PriceStatus = Literal["ok", "needs_approval"]
 
 PERIOD_MONTHS: dict[str, int] = {"monthly": 1, "quarterly": 3, "annual": 12}
+
+
+def _start_spec(value: object) -> object:
+    """One clear error for ``start`` instead of one per member of the union."""
+    if value == "on_signature" or isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ValueError('must be "on_signature" or a date such as 2027-01-31')
+
+
+StartSpec = Annotated[Literal["on_signature"] | date, BeforeValidator(_start_spec)]
+# A quantity of zero would put a line on the contract that is never billed; negative ones would
+# credit the customer through the back door.
+Quantity = Annotated[StrictInt, Field(ge=1)]
 
 
 # --- quote (input) -------------------------------------------------------------------------
@@ -65,7 +83,7 @@ class Signer(Model):
 
 class QuoteLine(Model):
     sku: NonEmpty
-    quantity: StrictInt
+    quantity: Quantity
     discount_percent: Percent = Decimal("0")
 
 
@@ -78,7 +96,7 @@ class Quote(Model):
     term_months: StrictInt
     billing_frequency: BillingFrequency
     billing_anchor: BillingAnchor = "start"
-    start: Literal["on_signature"] | date = "on_signature"
+    start: StartSpec = "on_signature"
     payment_terms_days: StrictInt = 30
     uplift_percent: Percent | None = None
     valid_until: date
@@ -90,7 +108,7 @@ class Quote(Model):
 
 class Requirement(Model):
     sku: NonEmpty
-    quantity: StrictInt = 1
+    quantity: Quantity = 1
 
 
 FeatureValue = bool | int | str
@@ -158,10 +176,14 @@ class InvoiceLine(Model):
     period_end: date | None = None
 
 
+# ``ScheduledInvoice.date`` shadows the type inside its class body; type checkers need an alias.
+_Date = date
+
+
 class ScheduledInvoice(Model):
-    date: date
-    period_start: date
-    period_end: date
+    date: _Date
+    period_start: _Date
+    period_end: _Date
     lines: list[InvoiceLine]
     total_minor: int
 
@@ -205,7 +227,7 @@ class PricedQuote(Model):
     first_invoice_total_minor: int
     adjustments: list[Adjustment] = Field(default_factory=list)
     approvals_needed: list[ApprovalNeeded] = Field(default_factory=list)
-    requested_start: Literal["on_signature"] | date = "on_signature"
+    requested_start: StartSpec = "on_signature"
 
 
 class Violation(Model):
