@@ -36,7 +36,7 @@ VENDOR_NOT_FOUND = "VendorNotFound"
 VENDOR_CONFLICT = "VendorConflict"
 INVOICE_MISMATCH = "InvoiceMismatch"
 CONTRACT_NOT_SENDABLE = "ContractNotSendable"
-# Retryable: rate limits, timeouts, connection errors, 5xx (retried with backoff, Retry-After honoured).
+# Retryable: rate limits, timeouts, connection errors, 5xx (backoff, Retry-After honoured).
 VENDOR_UNAVAILABLE = "VendorUnavailable"
 VENDOR_RATE_LIMITED = "VendorRateLimited"
 
