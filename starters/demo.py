@@ -1,0 +1,279 @@
+"""``qtc demo``: the whole product on the embedded sandbox, in minutes, with nothing but Python.
+
+Starts the stack (Temporal dev server, emulators, worker, API), then drives the sample quotes of
+``examples/`` through their life exactly as the outside world would: deals are started through the
+API with a sales token, the deal desk approves through the API, the DocuSign emulator signs and
+delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
+phase-2 invoice through the API. Nothing talks to the workflow directly.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from qtc.deal import TERMINAL_STAGES
+from qtc.money import format_minor
+from qtc.settings import Settings
+from starters.stack import Stack
+
+SALES = "sandbox-sales"
+DEAL_DESK = "sandbox-deal-desk"
+FINANCE = "sandbox-finance"
+
+
+@dataclass
+class DemoDeal:
+    """One sample quote, what the demo does with it, and the stage it must end in."""
+
+    label: str
+    example: str
+    phase: int
+    expected: str
+    deal_id: str | None = None
+    stage: str = "not started"
+    status: dict[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+    signed: bool = False
+    quote_approved: bool = False
+    invoice_approved: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.problem is not None or self.stage in TERMINAL_STAGES or self.stage == "rejected"
+
+
+DEMO_DEALS: tuple[tuple[str, str, int, str], ...] = (
+    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed"),
+    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed"),
+    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed"),
+    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed"),
+    ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed"),
+    ("rejected by CPQ", "quote-rejected.json", 3, "rejected"),
+)
+
+
+class DemoError(RuntimeError):
+    """The demo could not run; the message says what to do."""
+
+
+class Demo:
+    def __init__(self, settings: Settings, examples: Path, console: Console) -> None:
+        self.settings = settings
+        self.examples = examples
+        self.console = console
+        self.api = httpx.Client(
+            base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=10
+        )
+        self.docusign = httpx.Client(
+            base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
+        )
+        self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
+
+    def _auth(self, token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def start_deals(self) -> None:
+        for deal in self.deals:
+            quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+            response = self.api.post(
+                "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
+            )
+            if response.status_code == 422:
+                errors = response.json().get("errors", [])
+                deal.stage = "rejected"
+                deal.status = {"errors": errors}
+            elif response.is_success:
+                deal.deal_id = response.json()["deal_id"]
+                deal.stage = "started"
+            else:
+                deal.problem = f"POST /v1/deals answered {response.status_code}: {response.text}"
+
+    def _advance(self, deal: DemoDeal) -> None:
+        """Read the deal's status and play the outside world's next move for its stage."""
+        if deal.deal_id is None or deal.done:
+            return
+        response = self.api.get(f"/v1/deals/{deal.deal_id}", headers=self._auth(SALES))
+        if not response.is_success:
+            return
+        deal.status = response.json()
+        deal.stage = deal.status["stage"]
+        if deal.stage == "pending_approval" and not deal.quote_approved:
+            self._post(
+                deal,
+                f"/v1/deals/{deal.deal_id}/quote-approval",
+                {"decision": "approve", "note": "within the deal desk's authority"},
+                DEAL_DESK,
+            )
+            deal.quote_approved = True
+        elif deal.stage == "awaiting_signature" and not deal.signed and deal.status["envelope_id"]:
+            signed = self.docusign.post(f"/_sandbox/envelopes/{deal.status['envelope_id']}/sign")
+            if signed.is_success:
+                deal.signed = True
+            else:
+                deal.problem = f"signing failed: {signed.status_code} {signed.text}"
+        elif deal.stage == "awaiting_invoice_review" and not deal.invoice_approved:
+            self._post(
+                deal,
+                f"/v1/deals/{deal.deal_id}/invoice-review",
+                {"decision": "approve", "note": "first invoice matches the signed order form"},
+                FINANCE,
+            )
+            deal.invoice_approved = True
+
+    def _post(self, deal: DemoDeal, path: str, body: dict[str, Any], token: str) -> None:
+        response = self.api.post(path, json=body, headers=self._auth(token))
+        if not response.is_success:
+            deal.problem = f"POST {path} answered {response.status_code}: {response.text}"
+
+    def progress(self) -> Table:
+        table = Table(title="Deals in flight", expand=False)
+        for column in ("deal", "scenario", "phase", "stage"):
+            table.add_column(column)
+        for deal in self.deals:
+            style = "green" if deal.stage == deal.expected else "yellow"
+            if deal.problem or deal.stage in ("needs_attention", "expired", "lost"):
+                style = "red"
+            table.add_row(
+                deal.deal_id or "-",
+                deal.label,
+                str(deal.phase),
+                f"[{style}]{deal.problem or deal.stage}[/]",
+            )
+        return table
+
+    def run(self, timeout_s: float = 180) -> bool:
+        self._configure_connect()
+        self.start_deals()
+        deadline = time.monotonic() + timeout_s
+        with Live(self.progress(), console=self.console, refresh_per_second=8) as live:
+            while time.monotonic() < deadline and not all(d.done for d in self.deals):
+                for deal in self.deals:
+                    self._advance(deal)
+                live.update(self.progress())
+                time.sleep(0.2)
+            live.update(self.progress())
+        return all(d.stage == d.expected and d.problem is None for d in self.deals)
+
+    def _configure_connect(self) -> None:
+        """Point the DocuSign emulator's Connect listener at this API's webhook."""
+        url = f"http://{self.settings.api_host}:{self.settings.api_port}/webhooks/docusign"
+        response = self.docusign.post(
+            "/_sandbox/connect",
+            json={"url": url, "secret": self.settings.docusign_connect_secret.get_secret_value()},
+        )
+        if not response.is_success:
+            raise DemoError(f"could not configure the DocuSign emulator: {response.text}")
+
+    def results(self) -> Table:
+        table = Table(title="Demo deals: final state")
+        for column in (
+            "deal",
+            "scenario",
+            "stage",
+            "Stripe customer",
+            "subscription",
+            "invoice",
+            "first invoice",
+            "provisioned flags",
+            "signature -> invoice",
+        ):
+            table.add_column(column, overflow="fold")
+        for deal in self.deals:
+            s = deal.status
+            first = s.get("invoice_preview") or {}
+            total = (
+                format_minor(first["total_minor"], s.get("currency", "usd"))
+                if first.get("total_minor") is not None
+                else "-"
+            )
+            flags = s.get("provisioned_features") or {}
+            table.add_row(
+                deal.deal_id or "-",
+                deal.label,
+                deal.problem or deal.stage,
+                s.get("stripe_customer_id") or "-",
+                s.get("stripe_schedule_id") or s.get("stripe_subscription_id") or "-",
+                s.get("stripe_invoice_id") or "-",
+                total,
+                _flags(flags),
+                _seconds_to_invoice(s),
+            )
+        return table
+
+    def where_to_look(self, web_ui: str) -> Group:
+        namespace = self.settings.temporal_namespace
+        lines = [
+            f'Temporal Web UI: [bold]{web_ui}[/] (filter: QtcStage = "completed")',
+            f"API docs: http://{self.settings.api_host}:{self.settings.api_port}/docs",
+        ]
+        lines += [
+            f"  {d.deal_id}: {web_ui}/namespaces/{namespace}/workflows/{d.deal_id}"
+            for d in self.deals
+            if d.deal_id
+        ]
+        return Group(*lines)
+
+
+def _flags(flags: dict[str, dict[str, Any]]) -> str:
+    merged: dict[str, Any] = {}
+    for features in flags.values():
+        merged.update(features)
+    return ", ".join(f"{k}={v}" for k, v in sorted(merged.items())) or "-"
+
+
+def _seconds_to_invoice(status: dict[str, Any]) -> str:
+    signature = status.get("signature") or {}
+    sent = status.get("invoice_sent_at")
+    if not signature.get("completed_at") or not sent:
+        return "-"
+    delta = datetime.fromisoformat(sent) - datetime.fromisoformat(signature["completed_at"])
+    return f"{delta.total_seconds():.2f} s"
+
+
+def run_demo(
+    settings: Settings,
+    examples: Path,
+    console: Console,
+    keep_up: bool | None = None,
+) -> int:
+    """Run the demo; returns the process exit code (0 only if every deal ended as expected)."""
+    if not settings.sandbox:
+        console.print("[red]qtc demo runs on the embedded sandbox only (QTC_ENV=sandbox)[/]")
+        return 1
+    if keep_up is None:
+        keep_up = sys.stdin.isatty() and sys.stdout.isatty()
+    state_dir = settings.state_dir / "demo"
+    console.print("Starting Temporal dev server, emulators, worker and API ...")
+    stack = Stack(settings, state_dir, persist_temporal=False)
+    try:
+        stack.start()
+        console.print(f"Stack up; logs in {state_dir / 'logs'}")
+        demo = Demo(settings, examples, console)
+        ok = demo.run()
+        console.print(demo.results())
+        console.print(demo.where_to_look(stack.web_ui_url))
+        if ok:
+            console.print("[green]Every deal reached its expected final stage.[/]")
+        else:
+            console.print("[red]Some deals did not reach their expected final stage.[/]")
+        if keep_up:
+            console.print("The stack stays up for exploring; Ctrl-C stops it.")
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                console.print("Stopping ...")
+        return 0 if ok else 1
+    finally:
+        stack.stop()
