@@ -65,10 +65,23 @@ class Settings(BaseSettings):
     api_public_url: str = "http://127.0.0.1:8000"
     api_tokens: dict[str, ApiPrincipal] = Field(default_factory=_sandbox_tokens)
     max_body_bytes: int = 1_000_000
+    # --- HTTP API and webhooks (starters/api) ---
+    api_temporal_timeout_s: float = 5.0  # a webhook sender gets 503 after this, not a hang
+    api_retry_after_s: int = 5  # Retry-After sent with every 503
+    api_default_phase: Literal[1, 2, 3] = 3  # phase of deals started by Salesforce webhooks
+    api_outbound_dedupe_size: int = 10_000  # remembered Outbound Message notification ids
+    salesforce_callout_tolerance_s: int = 300  # max age of a signed Flow callout
+
+    # --- Worker (workers/) ---
+    worker_activity_threads: int = Field(32, ge=1)  # thread pool of the blocking vendor SDKs
+    worker_max_cached_workflows: int = Field(2000, ge=0)  # keep >= deals in flight (no replays)
+    worker_graceful_shutdown_s: float = Field(30.0, ge=0)  # in-flight activities may finish
+    worker_register_search_attributes: bool = True  # add missing Qtc* attributes at start-up
 
     # Stripe
     stripe_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["stripe_api_key"])
     stripe_api_base: str | None = "http://127.0.0.1:12111"
+    stripe_timeout_seconds: float = 30.0  # per request; Temporal retries, the SDK does not
 
     # Salesforce
     salesforce_instance_url: str = "https://127.0.0.1:12112"
@@ -80,6 +93,9 @@ class Settings(BaseSettings):
     salesforce_callout_secret: SecretStr = SecretStr(SANDBOX_SECRETS["salesforce_callout_secret"])
     salesforce_org_ids: list[str] = Field(default_factory=lambda: ["00D000000000001AAA"])
     salesforce_field_map: dict[str, str] = Field(default_factory=dict)
+    salesforce_ca_file: Path | None = None  # CA bundle to trust (the sandbox's self-signed CA)
+    salesforce_domain: str = "login"  # username/password login: "login", "test" or a My Domain
+    salesforce_timeout_s: float = 30.0
 
     # DocuSign
     docusign_base_path: str = "http://127.0.0.1:12113/restapi"
@@ -91,10 +107,13 @@ class Settings(BaseSettings):
     docusign_template_id: str = "sandbox-msa-template"
     docusign_connect_secret: SecretStr = SecretStr(SANDBOX_SECRETS["docusign_connect_secret"])
     docusign_connect_secrets_extra: list[SecretStr] = Field(default_factory=list)
+    docusign_timeout_s: float = 30.0
+    docusign_envelope_lookback_days: int = 730  # how far back send_contract looks for a sent one
 
     # Product backend
     provisioning_url: str = "http://127.0.0.1:12114/v1/provision"
     provisioning_secret: SecretStr = SecretStr(SANDBOX_SECRETS["provisioning_secret"])
+    provisioning_timeout_s: float = 15.0
 
     # Sandbox emulators
     sandbox_host: str = "127.0.0.1"
