@@ -1,0 +1,27 @@
+"""CPQ at the API edge: a rejected quote becomes a 422 problem listing every violation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from qtc import cpq
+from qtc.errors import QuoteRejected
+from qtc.models import Catalog, PricedQuote, Quote
+from starters.api.problems import Problem
+
+
+def price_or_reject(
+    quote: Quote | bytes | dict[str, Any], catalog: Catalog, signed_at: datetime
+) -> PricedQuote:
+    """Price a quote, or raise a 422 problem whose ``errors`` are the CPQ violations."""
+    try:
+        return cpq.price_quote(quote, catalog, signed_at)
+    except QuoteRejected as rejected:
+        count = len(rejected.violations)
+        raise Problem(
+            422,
+            "quote-rejected",
+            f"The quote breaks {count} CPQ rule{'s' if count != 1 else ''}; see errors.",
+            errors=cpq.violations_to_json(rejected.violations)["errors"],
+        ) from rejected

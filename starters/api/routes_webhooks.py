@@ -1,0 +1,235 @@
+"""Webhooks from DocuSign and Salesforce.
+
+A webhook is acknowledged only once Temporal has durably recorded the start or the signal; when
+Temporal is unreachable the sender gets 503 with ``Retry-After`` and delivers again later. Every
+webhook is safe to deliver twice: starts are keyed by the opportunity, signatures carry a request
+id derived from the envelope, and Outbound Message notification ids are remembered.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from fastapi import APIRouter, Request, Response
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from temporalio.exceptions import ApplicationError
+
+from qtc import deal as contract
+from qtc import errors
+from qtc.models import PricedQuote
+from qtc.settings import Settings
+from starters import deals
+from starters.api.docusign import COMPLETED_EVENT, is_signed_by_any, parse_event, signature_headers
+from starters.api.pricing import price_or_reject
+from starters.api.problems import Problem, is_json, problem_schema
+from starters.api.salesforce import (
+    ACK,
+    SIGNATURE_HEADER,
+    FlowCallout,
+    OutboundMessageError,
+    SignatureError,
+    parse_outbound_message,
+    verify_callout,
+)
+from starters.api.state import ApiState, State
+
+router = APIRouter(tags=["webhooks"])
+log = structlog.get_logger("qtc.api.webhooks")
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: problem_schema() for code in (400, 401, 403, 404, 409, 413, 415, 422, 502, 503)
+}
+_OPAQUE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    }
+}
+
+
+def _require_json(request: Request) -> None:
+    if not is_json(request.headers.get("content-type")):
+        raise Problem(415, "unsupported-media-type", "This webhook accepts application/json only.")
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(401, "invalid-signature", detail)
+
+
+# --- DocuSign Connect ------------------------------------------------------------------------
+
+
+@router.post(
+    "/webhooks/docusign",
+    summary="DocuSign Connect (JSON SIM, HMAC): envelope completed -> signature_completed",
+    responses=_PROBLEMS,
+    openapi_extra=_OPAQUE_BODY,
+)
+async def docusign_connect(request: Request, state: State) -> dict[str, Any]:
+    body = await request.body()
+    secrets = [s.get_secret_value() for s in state.settings.docusign_connect_secrets]
+    if not is_signed_by_any(body, signature_headers(dict(request.headers)), secrets):
+        raise _unauthorized("No X-DocuSign-Signature-N header matches the body.")
+    _require_json(request)
+    try:
+        event = parse_event(body)
+    except ValidationError as err:
+        raise Problem(
+            400, "malformed-event", f"Not a Connect event: {err.error_count()} problem(s)."
+        ) from err
+    if event.event != COMPLETED_EVENT:
+        return {"status": "ignored", "event": event.event}
+    signature = event.signature()
+    opportunity_id = event.custom_field("opportunity_id")
+    deal_id = event.custom_field("deal_id") or (
+        contract.deal_id_for(opportunity_id) if opportunity_id else None
+    )
+    if deal_id is None:
+        raise Problem(
+            404,
+            "unknown-envelope",
+            f"Envelope {event.data.envelope_id} has no opportunity_id or deal_id custom field; "
+            "it was not sent by this product.",
+        )
+    if signature is None:
+        raise Problem(422, "malformed-event", "The completed envelope has no completedDateTime.")
+    client = await state.temporal.client()
+    try:
+        await deals.signal(
+            client,
+            deal_id,
+            contract.SIGNAL_SIGNATURE_COMPLETED,
+            signature,
+            request_id=deals.signal_request_id(deal_id, f"signature:{signature.envelope_id}"),
+            rpc_timeout=state.rpc_timeout,
+        )
+    except deals.DealFinished:
+        # Redelivered after the deal closed: nothing left to change, and a retry cannot help.
+        return {"status": "ignored", "reason": "deal finished", "deal_id": deal_id}
+    log.info("signature_signalled", deal_id=deal_id, envelope_id=signature.envelope_id)
+    return {"status": "accepted", "deal_id": deal_id, "envelope_id": signature.envelope_id}
+
+
+# --- Salesforce --------------------------------------------------------------------------------
+
+
+async def _read_and_price(state: ApiState, opportunity_id: str) -> PricedQuote:
+    """Read the opportunity from the CRM (blocking SDK, so in a thread) and price it."""
+    try:
+        quote = await run_in_threadpool(state.read_opportunity, opportunity_id)
+    except ApplicationError as err:
+        raise _crm_problem(err, opportunity_id) from err
+    return price_or_reject(quote, state.catalog, datetime.now(UTC))
+
+
+def _crm_problem(err: ApplicationError, opportunity_id: str) -> Problem:
+    if err.type == errors.VENDOR_NOT_FOUND:
+        return Problem(
+            404, "unknown-opportunity", f"Salesforce has no opportunity {opportunity_id}."
+        )
+    if err.type == errors.VENDOR_INVALID_REQUEST:
+        return Problem(422, "opportunity-not-quotable", err.message)
+    if not err.non_retryable:
+        return Problem(
+            503,
+            "crm-unavailable",
+            "Salesforce could not be read; nothing was started. Retry later.",
+            headers={"Retry-After": "30"},
+        )
+    return Problem(502, "crm-refused", f"Salesforce refused the read: {err.message}")
+
+
+async def _start(state: ApiState, priced: PricedQuote, phase: contract.Phase, by: str) -> Any:
+    client = await state.temporal.client()
+    return await deals.start_deal(
+        client,
+        priced,
+        phase,
+        by,
+        state.settings.temporal_task_queue,
+        rpc_timeout=state.rpc_timeout,
+    )
+
+
+@router.post(
+    "/webhooks/salesforce",
+    summary="Salesforce Flow callout (HMAC): closed_won / quote_approved -> start the deal",
+    responses={200: {"description": "The deal already existed"}, **_PROBLEMS},
+    status_code=201,
+    openapi_extra=_OPAQUE_BODY,
+)
+async def salesforce_callout(request: Request, response: Response, state: State) -> dict[str, Any]:
+    body = await request.body()
+    settings: Settings = state.settings
+    try:
+        verify_callout(
+            body,
+            request.headers.get(SIGNATURE_HEADER),
+            settings.salesforce_callout_secret.get_secret_value(),
+            settings.salesforce_callout_tolerance_s,
+        )
+    except SignatureError as err:
+        raise _unauthorized(str(err)) from err
+    _require_json(request)
+    try:
+        callout = FlowCallout.model_validate_json(body)
+    except ValidationError as err:
+        raise Problem(
+            422,
+            "invalid-callout",
+            "The callout body is not {event, opportunity_id, phase?}.",
+            errors=[
+                {
+                    "pointer": "/" + "/".join(str(p) for p in e["loc"]),
+                    "code": "invalid_field",
+                    "message": e["msg"],
+                }
+                for e in err.errors()
+            ],
+        ) from err
+    priced = await _read_and_price(state, callout.opportunity_id)
+    phase = callout.phase or settings.api_default_phase
+    result = await _start(state, priced, phase, f"salesforce-flow:{callout.event}")
+    response.status_code = 201 if result.created else 200
+    log.info("deal_started_by_flow", deal_id=result.deal_id, created=result.created)
+    return {"deal_id": result.deal_id, "created": result.created}
+
+
+@router.post(
+    "/webhooks/salesforce/outbound-message",
+    summary="Salesforce Outbound Message (SOAP): Opportunity Closed Won -> start the deal",
+    responses={
+        200: {"description": "Acknowledged", "content": {"text/xml": {}}},
+        **_PROBLEMS,
+    },
+    response_class=Response,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"text/xml": {"schema": {"type": "string"}}}}
+    },
+)
+async def salesforce_outbound_message(request: Request, state: State) -> Response:
+    try:
+        message = parse_outbound_message(await request.body())
+    except OutboundMessageError as err:
+        raise Problem(400, "malformed-outbound-message", str(err)) from err
+    if message.organization_id not in state.settings.salesforce_org_ids:
+        raise Problem(
+            403, "unknown-organization", "Outbound Messages from this organization are refused."
+        )
+    started = []
+    for notification in message.notifications:
+        if notification.notification_id in state.outbound_seen:
+            continue
+        opportunity_id = notification.closed_won_opportunity
+        if opportunity_id is not None:
+            priced = await _read_and_price(state, opportunity_id)
+            phase = state.settings.api_default_phase
+            result = await _start(state, priced, phase, "salesforce-outbound-message")
+            started.append(result.deal_id)
+        # Remembered only once handled: a notification that failed is retried by Salesforce.
+        state.outbound_seen.add(notification.notification_id)
+    log.info("outbound_message_acked", deals=started, notifications=len(message.notifications))
+    return Response(ACK, media_type="text/xml")

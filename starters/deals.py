@@ -1,0 +1,364 @@
+"""The deal service layer: start, inspect, list and signal deals on Temporal.
+
+The HTTP API and the ``qtc deal`` commands both go through these functions so that a deal started
+from a webhook, the API or the command line gets the same workflow id, the same id policies and the
+same search attributes. Temporal failures are translated into three exceptions the callers map to
+their own vocabulary (HTTP 404 / 409 / 503, CLI exit codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any, get_args
+
+from pydantic import BaseModel
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.common import (
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from qtc import deal as contract
+from qtc.deal import DealInput, DealStatus, Phase, Stage
+from qtc.models import Model, PricedQuote
+
+STAGE_KEY = SearchAttributeKey.for_keyword(contract.SA_STAGE)
+CUSTOMER_KEY = SearchAttributeKey.for_text(contract.SA_CUSTOMER)
+ARR_KEY = SearchAttributeKey.for_float(contract.SA_ARR)
+PHASE_KEY = SearchAttributeKey.for_int(contract.SA_PHASE)
+
+# Memo keys: what a later start for the same opportunity is compared against.
+MEMO_QUOTE_ID = "qtc_quote_id"
+MEMO_QUOTE_FINGERPRINT = "qtc_quote_fingerprint"
+MEMO_START_NONCE = "qtc_start_nonce"
+
+# A caller (a webhook sender above all) must get an answer quickly: Temporal unreachable for this
+# long is reported as unavailable so the sender retries, instead of holding its connection open.
+DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
+
+# Every supported currency has two decimals (DESIGN section 4); QtcArr is in major units.
+_MINOR_PER_MAJOR = 100
+
+_UNAVAILABLE_CODES = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class DealServiceError(Exception):
+    """Base of the errors this module raises on purpose."""
+
+
+class DealNotFound(DealServiceError):
+    """No deal (workflow) has this id."""
+
+    def __init__(self, deal_id: str) -> None:
+        self.deal_id = deal_id
+        super().__init__(f"no deal with id {deal_id!r}")
+
+
+class DealConflict(DealServiceError):
+    """The request contradicts the deal as it exists (a different quote, or a finished deal)."""
+
+    def __init__(self, deal_id: str, message: str) -> None:
+        self.deal_id = deal_id
+        super().__init__(message)
+
+
+class DealFinished(DealConflict):
+    """The deal's workflow has closed; it accepts no more signals."""
+
+    def __init__(self, deal_id: str) -> None:
+        super().__init__(deal_id, f"deal {deal_id!r} has finished and accepts no more signals")
+
+
+class TemporalUnavailable(DealServiceError):
+    """Temporal could not be reached (or did not answer in time); the request may be retried."""
+
+
+class StartResult(Model):
+    deal_id: str
+    created: bool
+
+
+class DealSummary(Model):
+    """One row of ``list_deals``: what visibility knows without asking the workflow."""
+
+    deal_id: str
+    opportunity_id: str
+    stage: str | None = None
+    customer: str | None = None
+    arr: float | None = None
+    phase: int | None = None
+    status: str
+    started_at: datetime | None = None
+    closed_at: datetime | None = None
+
+
+def quote_fingerprint(priced: PricedQuote) -> str:
+    """A hash of what was sold, independent of when it was priced.
+
+    Two pricings of the same quote on different days differ in their dates and schedule, but not
+    in their lines and commercial terms; this compares exactly those.
+    """
+    sold: dict[str, Any] = {
+        "currency": priced.currency,
+        "term_months": priced.term_months,
+        "billing_frequency": priced.billing_frequency,
+        "billing_anchor": priced.billing_anchor,
+        "payment_terms_days": priced.payment_terms_days,
+        "uplift_percent": str(priced.uplift_percent),
+        "account": priced.account.model_dump(mode="json"),
+        "lines": [line.model_dump(mode="json") for line in priced.lines],
+    }
+    return hashlib.sha256(json.dumps(sold, sort_keys=True).encode()).hexdigest()
+
+
+def initial_stage(priced: PricedQuote) -> Stage:
+    """The stage a new deal starts in, so visibility shows it before the first workflow task."""
+    return "pending_approval" if priced.status == "needs_approval" else "contract_sent"
+
+
+def _search_attributes(priced: PricedQuote, phase: Phase) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(STAGE_KEY, initial_stage(priced)),
+            SearchAttributePair(CUSTOMER_KEY, priced.account.legal_name),
+            SearchAttributePair(ARR_KEY, priced.arr_minor / _MINOR_PER_MAJOR),
+            SearchAttributePair(PHASE_KEY, phase),
+        ]
+    )
+
+
+def _translate(err: RPCError, deal_id: str) -> DealServiceError:
+    if err.status in _UNAVAILABLE_CODES:
+        return TemporalUnavailable(f"Temporal did not answer: {err.message}")
+    if err.status == RPCStatusCode.NOT_FOUND:
+        return DealNotFound(deal_id)
+    return DealServiceError(f"Temporal refused the request for {deal_id!r}: {err.message}")
+
+
+@asynccontextmanager
+async def _temporal_call(deal_id: str, rpc_timeout: timedelta) -> AsyncIterator[None]:
+    """Bound a Temporal call in time and translate its failures.
+
+    The client retries an unreachable server on its own for longer than a webhook sender waits,
+    so the whole call, retries included, gets the same deadline.
+    """
+    try:
+        async with asyncio.timeout(rpc_timeout.total_seconds()):
+            yield
+    except TimeoutError as err:
+        raise TemporalUnavailable(f"Temporal did not answer within {rpc_timeout}") from err
+    except RPCError as err:
+        raise _translate(err, deal_id) from err
+
+
+async def _describe(
+    client: Client, deal_id: str, rpc_timeout: timedelta
+) -> WorkflowExecutionDescription:
+    async with _temporal_call(deal_id, rpc_timeout):
+        return await client.get_workflow_handle(deal_id).describe(rpc_timeout=rpc_timeout)
+
+
+async def start_deal(
+    client: Client,
+    priced: PricedQuote,
+    phase: Phase,
+    started_by: str,
+    task_queue: str,
+    *,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+) -> StartResult:
+    """Start the deal for a priced quote, or join the one already running for its opportunity.
+
+    The workflow id is derived from the opportunity, the id-reuse policy refuses a second run after
+    the first closed and the id-conflict policy returns the running one, so one opportunity never
+    has two deals however many times it is submitted.
+
+    Args:
+        client: A Temporal client with the pydantic data converter.
+        priced: The priced quote; it travels in the workflow input.
+        phase: Rollout phase (1, 2 or 3).
+        started_by: Who asked (a person or a webhook name), recorded on the deal.
+        task_queue: The deal worker's task queue.
+        rpc_timeout: How long to wait for Temporal before reporting it unavailable.
+
+    Returns:
+        The deal id and whether this call created the deal (``False``: it already existed with
+        the same quote).
+
+    Raises:
+        DealConflict: The deal exists with a different quote.
+        TemporalUnavailable: Temporal could not be reached.
+    """
+    deal_id = contract.deal_id_for(priced.opportunity_id)
+    fingerprint = quote_fingerprint(priced)
+    # A fresh nonce in the memo tells this start apart from a concurrent one that won the race.
+    start_nonce = uuid.uuid4().hex
+    try:
+        async with _temporal_call(deal_id, rpc_timeout):
+            await client.start_workflow(
+                contract.WORKFLOW_NAME,
+                DealInput(priced=priced, phase=phase, started_by=started_by),
+                id=deal_id,
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                memo={
+                    MEMO_QUOTE_ID: priced.quote_id,
+                    MEMO_QUOTE_FINGERPRINT: fingerprint,
+                    MEMO_START_NONCE: start_nonce,
+                },
+                search_attributes=_search_attributes(priced, phase),
+                rpc_timeout=rpc_timeout,
+            )
+    except WorkflowAlreadyStartedError:
+        pass  # the deal ran before and has closed; compared against below like a running one
+    memo = await (await _describe(client, deal_id, rpc_timeout)).memo()
+    if memo.get(MEMO_START_NONCE) == start_nonce:
+        return StartResult(deal_id=deal_id, created=True)
+    same_quote = memo.get(MEMO_QUOTE_ID) == priced.quote_id
+    if not same_quote or memo.get(MEMO_QUOTE_FINGERPRINT) != fingerprint:
+        raise DealConflict(
+            deal_id,
+            f"deal {deal_id} already exists for opportunity {priced.opportunity_id} with quote "
+            f"{memo.get(MEMO_QUOTE_ID)!r}; a different quote cannot replace a running contract",
+        )
+    return StartResult(deal_id=deal_id, created=False)
+
+
+async def get_status(
+    client: Client, deal_id: str, *, rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT
+) -> DealStatus:
+    """Ask the deal workflow for its status (a Temporal query, answered by a worker).
+
+    Raises:
+        DealNotFound: No deal has this id.
+        TemporalUnavailable: Temporal, or the deal worker, did not answer in time.
+    """
+    async with _temporal_call(deal_id, rpc_timeout):
+        return await client.get_workflow_handle(deal_id).query(
+            contract.QUERY_STATUS, result_type=DealStatus, rpc_timeout=rpc_timeout
+        )
+
+
+def _summary(execution: Any) -> DealSummary:
+    attrs: TypedSearchAttributes = execution.typed_search_attributes
+    status: WorkflowExecutionStatus | None = execution.status
+    deal_id: str = execution.id
+    return DealSummary(
+        deal_id=deal_id,
+        opportunity_id=deal_id.removeprefix("deal-"),
+        stage=attrs.get(STAGE_KEY),
+        customer=attrs.get(CUSTOMER_KEY),
+        arr=attrs.get(ARR_KEY),
+        phase=attrs.get(PHASE_KEY),
+        status=status.name.lower() if status else "unknown",
+        started_at=execution.start_time,
+        closed_at=execution.close_time,
+    )
+
+
+async def list_deals(
+    client: Client,
+    stage: str | None,
+    limit: int = 100,
+    *,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+) -> list[DealSummary]:
+    """List deals from Temporal visibility, newest first, optionally in one stage.
+
+    Args:
+        client: A Temporal client.
+        stage: Only deals whose ``QtcStage`` is this; checked against the stage names (so it is
+            safe to put in the query).
+        limit: At most this many deals.
+        rpc_timeout: Per page.
+
+    Raises:
+        ValueError: ``stage`` is not a stage name.
+        TemporalUnavailable: Temporal could not be reached.
+    """
+    query = f"WorkflowType = '{contract.WORKFLOW_NAME}'"
+    if stage is not None:
+        if stage not in get_args(Stage):
+            raise ValueError(f"unknown stage {stage!r}; one of {', '.join(get_args(Stage))}")
+        query += f" AND {contract.SA_STAGE} = '{stage}'"
+    async with _temporal_call("*", rpc_timeout):
+        return [
+            _summary(execution)
+            async for execution in client.list_workflows(
+                query, limit=limit, page_size=min(limit, 1000), rpc_timeout=rpc_timeout
+            )
+        ]
+
+
+async def signal(
+    client: Client,
+    deal_id: str,
+    signal_name: str,
+    model: BaseModel,
+    *,
+    request_id: str | None = None,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+) -> None:
+    """Send one signal to a running deal; returns once Temporal has durably recorded it.
+
+    Args:
+        client: A Temporal client.
+        deal_id: The deal (workflow) id.
+        signal_name: One of the ``SIGNAL_*`` names in ``qtc.deal``.
+        model: The signal's input model.
+        request_id: A key that makes redelivery harmless: Temporal records a signal with a
+            request id it has already seen for this run only once. Webhooks pass one derived from
+            the event (e.g. the envelope id), so a duplicate delivery adds nothing to the history.
+        rpc_timeout: How long to wait for Temporal before reporting it unavailable.
+
+    Raises:
+        DealNotFound: No deal has this id.
+        DealFinished: The deal has closed.
+        TemporalUnavailable: Temporal could not be reached.
+    """
+    # The SDK's handle.signal() always draws a random request id, which would defeat the
+    # server-side de-duplication; the request is therefore built here with the client's own
+    # data converter, exactly as the SDK builds it.
+    request = SignalWorkflowExecutionRequest(
+        namespace=client.namespace,
+        workflow_execution=WorkflowExecution(workflow_id=deal_id),
+        signal_name=signal_name,
+        identity=client.identity,
+        request_id=request_id or uuid.uuid4().hex,
+    )
+    request.input.payloads.extend(await client.data_converter.encode([model]))
+    try:
+        async with _temporal_call(deal_id, rpc_timeout):
+            await client.workflow_service.signal_workflow_execution(
+                request, retry=True, timeout=rpc_timeout
+            )
+    except DealNotFound:
+        # NOT_FOUND also means "closed"; only a describe tells a finished deal from no deal.
+        await _describe(client, deal_id, rpc_timeout)
+        raise DealFinished(deal_id) from None
+
+
+def signal_request_id(deal_id: str, event_key: str) -> str:
+    """A stable request id for a webhook event, so a redelivery is recorded once."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qtc:{deal_id}:{event_key}"))
