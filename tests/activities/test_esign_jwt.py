@@ -83,6 +83,7 @@ def production_settings(host: str) -> Settings:
         salesforce_callout_secret=SecretStr("a-real-sf-secret"),
         provisioning_secret=SecretStr("a-real-provisioning-secret"),
         api_tokens={"t-1": ApiPrincipal(person="p@example.com", role="operator")},
+        codec_enabled=False,
         docusign_base_path=f"https://{host}/restapi",
         docusign_oauth_host=host,
         docusign_private_key=SecretStr(pem),

@@ -1,0 +1,477 @@
+"""Billing in Stripe: the customer, the subscription schedule and the first invoice of a deal.
+
+Every method is a synchronous activity (the Stripe SDK blocks; the worker runs it on its thread
+pool) that is safe to run twice: it looks the object up by the deal's metadata before creating it,
+and every create carries an idempotency key derived from the deal and the step, never from a run id,
+so a retry, a worker crash or a workflow reset finds what the first attempt made.
+
+What Stripe raises is classified here (DESIGN section 6): a request Stripe refuses on its merits
+fails the activity for good and parks the deal in ``needs_attention``; a busy or unreachable Stripe
+is retried by Temporal, after Stripe's ``Retry-After`` when it sent one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import stripe
+import structlog
+from stripe._base_address import BaseAddresses
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import stripe_plan as plan
+from activities.errors import non_retryable, retry_after_from_headers, retryable
+from qtc import errors
+from qtc.deal import (
+    ACT_CREATE_BILLING_CUSTOMER,
+    ACT_CREATE_SUBSCRIPTION,
+    ACT_SEND_FIRST_INVOICE,
+    BillingCustomer,
+    CreateCustomerInput,
+    CreateSubscriptionInput,
+    InvoiceSent,
+    SendInvoiceInput,
+    SubscriptionCreated,
+)
+from qtc.models import PricedQuote
+from qtc.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+VENDOR = "Stripe"
+
+
+def build_stripe_client(settings: Settings) -> stripe.StripeClient:
+    """The one Stripe client of a worker process, from settings.
+
+    ``max_network_retries=0``: Temporal owns retries. SDK retries inside an attempt would hide
+    Stripe's trouble from the workflow's retry policy and history, stretch one attempt past its
+    start-to-close timeout, and ignore ``Retry-After``; one attempt, one request, classified here.
+    """
+    base_addresses: BaseAddresses = {}
+    if settings.stripe_api_base:
+        base_addresses["api"] = settings.stripe_api_base
+    return stripe.StripeClient(
+        settings.stripe_api_key.get_secret_value(),
+        base_addresses=base_addresses,
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+    )
+
+
+# --- vendor error classification -------------------------------------------------------------
+
+
+def classify_stripe_error(exc: stripe.StripeError) -> ApplicationError:
+    """Translate what the Stripe SDK raised into a retryable or non-retryable activity failure."""
+    details: dict[str, Any] = {"vendor": VENDOR, "status": exc.http_status}
+    if exc.code:
+        details["code"] = exc.code
+    if exc.request_id:
+        details["request_id"] = exc.request_id
+    param = getattr(exc, "param", None)
+    if param:
+        details["param"] = param
+    message = f"{VENDOR} answered {exc.http_status or 'nothing'}: {exc.user_message or exc}"
+    # Stripe says outright whether a retry can succeed (lock timeouts: yes; a failure its
+    # idempotency layer would replay for the same key: no); that beats guessing from the status.
+    should_retry = _header(exc, "stripe-should-retry")
+    if isinstance(exc, stripe.RateLimitError) or should_retry == "true":
+        kind = errors.VENDOR_RATE_LIMITED if exc.http_status == 429 else errors.VENDOR_UNAVAILABLE
+        delay = retry_after_from_headers(exc.headers)
+        return retryable(kind, message, delay, details=details)
+    if isinstance(exc, stripe.APIConnectionError):
+        # Timeouts land here too: the request may or may not have been applied, which is safe
+        # to retry because every create carries an idempotency key.
+        return retryable(errors.VENDOR_UNAVAILABLE, message, details=details)
+    if isinstance(exc, stripe.IdempotencyError):
+        # The same key with different parameters: our own bug (a step reused a key), and no
+        # retry will make Stripe accept it.
+        return non_retryable(errors.VENDOR_CONFLICT, message, details=details)
+    if isinstance(exc, stripe.InvalidRequestError):
+        kind = errors.VENDOR_NOT_FOUND if exc.http_status == 404 else errors.VENDOR_INVALID_REQUEST
+        return non_retryable(kind, message, details=details)
+    if isinstance(exc, stripe.AuthenticationError):
+        return non_retryable(errors.VENDOR_AUTHENTICATION, message, details=details)
+    if isinstance(exc, stripe.PermissionError):
+        return non_retryable(errors.VENDOR_PERMISSION, message, details=details)
+    if isinstance(exc, stripe.CardError):
+        return non_retryable(errors.VENDOR_CARD, message, details=details)
+    if should_retry == "false":
+        # Stripe's idempotency layer would replay this very failure for the same key: retrying
+        # cannot help, an operator has to look.
+        return non_retryable(errors.VENDOR_UNAVAILABLE, message, details=details)
+    # APIError: 5xx, and 409 when a concurrent request holds the same idempotency key or lock;
+    # both clear up on their own.
+    delay = retry_after_from_headers(exc.headers)
+    return retryable(errors.VENDOR_UNAVAILABLE, message, delay, details=details)
+
+
+def _header(exc: stripe.StripeError, name: str) -> str | None:
+    for key, value in (exc.headers or {}).items():
+        if key.lower() == name:
+            return str(value).strip().lower()
+    return None
+
+
+@contextmanager
+def stripe_failures() -> Iterator[None]:
+    """Turn Stripe SDK errors and unbillable quotes raised in the block into activity failures."""
+    try:
+        yield
+    except stripe.StripeError as exc:
+        raise classify_stripe_error(exc) from exc
+    except plan.UnbillableQuote as exc:
+        raise non_retryable(
+            errors.VENDOR_INVALID_REQUEST, f"The quote cannot be billed in {VENDOR}: {exc}"
+        ) from exc
+
+
+def _meta(obj: Any, key: str) -> str | None:
+    metadata = getattr(obj, "metadata", None)
+    if metadata is None or key not in metadata:
+        return None
+    return str(metadata[key])
+
+
+def _id(field: Any) -> str | None:
+    """The id of an expandable field, whether Stripe sent the id or the object."""
+    if field is None or isinstance(field, str):
+        return field
+    return str(field.id)
+
+
+def _is_missing(exc: stripe.InvalidRequestError) -> bool:
+    return exc.http_status == 404 or exc.code == "resource_missing"
+
+
+class BillingActivities:
+    """Stripe activities of the deal workflow; the worker builds one with its Stripe client."""
+
+    def __init__(self, client: stripe.StripeClient) -> None:
+        self._stripe = client.v1
+
+    # --- customer --------------------------------------------------------------------------
+
+    @activity.defn(name=ACT_CREATE_BILLING_CUSTOMER)
+    def create_billing_customer(self, input: CreateCustomerInput) -> BillingCustomer:
+        """Find or create the Stripe customer for the signed legal entity of the deal."""
+        with stripe_failures():
+            found = self._find_customer(input.deal_id, input.priced.account.billing_email)
+            if found is not None:
+                log.info("stripe customer found", deal_id=input.deal_id, customer_id=found.id)
+                return BillingCustomer(customer_id=found.id)
+            customer = self._stripe.customers.create(
+                params=plan.customer_params(input.deal_id, input.priced),
+                options={"idempotency_key": f"qtc:{input.deal_id}:customer"},
+            )
+            log.info("stripe customer created", deal_id=input.deal_id, customer_id=customer.id)
+            return BillingCustomer(customer_id=customer.id)
+
+    def _find_customer(self, deal_id: str, email: str) -> stripe.Customer | None:
+        found = self._search_customer(deal_id)
+        if found is not None:
+            return found
+        for customer in self._stripe.customers.list(
+            params={"email": email, "limit": 100}
+        ).auto_paging_iter():
+            if _meta(customer, plan.META_DEAL_ID) == deal_id:
+                return customer
+        return None
+
+    def _search_customer(self, deal_id: str) -> stripe.Customer | None:
+        escaped = deal_id.replace("\\", "\\\\").replace("'", "\\'")
+        try:
+            hits = self._stripe.customers.search(
+                params={"query": f"metadata['{plan.META_DEAL_ID}']:'{escaped}'"}
+            )
+        except stripe.InvalidRequestError:
+            # Search is not offered everywhere (and lags writes by up to a minute where it is):
+            # the caller falls back to the list by e-mail, which is authoritative.
+            return None
+        return next((c for c in hits.data if _meta(c, plan.META_DEAL_ID) == deal_id), None)
+
+    # --- subscription ----------------------------------------------------------------------
+
+    @activity.defn(name=ACT_CREATE_SUBSCRIPTION)
+    def create_subscription(self, input: CreateSubscriptionInput) -> SubscriptionCreated:
+        """Create the deal's subscription schedule (and stub invoice) exactly as priced.
+
+        With a stub period, or a start in the future, Stripe has no subscription yet: the schedule
+        starts it at the term start. ``subscription_id`` is then the schedule's id
+        (``sub_sched_...``) and ``send_first_invoice`` accepts either.
+        """
+        deal_id, priced = input.deal_id, input.priced
+        with stripe_failures():
+            params = plan.schedule_params(deal_id, input.customer_id, priced)
+            self._ensure_products(deal_id, priced)
+            invoice_id: str | None = None
+            if plan.has_stub(priced):
+                invoice_id = self._ensure_stub_invoice(deal_id, input.customer_id, priced)
+            schedule = self._find_schedule(input.customer_id, deal_id)
+            if schedule is None:
+                schedule = self._stripe.subscription_schedules.create(
+                    params=params, options={"idempotency_key": f"qtc:{deal_id}:subscription"}
+                )
+            subscription_id = _id(schedule.subscription)
+            if invoice_id is None and subscription_id is not None:
+                first = self._subscription_first_invoice(subscription_id)
+                if first is not None:
+                    invoice_id = self._hold_draft(deal_id, first).id
+            log.info(
+                "stripe subscription ready",
+                deal_id=deal_id,
+                schedule_id=schedule.id,
+                subscription_id=subscription_id,
+                first_invoice_id=invoice_id,
+            )
+            return SubscriptionCreated(
+                subscription_id=subscription_id or schedule.id,
+                schedule_id=schedule.id,
+                invoice_id=invoice_id,
+            )
+
+    def _ensure_products(self, deal_id: str, priced: PricedQuote) -> None:
+        """One product per SKU with an id derived from the SKU, shared by every deal."""
+        for line in priced.lines:
+            product_id = plan.product_id_for(line.sku)
+            try:
+                self._stripe.products.retrieve(product_id)
+                continue
+            except stripe.InvalidRequestError as exc:
+                if not _is_missing(exc):
+                    raise
+            try:
+                self._stripe.products.create(
+                    params={
+                        "id": product_id,
+                        "name": line.name,
+                        "metadata": {plan.META_SKU: line.sku},
+                    },
+                    options={"idempotency_key": f"qtc:{deal_id}:product:{line.sku}"},
+                )
+            except stripe.InvalidRequestError as exc:
+                # Another deal created it between our look-up and our create.
+                if exc.code != "resource_already_exists":
+                    raise
+
+    def _find_schedule(self, customer_id: str, deal_id: str) -> stripe.SubscriptionSchedule | None:
+        for schedule in self._stripe.subscription_schedules.list(
+            params={"customer": customer_id, "limit": 100}
+        ).auto_paging_iter():
+            if _meta(schedule, plan.META_DEAL_ID) == deal_id and schedule.status not in (
+                "canceled",
+                "released",
+            ):
+                return schedule
+        return None
+
+    def _ensure_stub_invoice(self, deal_id: str, customer_id: str, priced: PricedQuote) -> str:
+        """The separate first invoice of a stub deal, with exactly one item per quoted line.
+
+        Items are matched by their position in ``priced.invoices[0]`` (metadata ``qtc_line``), so
+        an attempt that died half-way adds only what is missing, even after Stripe has forgotten
+        the idempotency keys (24 hours).
+        """
+        invoice = self._find_stub_invoice(customer_id, deal_id)
+        if invoice is None:
+            invoice = self._stripe.invoices.create(
+                params=plan.stub_invoice_params(deal_id, customer_id, priced),
+                options={"idempotency_key": f"qtc:{deal_id}:first-invoice"},
+            )
+        if invoice.status != "draft":
+            return invoice.id
+        present = {
+            _meta(item, plan.META_LINE)
+            for item in self._stripe.invoice_items.list(
+                params={"invoice": invoice.id, "limit": 100}
+            ).auto_paging_iter()
+        }
+        for index, item in enumerate(
+            plan.stub_invoice_items(deal_id, customer_id, invoice.id, priced)
+        ):
+            if str(index) not in present:
+                self._stripe.invoice_items.create(
+                    params=item,
+                    options={"idempotency_key": f"qtc:{deal_id}:first-invoice-item:{index}"},
+                )
+        return invoice.id
+
+    def _find_stub_invoice(self, customer_id: str, deal_id: str) -> stripe.Invoice | None:
+        for invoice in self._stripe.invoices.list(
+            params={"customer": customer_id, "limit": 100}
+        ).auto_paging_iter():
+            if (
+                _meta(invoice, plan.META_DEAL_ID) == deal_id
+                and _meta(invoice, plan.META_FIRST_INVOICE) == "true"
+            ):
+                return invoice
+        return None
+
+    def _subscription_first_invoice(self, subscription_id: str) -> stripe.Invoice | None:
+        invoices = list(
+            self._stripe.invoices.list(
+                params={"subscription": subscription_id, "limit": 100}
+            ).auto_paging_iter()
+        )
+        if not invoices:
+            return None
+        created = [i for i in invoices if i.billing_reason == "subscription_create"]
+        return min(created or invoices, key=lambda i: (i.created, i.period_start))
+
+    def _hold_draft(self, deal_id: str, invoice: stripe.Invoice) -> stripe.Invoice:
+        """Stop Stripe from finalizing and e-mailing the first invoice before we reconcile it."""
+        if invoice.status != "draft" or not invoice.auto_advance:
+            return invoice
+        return self._stripe.invoices.update(
+            invoice.id,
+            params={"auto_advance": False, "metadata": {plan.META_DEAL_ID: deal_id}},
+            options={"idempotency_key": f"qtc:{deal_id}:invoice-hold"},
+        )
+
+    # --- first invoice ---------------------------------------------------------------------
+
+    @activity.defn(name=ACT_SEND_FIRST_INVOICE)
+    def send_first_invoice(self, input: SendInvoiceInput) -> InvoiceSent:
+        """Reconcile the deal's first invoice with the priced quote, then finalize and send it once.
+
+        Raises:
+            ApplicationError: ``INVOICE_MISMATCH`` (non-retryable) when Stripe's invoice differs
+                from ``priced.invoices[0]``; details carry both sides.
+        """
+        deal_id, priced = input.deal_id, input.priced
+        with stripe_failures():
+            invoice = self._first_invoice(input)
+            self._reconcile(invoice, priced)
+            if invoice.status == "draft":
+                invoice = self._stripe.invoices.finalize_invoice(
+                    invoice.id,
+                    params={"auto_advance": False},
+                    options={"idempotency_key": f"qtc:{deal_id}:invoice-finalize"},
+                )
+            if invoice.status in ("void", "uncollectible"):
+                raise non_retryable(
+                    errors.VENDOR_CONFLICT,
+                    f"{VENDOR} invoice {invoice.id} of {deal_id} is {invoice.status}; "
+                    "it was changed outside this deal",
+                    details={"vendor": VENDOR, "invoice_id": invoice.id, "status": invoice.status},
+                )
+            if invoice.status == "open" and not self._already_sent(invoice):
+                invoice = self._stripe.invoices.send_invoice(
+                    invoice.id, options={"idempotency_key": f"qtc:{deal_id}:invoice-send"}
+                )
+                invoice = self._stripe.invoices.update(
+                    invoice.id,
+                    params={"metadata": {plan.META_SENT: "true", plan.META_DEAL_ID: deal_id}},
+                    options={"idempotency_key": f"qtc:{deal_id}:invoice-sent-flag"},
+                )
+            log.info(
+                "stripe first invoice sent",
+                deal_id=deal_id,
+                invoice_id=invoice.id,
+                number=invoice.number,
+                total_minor=invoice.total,
+            )
+            return InvoiceSent(
+                invoice_id=invoice.id,
+                number=invoice.number,
+                hosted_invoice_url=invoice.hosted_invoice_url,
+                total_minor=invoice.total,
+                status=str(invoice.status),
+            )
+
+    def _first_invoice(self, input: SendInvoiceInput) -> stripe.Invoice:
+        priced = input.priced
+        if plan.has_stub(priced):
+            stub = self._find_stub_invoice(input.customer_id, input.deal_id)
+            if stub is None:
+                raise non_retryable(
+                    errors.VENDOR_NOT_FOUND,
+                    f"{VENDOR} has no stub invoice for {input.deal_id}; "
+                    "create_subscription did not run for this customer",
+                    details={"vendor": VENDOR, "customer_id": input.customer_id},
+                )
+            return stub
+        subscription_id: str | None = input.subscription_id
+        if input.subscription_id.startswith("sub_sched_"):
+            schedule = self._stripe.subscription_schedules.retrieve(input.subscription_id)
+            subscription_id = _id(schedule.subscription)
+        invoice = self._subscription_first_invoice(subscription_id) if subscription_id else None
+        if invoice is not None:
+            return invoice
+        # Not an error of the deal: Stripe issues the first invoice when the subscription starts.
+        # Come back then (the helper caps the wait; the retry policy bounds the total).
+        start = datetime.fromtimestamp(plan.utc_midnight(priced.start_date), UTC)
+        wait = max(start - datetime.now(UTC), timedelta(seconds=0))
+        raise retryable(
+            errors.VENDOR_UNAVAILABLE,
+            f"{VENDOR} has not issued the first invoice of {input.deal_id} yet "
+            f"(billing starts {priced.start_date})",
+            wait or None,
+            details={"vendor": VENDOR, "subscription_id": input.subscription_id},
+        )
+
+    def _invoice_lines(self, invoice: stripe.Invoice) -> list[stripe.InvoiceLineItem]:
+        if not invoice.lines.has_more:
+            return list(invoice.lines.data)
+        return list(
+            self._stripe.invoices.line_items.list(
+                invoice.id, params={"limit": 100}
+            ).auto_paging_iter()
+        )
+
+    def _sku_of(self, line: stripe.InvoiceLineItem, known: dict[str, str]) -> str:
+        """The SKU a line bills: from its product, as our products carry the SKU."""
+        details = line.pricing.price_details if line.pricing else None
+        if details is None:
+            return "(no price)"
+        product_id = details.product
+        if product_id in known:
+            return known[product_id]
+        product = self._stripe.products.retrieve(product_id)
+        return _meta(product, plan.META_SKU) or product_id
+
+    def _unit_amount(self, line: stripe.InvoiceLineItem) -> int | str:
+        if line.pricing and line.pricing.unit_amount_decimal is not None:
+            return plan.minor_units(line.pricing.unit_amount_decimal)
+        details = line.pricing.price_details if line.pricing else None
+        if details is not None:
+            price = self._stripe.prices.retrieve(_id(details.price) or "")
+            if price.unit_amount_decimal is not None:
+                return plan.minor_units(price.unit_amount_decimal)
+        return "(unknown)"
+
+    def _reconcile(self, invoice: stripe.Invoice, priced: PricedQuote) -> None:
+        known = {plan.product_id_for(line.sku): line.sku for line in priced.lines}
+        actual = [
+            plan.BilledLine(
+                sku=self._sku_of(line, known),
+                quantity=line.quantity or 0,
+                unit_amount_minor=self._unit_amount(line),
+                amount_minor=line.amount,
+            )
+            for line in self._invoice_lines(invoice)
+        ]
+        mismatch = plan.reconcile(
+            invoice.id, priced.invoices[0], priced.currency, actual, invoice.total, invoice.currency
+        )
+        if mismatch is not None:
+            log.warning("stripe invoice mismatch", **mismatch.model_dump(mode="json"))
+            raise non_retryable(
+                errors.INVOICE_MISMATCH,
+                mismatch.summary(),
+                details=mismatch.model_dump(mode="json"),
+            )
+
+    def _already_sent(self, invoice: stripe.Invoice) -> bool:
+        """Whether an earlier attempt (or Stripe itself) already sent it: never e-mail twice."""
+        if _meta(invoice, plan.META_SENT) == "true":
+            return True
+        events = self._stripe.events.list(
+            params={"type": "invoice.sent", "created": {"gte": invoice.created}, "limit": 100}
+        )
+        return any(event.data.object["id"] == invoice.id for event in events.auto_paging_iter())
