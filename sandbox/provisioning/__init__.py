@@ -1,0 +1,1 @@
+"""Product backend sink: ``app.create_app`` serves it; ``signing`` documents the signature."""

@@ -1,0 +1,316 @@
+"""Run the four emulators (Stripe, Salesforce, DocuSign, product backend) in one process.
+
+``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
+with the port in the message, and port 0 gives an ephemeral port known before anything runs),
+then serves all four apps from one background thread running one asyncio loop with four uvicorn
+servers. The Salesforce emulator is served over TLS with a certificate from the sandbox CA
+(``sandbox.tls``); clients trust ``salesforce_ca_file``.
+
+``python -m sandbox.runner`` runs them in the foreground with the ``QTC_*`` settings (default
+ports 12111-12114, state written through under ``<state dir>/emulators``) until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType, TracebackType
+
+import httpx
+import structlog
+import uvicorn
+from starlette.types import ASGIApp
+
+from qtc.logging import configure_logging
+from qtc.settings import Settings, get_settings
+from sandbox.docusign.app import create_app as create_docusign_app
+from sandbox.provisioning.app import create_app as create_provisioning_app
+from sandbox.salesforce.app import create_app as create_salesforce_app
+from sandbox.stripe.app import create_app as create_stripe_app
+from sandbox.tls import ensure_certificates
+
+log = structlog.get_logger(__name__)
+
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning")
+
+
+class EmulatorStartError(RuntimeError):
+    """An emulator could not start; the message names it and the address it wanted."""
+
+
+@dataclass(frozen=True)
+class EmulatorPorts:
+    """One port per emulator; 0 asks the operating system for a free (ephemeral) port."""
+
+    stripe: int = 0
+    salesforce: int = 0
+    docusign: int = 0
+    provisioning: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EmulatorPorts:
+        return cls(
+            stripe=settings.sandbox_stripe_port,
+            salesforce=settings.sandbox_salesforce_port,
+            docusign=settings.sandbox_docusign_port,
+            provisioning=settings.sandbox_provisioning_port,
+        )
+
+
+def default_state_dir(settings: Settings) -> Path:
+    return settings.state_dir / "emulators"
+
+
+def default_connect_url(settings: Settings) -> str:
+    """Where the DocuSign emulator delivers Connect events: the API's DocuSign webhook."""
+    return settings.api_public_url.rstrip("/") + "/webhooks/docusign"
+
+
+class RunningEmulators:
+    """The four emulators serving from a background thread; stop with ``stop()`` or ``with``."""
+
+    def __init__(
+        self,
+        host: str,
+        ports: EmulatorPorts,
+        state_dir: Path,
+        salesforce_ca_file: Path,
+        servers: dict[str, uvicorn.Server],
+        sockets: list[socket.socket],
+    ) -> None:
+        url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+        self.host = host
+        self.ports = ports
+        self.state_dir = state_dir
+        self.salesforce_ca_file = salesforce_ca_file
+        self.stripe_url = f"http://{url_host}:{ports.stripe}"
+        self.salesforce_url = f"https://{url_host}:{ports.salesforce}"
+        self.docusign_url = f"http://{url_host}:{ports.docusign}"
+        self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
+        self._servers = servers
+        self._sockets = sockets
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="qtc-emulators", daemon=True)
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Base URL per emulator name."""
+        return {
+            "stripe": self.stripe_url,
+            "salesforce": self.salesforce_url,
+            "docusign": self.docusign_url,
+            "provisioning": self.provisioning_url,
+        }
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve_all())
+        except BaseException as exc:
+            # uvicorn reports a failed start-up with SystemExit; keep it for ``_start``.
+            self._error = exc
+
+    async def _serve_all(self) -> None:
+        await asyncio.gather(
+            *(
+                server.serve(sockets=[sock])
+                for server, sock in zip(self._servers.values(), self._sockets, strict=True)
+            )
+        )
+
+    def _start(self, timeout_s: float) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not all(s.started for s in self._servers.values()):
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                pending = [n for n, s in self._servers.items() if not s.started]
+                self.stop()
+                raise EmulatorStartError(
+                    f"emulators did not start ({', '.join(pending)}): {self._error!r}"
+                )
+            time.sleep(0.01)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every server and wait for the thread; safe to call twice."""
+        for server in self._servers.values():
+            server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            for server in self._servers.values():
+                server.force_exit = True
+            self._thread.join(timeout_s)
+        for sock in self._sockets:
+            sock.close()
+
+    def reset(self) -> None:
+        """Put every emulator back to its seed state (``POST /_sandbox/reset``)."""
+        tls = ssl.create_default_context(cafile=str(self.salesforce_ca_file))
+        with httpx.Client(timeout=10, verify=tls) as client:
+            for url in self.urls.values():
+                client.post(f"{url}/_sandbox/reset").raise_for_status()
+
+    def __enter__(self) -> RunningEmulators:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _listen(host: str, port: int, name: str) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise EmulatorStartError(
+            f"the {name} emulator cannot listen on {host}:{port} ({exc.strerror}); is another "
+            "sandbox running? stop it, or set the QTC_SANDBOX_*_PORT settings"
+        ) from exc
+    return sock
+
+
+def start_emulators(
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    ports: EmulatorPorts | None = None,
+    connect_url: str | None = None,
+    persist: bool = False,
+    *,
+    access_log: bool = False,
+    startup_timeout_s: float = 30.0,
+) -> RunningEmulators:
+    """Start the four emulators and return once all of them accept connections.
+
+    Args:
+        state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
+        host: address to listen on.
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12114).
+        connect_url: where the DocuSign emulator delivers Connect events.
+        persist: write state through to ``state_dir`` so a restart loses nothing.
+        access_log: log one line per request (useful in the foreground, noisy in tests).
+        startup_timeout_s: give up (and stop what started) after this long.
+    """
+    ports = ports or EmulatorPorts.from_settings(get_settings())
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tls = ensure_certificates(state_dir / "tls")
+
+    def state(name: str) -> Path | None:
+        return state_dir / f"{name}.json" if persist else None
+
+    apps: dict[str, ASGIApp] = {
+        "stripe": create_stripe_app(state_file=state("stripe")),
+        "salesforce": create_salesforce_app(state_file=state("salesforce")),
+        "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
+        "provisioning": create_provisioning_app(state_file=state("provisioning")),
+    }
+    wanted = {
+        "stripe": ports.stripe,
+        "salesforce": ports.salesforce,
+        "docusign": ports.docusign,
+        "provisioning": ports.provisioning,
+    }
+    sockets: list[socket.socket] = []
+    try:
+        for name in EMULATORS:
+            sockets.append(_listen(host, wanted[name], name))
+    except EmulatorStartError:
+        for sock in sockets:
+            sock.close()
+        raise
+    actual = EmulatorPorts(*(sock.getsockname()[1] for sock in sockets))
+
+    servers: dict[str, uvicorn.Server] = {}
+    for name, sock in zip(EMULATORS, sockets, strict=True):
+        tls_options: dict[str, str] = {}
+        if name == "salesforce":
+            tls_options = {"ssl_certfile": str(tls.cert_file), "ssl_keyfile": str(tls.key_file)}
+        config = uvicorn.Config(
+            apps[name],
+            host=host,
+            port=sock.getsockname()[1],
+            log_config=None,
+            log_level="info" if access_log else "warning",
+            access_log=access_log,
+            lifespan="auto",
+            # A TLS client closing while we stop holds the stop for this long (asyncio waits for
+            # its close_notify); sandbox requests are short, so one second serves in-flight ones.
+            timeout_graceful_shutdown=1,
+            **tls_options,  # type: ignore[arg-type]
+        )
+        servers[name] = uvicorn.Server(config)
+
+    running = RunningEmulators(host, actual, state_dir, tls.ca_file, servers, sockets)
+    running._start(startup_timeout_s)
+    return running
+
+
+def wait_for_stop_signal() -> int:
+    """Block the main thread until SIGINT or SIGTERM arrives; return the signal number."""
+    received: list[int] = []
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # A bounded wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return received[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m sandbox.runner", description="Run the QTC sandbox emulators."
+    )
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir(settings))
+    parser.add_argument("--host", default=settings.sandbox_host)
+    parser.add_argument("--connect-url", default=default_connect_url(settings))
+    parser.add_argument(
+        "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
+    )
+    args = parser.parse_args(argv)
+    configure_logging(settings.log_level, settings.log_json)
+    with start_emulators(
+        args.state_dir,
+        host=args.host,
+        connect_url=args.connect_url,
+        persist=not args.no_persist,
+        access_log=True,
+    ) as emulators:
+        log.info(
+            "emulators started",
+            **emulators.urls,
+            salesforce_ca_file=str(emulators.salesforce_ca_file),
+        )
+        signum = wait_for_stop_signal()
+        log.info("emulators stopping", signal=signal.Signals(signum).name)
+    log.info("emulators stopped")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Salesforce REST emulator: ``app.create_app`` serves it; ``client`` is the SDK client."""

@@ -1,0 +1,210 @@
+"""The sandbox org's seed data: loaded at start (when there is no state file) and on reset.
+
+Six open opportunities, ``006000000000001AAA`` ... ``006000000000006AAA``, all in
+"Negotiation/Review", each with line items on the catalog's SKUs and every QTC field filled, so a
+deal can be started from any of them. Quote validity runs to 2030-12-31 so the seed never expires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ORG_ID = "00D000000000001AAA"
+USER_ID = "005000000000001AAA"
+SEEDED_AT = "2026-01-05T09:00:00.000+0000"
+VALID_UNTIL = "2030-12-31"
+FIRST_GENERATED_SEQUENCE = 1000
+
+PRODUCTS: tuple[tuple[str, str, str], ...] = (
+    ("PLATFORM-PRO", "Platform Pro", "Platform"),
+    ("PLATFORM-STARTER", "Platform Starter", "Platform"),
+    ("IMPL-SERVICES", "Implementation Services", "Services"),
+    ("SUPPORT-PREMIUM", "Premium Support", "Support"),
+    ("ANALYTICS-ADDON", "Analytics Add-on", "Add-ons"),
+    ("EXTRA-STORAGE-TB", "Extra Storage (TB)", "Add-ons"),
+)
+LIST_PRICES: dict[str, dict[str, float]] = {
+    "PLATFORM-PRO": {"USD": 120.0, "EUR": 110.0},
+    "PLATFORM-STARTER": {"USD": 40.0, "EUR": 37.0},
+    "IMPL-SERVICES": {"USD": 5000.0, "EUR": 4600.0},
+    "SUPPORT-PREMIUM": {"USD": 1500.0, "EUR": 1400.0},
+    "ANALYTICS-ADDON": {"USD": 15.0, "EUR": 14.0},
+    "EXTRA-STORAGE-TB": {"USD": 50.0, "EUR": 46.0},
+}
+
+ACCOUNTS: tuple[dict[str, Any], ...] = (
+    {
+        "Name": "Acme Robotics, Inc.",
+        "Industry": "Manufacturing",
+        "BillingStreet": "1 Main St",
+        "BillingCity": "Austin",
+        "BillingState": "TX",
+        "BillingPostalCode": "78701",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "ap@acme.example",
+        "QTC_Tax_Id_Type__c": "us_ein",
+        "QTC_Tax_Id__c": "12-3456789",
+    },
+    {
+        "Name": "Globex GmbH",
+        "Industry": "Logistics",
+        "BillingStreet": "Friedrichstrasse 100",
+        "BillingCity": "Berlin",
+        "BillingState": None,
+        "BillingPostalCode": "10117",
+        "BillingCountryCode": "DE",
+        "QTC_Billing_Email__c": "rechnungen@globex.example",
+        "QTC_Tax_Id_Type__c": "eu_vat",
+        "QTC_Tax_Id__c": "DE123456789",
+    },
+    {
+        "Name": "Initech LLC",
+        "Industry": "Software",
+        "BillingStreet": "4120 Freidrich Ln",
+        "BillingCity": "San Jose",
+        "BillingState": "CA",
+        "BillingPostalCode": "95134",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "billing@initech.example",
+        "QTC_Tax_Id_Type__c": None,
+        "QTC_Tax_Id__c": None,
+    },
+    {
+        "Name": "Umbrella Health Corp.",
+        "Industry": "Healthcare",
+        "BillingStreet": "500 Boylston St",
+        "BillingCity": "Boston",
+        "BillingState": "MA",
+        "BillingPostalCode": "02116",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "accounts.payable@umbrella.example",
+        "QTC_Tax_Id_Type__c": "us_ein",
+        "QTC_Tax_Id__c": "98-7654321",
+    },
+)
+CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
+    (0, "Jane", "Doe", "jane@acme.example", "VP Operations"),
+    (1, "Klaus", "Weber", "k.weber@globex.example", "Geschaeftsfuehrer"),
+    (2, "Bill", "Lumbergh", "bill@initech.example", "Division VP"),
+    (3, "Alice", "Marcus", "alice.marcus@umbrella.example", "Chief Information Officer"),
+)
+
+# (account index, name, currency, term, frequency, anchor, payment days, uplift, close date,
+#  quote id, lines as (sku, quantity, discount percent))
+OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
+    (0, "Acme Robotics - Platform Pro 3y", "USD", 36, "annual", "start", 30, 7, "2026-03-31",
+     "Q-1001", (("PLATFORM-PRO", 50, 10), ("SUPPORT-PREMIUM", 1, 0))),
+    (1, "Globex - Platform Pro 2y", "EUR", 24, "quarterly", "start", 30, 5, "2026-04-30",
+     "Q-1002", (("PLATFORM-PRO", 20, 0), ("IMPL-SERVICES", 1, 0), ("ANALYTICS-ADDON", 20, 5))),
+    (2, "Initech - Starter monthly", "USD", 12, "monthly", "start", 15, 0, "2026-02-28",
+     "Q-1003", (("PLATFORM-STARTER", 10, 0), ("SUPPORT-PREMIUM", 1, 0))),
+    (3, "Umbrella Health - Enterprise rollout", "USD", 36, "annual", "first_of_month", 45, 7,
+     "2026-06-30", "Q-1004",
+     (("PLATFORM-PRO", 200, 25), ("IMPL-SERVICES", 1, 0), ("EXTRA-STORAGE-TB", 5, 0))),
+    (1, "Globex - Storage expansion", "EUR", 12, "annual", "start", 30, 0, "2026-05-31",
+     "Q-1005", (("PLATFORM-PRO", 10, 0), ("EXTRA-STORAGE-TB", 2, 0))),
+    (0, "Acme Robotics - Analytics upsell", "USD", 24, "monthly", "start", 60, 5, "2026-07-31",
+     "Q-1006", (("PLATFORM-PRO", 100, 15), ("ANALYTICS-ADDON", 100, 0), ("SUPPORT-PREMIUM", 1, 0))),
+)  # fmt: skip
+
+
+def record_id(key_prefix: str, sequence: int) -> str:
+    """An 18-character Salesforce-style id: key prefix, zero-padded sequence, ``AAA``."""
+    return f"{key_prefix}{sequence:012d}AAA"
+
+
+def _stamp(record: dict[str, Any]) -> dict[str, Any]:
+    return {**record, "IsDeleted": False, "CreatedDate": SEEDED_AT, "LastModifiedDate": SEEDED_AT}
+
+
+def seed_state() -> dict[str, Any]:
+    """A fresh org: ``{"objects": {type: {id: record}}, "sequence": next generated number}``."""
+    objects: dict[str, dict[str, dict[str, Any]]] = {
+        "Account": {},
+        "Contact": {},
+        "Product2": {},
+        "Opportunity": {},
+        "OpportunityLineItem": {},
+    }
+
+    def add(type_name: str, key_prefix: str, record: dict[str, Any]) -> str:
+        new_id = record_id(key_prefix, len(objects[type_name]) + 1)
+        objects[type_name][new_id] = _stamp({"Id": new_id, **record})
+        return new_id
+
+    product_ids = {
+        code: add(
+            "Product2",
+            "01t",
+            {"Name": name, "ProductCode": code, "Family": family, "IsActive": True},
+        )
+        for code, name, family in PRODUCTS
+    }
+    account_ids = [add("Account", "001", account) for account in ACCOUNTS]
+    signers: dict[int, tuple[str, str]] = {}
+    for index, first, last, email, title in CONTACTS:
+        add(
+            "Contact",
+            "003",
+            {
+                "AccountId": account_ids[index],
+                "FirstName": first,
+                "LastName": last,
+                "Email": email,
+                "Title": title,
+            },
+        )
+        signers[index] = (f"{first} {last}", email)
+
+    for (
+        account,
+        name,
+        currency,
+        term,
+        frequency,
+        anchor,
+        days,
+        uplift,
+        close,
+        quote,
+        lines,
+    ) in OPPORTUNITIES:
+        signer_name, signer_email = signers[account]
+        opportunity_id = add(
+            "Opportunity",
+            "006",
+            {
+                "Name": name,
+                "StageName": "Negotiation/Review",
+                "CloseDate": close,
+                "AccountId": account_ids[account],
+                "CurrencyIsoCode": currency,
+                "QTC_Quote_Id__c": quote,
+                "QTC_Term_Months__c": term,
+                "QTC_Billing_Frequency__c": frequency,
+                "QTC_Billing_Anchor__c": anchor,
+                "QTC_Payment_Terms_Days__c": days,
+                "QTC_Uplift_Percent__c": uplift,
+                "QTC_Valid_Until__c": VALID_UNTIL,
+                "QTC_Signer_Name__c": signer_name,
+                "QTC_Signer_Email__c": signer_email,
+                "QTC_Deal_Id__c": None,
+                "Stripe_Customer_Id__c": None,
+                "Stripe_Subscription_Id__c": None,
+                "Stripe_Invoice_Id__c": None,
+                "Stripe_Invoice_Url__c": None,
+            },
+        )
+        for sku, quantity, discount in lines:
+            add(
+                "OpportunityLineItem",
+                "00k",
+                {
+                    "OpportunityId": opportunity_id,
+                    "Product2Id": product_ids[sku],
+                    "Quantity": quantity,
+                    "Discount": discount,
+                    "UnitPrice": LIST_PRICES[sku][currency],
+                },
+            )
+    return {"objects": objects, "sequence": FIRST_GENERATED_SEQUENCE}

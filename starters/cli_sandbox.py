@@ -1,0 +1,98 @@
+"""``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign and the product backend.
+
+The emulators are imported inside the command, so every other ``qtc`` command starts without
+loading four web apps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from qtc.logging import configure_logging
+from qtc.settings import SANDBOX_SECRETS, get_settings
+
+if TYPE_CHECKING:
+    from sandbox.runner import RunningEmulators
+
+app = typer.Typer(
+    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign and the product backend.",
+    no_args_is_help=True,
+)
+
+
+def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
+    from sandbox.salesforce.app import SANDBOX_SESSION_ID
+
+    table = Table(title="QTC sandbox emulators", title_justify="left")
+    table.add_column("emulator", no_wrap=True)
+    table.add_column("address", no_wrap=True)
+    table.add_column("credentials and notes")
+    table.add_row("stripe", emulators.stripe_url, f"API key {SANDBOX_SECRETS['stripe_api_key']}")
+    table.add_row(
+        "salesforce",
+        emulators.salesforce_url,
+        f"session id {SANDBOX_SESSION_ID}; TLS CA {emulators.salesforce_ca_file}",
+    )
+    table.add_row(
+        "docusign",
+        emulators.docusign_url,
+        f"Connect HMAC secret {SANDBOX_SECRETS['docusign_connect_secret']}; "
+        f"delivers to {connect_url}",
+    )
+    table.add_row(
+        "provisioning",
+        emulators.provisioning_url,
+        f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    return table
+
+
+@app.command()
+def up(
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where emulator state and TLS files live [default: <QTC_STATE_DIR>/emulators]."
+        ),
+    ] = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Start from seed data and keep nothing on disk.")
+    ] = False,
+) -> None:
+    """Run the emulators in the foreground until Ctrl-C (or SIGTERM)."""
+    from sandbox.runner import (
+        EmulatorStartError,
+        default_connect_url,
+        default_state_dir,
+        start_emulators,
+        wait_for_stop_signal,
+    )
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    console = Console()
+    connect_url = default_connect_url(settings)
+    directory = state_dir or default_state_dir(settings)
+    try:
+        emulators = start_emulators(
+            directory,
+            host=settings.sandbox_host,
+            connect_url=connect_url,
+            persist=not fresh,
+            access_log=True,
+        )
+    except EmulatorStartError as exc:
+        console.print(f"[bold red]sandbox did not start:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    with emulators:
+        console.print(_addresses(emulators, connect_url))
+        kept = "in memory only (--fresh)" if fresh else f"written through to {directory}"
+        console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
+        console.print("Press Ctrl-C to stop.")
+        wait_for_stop_signal()
+    console.print("Sandbox stopped.")

@@ -1,0 +1,35 @@
+"""Fixtures shared by every test package.
+
+``emulators``: the four sandbox emulators (Stripe, Salesforce, DocuSign, product backend) on
+ephemeral ports with a temporary state directory, started once per test session.
+``reset_emulators``: the same emulators, put back to their seed state before the test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from sandbox.runner import RunningEmulators
+
+
+@pytest.fixture(scope="session")
+def emulators(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulators]:
+    # Imported here so that a broken emulator fails only the tests that use the emulators,
+    # not the collection of every test in the project.
+    from sandbox.runner import EmulatorPorts, start_emulators
+
+    running = start_emulators(tmp_path_factory.mktemp("emulators"), ports=EmulatorPorts())
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def reset_emulators(emulators: RunningEmulators) -> RunningEmulators:
+    emulators.reset()
+    return emulators
