@@ -1,0 +1,1 @@
+"""Local Stripe emulator for the sandbox and the tests; see ``sandbox.stripe.app``."""
