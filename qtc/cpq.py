@@ -116,7 +116,14 @@ def price_quote(
         uplift_percent=uplift,
     )
     lines = [line.priced(parsed.currency) for line in resolved.lines]
-    schedule = price_schedule(lines, terms, signed_at)
+    try:
+        schedule = price_schedule(lines, terms, signed_at)
+    except (OverflowError, ValueError) as exc:
+        # Only dates near year 9999 get here: the term would end past what a calendar date holds.
+        pointer = "/start" if isinstance(parsed.start, date) else ""
+        raise QuoteRejected(
+            [_invalid(pointer, f"the contract term cannot be dated: {exc}")]
+        ) from exc
     return PricedQuote(
         status="needs_approval" if resolved.approvals else "ok",
         quote_id=parsed.quote_id,
@@ -477,6 +484,9 @@ def _decode_json(raw: bytes | str) -> object:
                 )
             ]
         ) from exc
+    except ValueError as exc:
+        # e.g. an integer longer than Python's 4300-digit conversion limit
+        raise QuoteRejected([_invalid("", f"the quote is not acceptable JSON: {exc}")]) from exc
     except RecursionError as exc:
         raise QuoteRejected([_invalid("", "the quote is nested too deeply")]) from exc
 

@@ -8,12 +8,18 @@ value published in the README.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qtc.logging import register_secrets
 
 Role = Literal["sales", "deal_desk", "finance", "operator"]
 
@@ -31,6 +37,45 @@ SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
 }
 
 
+# --- Payload encryption (starters/codec.py) ---------------------------------------------------
+SANDBOX_CODEC_KEY_ID = "sandbox-key-1"
+# A published test key ("qtc-sandbox-codec-key-not-secret", 32 bytes): sandbox payloads are
+# encrypted only to exercise the codec, never to hide anything. Refused outside the sandbox.
+SANDBOX_CODEC_KEY_B64 = "cXRjLXNhbmRib3gtY29kZWMta2V5LW5vdC1zZWNyZXQ="
+_CODEC_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_AES_256_KEY_BYTES = 32
+
+
+def parse_codec_keys(text: str) -> dict[str, bytes]:
+    """Read ``QTC_CODEC_KEYS`` (``{"key-id": "<base64 of 32 bytes>"}``) into key material.
+
+    Messages name the key id and the problem, never the key itself.
+
+    Raises:
+        ValueError: Not a non-empty JSON object of key ids to base64 AES-256 keys.
+    """
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError('QTC_CODEC_KEYS is not JSON; expected {"key-id": "<base64>"}') from err
+    if not isinstance(raw, dict) or not raw:
+        raise ValueError("QTC_CODEC_KEYS must be a non-empty JSON object of key id to base64 key")
+    keys: dict[str, bytes] = {}
+    for key_id, encoded in raw.items():
+        if not _CODEC_KEY_ID.match(key_id):
+            raise ValueError(f"codec key id {key_id!r} must be 1-64 letters, digits, '.', '_', '-'")
+        try:
+            material = base64.b64decode(encoded if isinstance(encoded, str) else "", validate=True)
+        except binascii.Error as err:
+            raise ValueError(f"codec key {key_id!r} is not valid base64") from err
+        if len(material) != _AES_256_KEY_BYTES:
+            raise ValueError(
+                f"codec key {key_id!r} is {len(material)} bytes; AES-256 needs exactly 32"
+            )
+        keys[key_id] = material
+    return keys
+
+
 class ApiPrincipal(BaseModel):
     person: str
     role: Role
@@ -42,7 +87,13 @@ def _sandbox_tokens() -> dict[str, ApiPrincipal]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="QTC_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="QTC_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        # Payload encryption / redaction (issue 8): a validation error would otherwise quote every
+        # raw QTC_* value, secrets included, on stderr at start-up, before any redaction exists.
+        hide_input_in_errors=True,
     )
 
     env: Literal["sandbox", "production"] = "sandbox"
@@ -81,7 +132,9 @@ class Settings(BaseSettings):
     # Stripe
     stripe_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["stripe_api_key"])
     stripe_api_base: str | None = "http://127.0.0.1:12111"
-    stripe_timeout_seconds: float = 30.0  # per request; Temporal retries, the SDK does not
+    # Per request, below the activities' 30 s start-to-close so a hung call fails the attempt
+    # with a classified error instead of a bare timeout; Temporal retries, the SDK does not.
+    stripe_timeout_seconds: float = 20.0
 
     # Salesforce
     salesforce_instance_url: str = "https://127.0.0.1:12112"
@@ -122,6 +175,15 @@ class Settings(BaseSettings):
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
 
+    # --- Payload encryption (starters/codec.py, starters/codec_api.py) ---
+    codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox
+    codec_keys: SecretStr | None = None  # JSON {"key-id": "<base64 32 bytes>"}; sandbox: its key
+    codec_active_key_id: str | None = None  # encrypts new payloads; optional with a single key
+    codec_require_auth: bool | None = None  # codec endpoint; None: bearer token outside sandbox
+    codec_cors_origins: list[str] = Field(
+        default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
+    )
+
     @property
     def sandbox(self) -> bool:
         return self.env == "sandbox"
@@ -146,6 +208,83 @@ class Settings(BaseSettings):
                 "sandbox credentials are refused outside the sandbox; set real values for: "
                 + ", ".join(offending)
             )
+        return self
+
+    # --- Payload encryption (starters/codec.py) ---
+
+    @property
+    def codec_on(self) -> bool:
+        """Whether payloads are encrypted: explicitly set, else on everywhere but the sandbox."""
+        return self.codec_enabled if self.codec_enabled is not None else not self.sandbox
+
+    @property
+    def codec_auth_required(self) -> bool:
+        """Whether the codec endpoint needs a bearer token (see starters/codec_api.py)."""
+        if self.codec_require_auth is not None:
+            return self.codec_require_auth
+        return not self.sandbox
+
+    def codec_key_set(self) -> tuple[dict[str, bytes], str]:
+        """The codec's keys by id and the id of the key that encrypts new payloads.
+
+        The sandbox without ``QTC_CODEC_KEYS`` gets the published sandbox key.
+
+        Raises:
+            ValueError: No keys outside the sandbox, malformed keys, or no usable active key id.
+        """
+        if self.codec_keys is not None:
+            keys = parse_codec_keys(self.codec_keys.get_secret_value())
+        elif self.sandbox:
+            keys = {SANDBOX_CODEC_KEY_ID: base64.b64decode(SANDBOX_CODEC_KEY_B64)}
+        else:
+            raise ValueError(
+                "payload encryption is on but QTC_CODEC_KEYS is not set; set QTC_CODEC_KEYS="
+                '\'{"key-1": "<base64 of 32 random bytes>"}\' or QTC_CODEC_ENABLED=false'
+            )
+        active = self.codec_active_key_id or (next(iter(keys)) if len(keys) == 1 else None)
+        if active is None:
+            raise ValueError(
+                "QTC_CODEC_KEYS holds several keys; name one in QTC_CODEC_ACTIVE_KEY_ID"
+            )
+        if active not in keys:
+            raise ValueError(
+                f"QTC_CODEC_ACTIVE_KEY_ID {active!r} is not a key id of QTC_CODEC_KEYS"
+            )
+        return keys, active
+
+    @model_validator(mode="after")
+    def _check_payload_encryption(self) -> Settings:
+        # Checked at start-up, so a worker never runs with keys it cannot use.
+        if self.codec_on or self.codec_keys is not None:
+            keys, _ = self.codec_key_set()
+            sandbox_key = base64.b64decode(SANDBOX_CODEC_KEY_B64)
+            if not self.sandbox and sandbox_key in keys.values():
+                raise ValueError(
+                    "the published sandbox codec key is refused outside the sandbox; "
+                    "set real keys in QTC_CODEC_KEYS"
+                )
+        return self
+
+    def secret_values(self) -> list[str]:
+        """Every secret this process holds, as text: what the logs must never contain.
+
+        Walks the fields, so a ``SecretStr`` field added later is covered without a change here.
+        """
+        found: list[str] = list(self.api_tokens)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            members = value if isinstance(value, list | tuple) else [value]
+            found.extend(m.get_secret_value() for m in members if isinstance(m, SecretStr))
+        if self.codec_on or self.codec_keys is not None:
+            keys, _ = self.codec_key_set()
+            found.extend(base64.b64encode(k).decode() for k in keys.values())
+        return [value for value in found if value]
+
+    @model_validator(mode="after")
+    def _register_secrets_for_log_redaction(self) -> Settings:
+        # Every process builds its settings before it does any work, so registering here covers
+        # the worker, the API, the CLI and the sandbox without each remembering to do it.
+        register_secrets(self.secret_values())
         return self
 
 

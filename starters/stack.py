@@ -162,8 +162,10 @@ class Stack:
         ]
         for attribute in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", attribute]
-        if self.codec_endpoint:
-            argv += ["--ui-codec-endpoint", self.codec_endpoint]
+        # With payload encryption on, the Web UI decodes through the API's codec endpoint.
+        codec_endpoint = self.codec_endpoint or (f"{s.api_public_url}/codec" if s.codec_on else None)
+        if codec_endpoint:
+            argv += ["--ui-codec-endpoint", codec_endpoint]
         self._require(self._spawn("temporal", argv), host, port)
 
     def start_emulators(self) -> None:

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from qtc.settings import Settings
+from starters.codec import build_data_converter  # payload encryption (issue 8)
 
 
 async def connect(settings: Settings) -> Client:
-    """Connect to the Temporal frontend named by the settings, with the pydantic data converter.
+    """Connect to the Temporal frontend named by the settings, with the pydantic data converter
+    (payloads AES-GCM encrypted when ``settings.codec_on``; see ``starters/codec.py``).
 
-    Temporal Cloud: set ``QTC_TEMPORAL_ADDRESS`` to the namespace endpoint, ``QTC_TEMPORAL_NAMESPACE``
-    and ``QTC_TEMPORAL_API_KEY`` (TLS is then implied).
+    Temporal Cloud: set ``QTC_TEMPORAL_ADDRESS`` to the namespace endpoint,
+    ``QTC_TEMPORAL_NAMESPACE`` and ``QTC_TEMPORAL_API_KEY`` (TLS is then implied).
     """
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
@@ -20,5 +21,5 @@ async def connect(settings: Settings) -> Client:
         namespace=settings.temporal_namespace,
         api_key=api_key,
         tls=settings.temporal_tls or api_key is not None,
-        data_converter=pydantic_data_converter,
+        data_converter=build_data_converter(settings),
     )

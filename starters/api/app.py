@@ -19,6 +19,7 @@ from qtc.deal import ReadOpportunityInput
 from qtc.models import Quote
 from qtc.settings import Settings
 from sandbox.common import BodyLimitMiddleware
+from starters import codec_api
 from starters.api import routes_deals, routes_quotes, routes_webhooks
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, OpportunityReader, State, TemporalGateway
@@ -114,6 +115,7 @@ def create_app(
     app.include_router(routes_quotes.router)
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(codec_api.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> dict[str, str]:

@@ -684,6 +684,7 @@ def test_qtc_sign_refuses_outside_the_sandbox(fresh_settings: pytest.MonkeyPatch
         "QTC_SALESFORCE_CALLOUT_SECRET": "real-sf",
         "QTC_PROVISIONING_SECRET": "real-provisioning",
         "QTC_API_TOKENS": '{"real-token": {"person": "p@example.com", "role": "operator"}}',
+        "QTC_CODEC_ENABLED": "false",
     }.items():
         fresh_settings.setenv(name, value)
     result = CliRunner().invoke(
