@@ -163,7 +163,9 @@ class Stack:
         for attribute in SEARCH_ATTRIBUTES:
             argv += ["--search-attribute", attribute]
         # With payload encryption on, the Web UI decodes through the API's codec endpoint.
-        codec_endpoint = self.codec_endpoint or (f"{s.api_public_url}/codec" if s.codec_on else None)
+        codec_endpoint = self.codec_endpoint or (
+            f"{s.api_public_url}/codec" if s.codec_on else None
+        )
         if codec_endpoint:
             argv += ["--ui-codec-endpoint", codec_endpoint]
         self._require(self._spawn("temporal", argv), host, port)
