@@ -124,6 +124,15 @@ class DealError(Model):
     details: dict[str, object] | None = None
 
 
+class DealNote(Model):
+    """Something the deal noticed but did not act on (a duplicate webhook, a refused signal, a
+    reminder): kept in the status so an operator can see why nothing happened."""
+
+    at: datetime
+    kind: str
+    message: str
+
+
 class DealStatus(Model):
     deal_id: str
     opportunity_id: str
@@ -149,6 +158,7 @@ class DealStatus(Model):
     provisioned_features: dict[str, dict[str, FeatureValue]] | None = None
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
+    notes: list[DealNote] = Field(default_factory=list)
 
 
 # --- activity inputs and outputs -----------------------------------------------------------
