@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from starters import cli_quote
+from starters import cli_deal, cli_demo, cli_quote, cli_sandbox, cli_serve, cli_sign
 
 app = typer.Typer(
     name="qtc",
@@ -13,7 +13,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_quote.app, name="quote")
+app.add_typer(cli_sandbox.app, name="sandbox")
+app.command("sign")(cli_sign.sign)
+app.command("serve")(cli_serve.serve)
+app.command("worker")(cli_deal.worker)
+app.add_typer(cli_deal.app, name="deal")
+app.add_typer(cli_deal.review_app, name="review")
+app.command("demo")(cli_demo.demo)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

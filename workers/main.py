@@ -1,0 +1,216 @@
+"""The worker process: the one composition root that turns settings into vendor clients.
+
+Every vendor client is built once per process and shared by the activity classes, whose bound
+methods are registered next to ``DealWorkflow`` and its local activities. The blocking SDKs
+(simple-salesforce, docusign-esign, Stripe's requests client, the provisioning httpx client) run in
+sync activities on one thread pool, never on the event loop.
+
+Shutdown: SIGTERM or SIGINT stops polling, lets in-flight activities finish within
+``worker_graceful_shutdown_s`` and then exits. A worker killed harder than that (SIGKILL, a lost
+machine) loses nothing either: the server retries the attempt after its start-to-close timeout, and
+every activity is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from activities.billing import BillingActivities, build_stripe_client
+from activities.crm import CrmActivities, FieldMap, build_salesforce_client
+from activities.esign import EsignActivities, build_docusign_client
+from activities.provisioning import ProvisioningActivities
+from qtc.settings import Settings
+from starters.temporal_client import connect
+from workflows.deal import LOCAL_ACTIVITIES, SEARCH_ATTRIBUTES, DealWorkflow
+
+log = structlog.get_logger(__name__)
+
+# Where ``sandbox.runner`` keeps its CA under the state directory (see sandbox/tls.py). Spelled
+# out here so the worker does not import the emulators just to find one file.
+SANDBOX_CA_FILE = Path("emulators") / "tls" / "sandbox-ca.pem"
+
+
+def salesforce_ca_file(settings: Settings) -> Path | None:
+    """The CA bundle the Salesforce client trusts.
+
+    ``QTC_SALESFORCE_CA_FILE`` when set; in the sandbox, the emulators' own CA under the state
+    directory when it exists (so ``qtc sandbox up`` and ``qtc worker`` need no extra setting);
+    otherwise ``None``: the system's trust store, as for a real org.
+    """
+    if settings.salesforce_ca_file is not None:
+        return settings.salesforce_ca_file
+    candidate = settings.state_dir / SANDBOX_CA_FILE
+    if settings.sandbox and candidate.exists():
+        return candidate
+    return None
+
+
+def build_activities(
+    settings: Settings, closing: contextlib.ExitStack | None = None
+) -> list[Callable[..., Any]]:
+    """Build every vendor client once and return the activities the deal worker registers.
+
+    Args:
+        settings: The process's settings.
+        closing: Receives the clients that hold connections, so the caller closes them on exit.
+
+    Returns:
+        The bound activity methods of every outside system, then ``LOCAL_ACTIVITIES``.
+    """
+    sf_settings = settings.model_copy(update={"salesforce_ca_file": salesforce_ca_file(settings)})
+    sf = build_salesforce_client(sf_settings)
+    crm = CrmActivities(sf, FieldMap.from_settings(settings))
+    esign = EsignActivities.from_settings(build_docusign_client(settings), settings)
+    billing = BillingActivities(build_stripe_client(settings))
+    http = httpx.Client(timeout=settings.provisioning_timeout_s)
+    if closing is not None:
+        closing.callback(http.close)
+        closing.callback(sf.session.close)
+    provisioning = ProvisioningActivities(
+        http, settings.provisioning_url, settings.provisioning_secret
+    )
+    return [
+        crm.read_opportunity,
+        crm.mark_closed_won,
+        crm.write_back_billing_ids,
+        esign.send_contract,
+        esign.void_contract,
+        billing.create_billing_customer,
+        billing.create_subscription,
+        billing.send_first_invoice,
+        provisioning.provision_product,
+        *LOCAL_ACTIVITIES,
+    ]
+
+
+async def ensure_search_attributes(client: Client) -> None:
+    """Register the deal's search attributes on the namespace when they are missing.
+
+    Without them every ``upsert_search_attributes`` fails its workflow task, which Temporal retries
+    forever: deals would hang instead of failing. Temporal Cloud refuses this call from a worker
+    (they are added with ``tcld`` or the Cloud UI); the worker then logs what to do and carries on.
+    """
+    namespace = client.namespace
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        missing = {
+            key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+            for key in SEARCH_ATTRIBUTES
+            if key.name not in existing.custom_attributes
+        }
+        if not missing:
+            return
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+        log.info("search attributes registered", namespace=namespace, names=sorted(missing))
+    except RPCError as err:
+        if err.status == RPCStatusCode.ALREADY_EXISTS:
+            return  # another worker registered them between our list and our add
+        if err.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise
+        log.warning(
+            "cannot register search attributes; add them to the namespace yourself",
+            namespace=namespace,
+            error=err.message,
+            needed={key.name: key.indexed_value_type.name.title() for key in SEARCH_ATTRIBUTES},
+            how="tcld namespace search-attributes add, or the Temporal Cloud UI",
+        )
+
+
+def build_worker(
+    settings: Settings,
+    client: Client,
+    activities: list[Callable[..., Any]],
+    executor: ThreadPoolExecutor,
+) -> Worker:
+    """The deal worker: ``DealWorkflow`` and its activities on the settings' task queue."""
+    return Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[DealWorkflow],
+        activities=activities,
+        activity_executor=executor,
+        # One activity per thread: more would queue inside the pool where the server cannot see it.
+        max_concurrent_activities=settings.worker_activity_threads,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
+    )
+
+
+async def run_worker(
+    settings: Settings, client: Client | None = None, *, stop: asyncio.Event | None = None
+) -> None:
+    """Run the deal worker until ``stop`` is set, or SIGTERM/SIGINT arrives when ``stop`` is None.
+
+    Logs ``worker started`` once the server has accepted the worker (namespace checked, pollers
+    running). In-flight activities get ``worker_graceful_shutdown_s`` to finish on shutdown.
+    """
+    client = client or await connect(settings)
+    if settings.worker_register_search_attributes:
+        await ensure_search_attributes(client)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+    with (
+        contextlib.ExitStack() as closing,
+        ThreadPoolExecutor(
+            max_workers=settings.worker_activity_threads, thread_name_prefix="qtc-activity"
+        ) as executor,
+    ):
+        worker = build_worker(settings, client, build_activities(settings, closing), executor)
+        running = asyncio.create_task(worker.run())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await _log_when_polling(worker, running, settings)
+            await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set():
+                log.info("worker stopping", graceful_s=settings.worker_graceful_shutdown_s)
+            await worker.shutdown()
+            # Re-raises a fatal worker error (the server went away for good, a bad namespace).
+            await running
+        finally:
+            stopping.cancel()
+    log.info("worker stopped")
+
+
+async def _log_when_polling(
+    worker: Worker, running: asyncio.Task[None], settings: Settings
+) -> None:
+    # ``is_running`` turns true once the server has validated the worker and the pollers start;
+    # a failed validation ends ``running`` instead, and its error is raised by the caller. The SDK
+    # offers no event for this moment, hence the short polling wait.
+    while not worker.is_running:
+        done, _ = await asyncio.wait({running}, timeout=0.05)
+        if done:
+            return
+    log.info(
+        "worker started",
+        address=settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        task_queue=settings.temporal_task_queue,
+        activity_threads=settings.worker_activity_threads,
+        max_cached_workflows=settings.worker_max_cached_workflows,
+    )
