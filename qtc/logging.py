@@ -183,3 +183,5 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO; the adapters log their own canonical line per call.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -119,7 +119,9 @@ class Settings(BaseSettings):
     # --- HTTP API and webhooks (starters/api) ---
     api_temporal_timeout_s: float = 5.0  # a webhook sender gets 503 after this, not a hang
     api_retry_after_s: int = 5  # Retry-After sent with every 503
-    api_default_phase: Literal[1, 2, 3] = 3  # phase of deals started by Salesforce webhooks
+    # Phase of deals started by Salesforce webhooks. An int range, not Literal[1, 2, 3]: an
+    # environment variable arrives as the string "3", which a Literal of ints refuses.
+    api_default_phase: int = Field(3, ge=1, le=3)
     api_outbound_dedupe_size: int = 10_000  # remembered Outbound Message notification ids
     salesforce_callout_tolerance_s: int = 300  # max age of a signed Flow callout
 

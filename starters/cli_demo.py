@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +30,8 @@ def demo(
     """Start the sandbox stack and run the sample deals end to end."""
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    console = Console()
+    # Off a terminal (CI, a pipe) rich would wrap the result table at 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         code = run_demo(settings, examples, console, keep_up=keep_up)
     except (StackError, DemoError, OSError) as exc:

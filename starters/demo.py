@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -198,10 +199,13 @@ class Demo:
                 else "-"
             )
             flags = s.get("provisioned_features") or {}
+            outcome = deal.problem or deal.stage
+            if deal.stage == "rejected":
+                outcome = f"rejected ({len(s.get('errors', []))} violations)"
             table.add_row(
                 deal.deal_id or "-",
                 deal.label,
-                deal.problem or deal.stage,
+                outcome,
                 s.get("stripe_customer_id") or "-",
                 s.get("stripe_schedule_id") or s.get("stripe_subscription_id") or "-",
                 s.get("stripe_invoice_id") or "-",
@@ -226,10 +230,12 @@ class Demo:
 
 
 def _flags(flags: dict[str, dict[str, Any]]) -> str:
+    """Switched-on flags by name, limits as name=value: what the product backend was told."""
     merged: dict[str, Any] = {}
     for features in flags.values():
         merged.update(features)
-    return ", ".join(f"{k}={v}" for k, v in sorted(merged.items())) or "-"
+    shown = [k if v is True else f"{k}={v}" for k, v in sorted(merged.items()) if v is not False]
+    return ", ".join(shown) or "-"
 
 
 def _seconds_to_invoice(status: dict[str, Any]) -> str:
@@ -246,8 +252,12 @@ def run_demo(
     examples: Path,
     console: Console,
     keep_up: bool | None = None,
+    after_run: Callable[[Stack, Demo], None] | None = None,
 ) -> int:
-    """Run the demo; returns the process exit code (0 only if every deal ended as expected)."""
+    """Run the demo; returns the process exit code (0 only if every deal ended as expected).
+
+    ``after_run`` is called with the stack still up, after the deals (tests look at the Web UI).
+    """
     if not settings.sandbox:
         console.print("[red]qtc demo runs on the embedded sandbox only (QTC_ENV=sandbox)[/]")
         return 1
@@ -255,7 +265,8 @@ def run_demo(
         keep_up = sys.stdin.isatty() and sys.stdout.isatty()
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
-    stack = Stack(settings, state_dir, persist_temporal=False)
+    # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
+    stack = Stack(settings, state_dir, persist_temporal=False, persist_emulators=False)
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")
@@ -263,6 +274,8 @@ def run_demo(
         ok = demo.run()
         console.print(demo.results())
         console.print(demo.where_to_look(stack.web_ui_url))
+        if after_run is not None:
+            after_run(stack, demo)
         if ok:
             console.print("[green]Every deal reached its expected final stage.[/]")
         else:

@@ -9,6 +9,7 @@ variables, so the children read exactly the configuration the parent resolved.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -18,12 +19,37 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
+from pydantic import BaseModel, SecretStr
 
 from qtc.settings import Settings
 
 SEARCH_ATTRIBUTES = ("QtcStage=Keyword", "QtcCustomer=Text", "QtcArr=Double", "QtcPhase=Int")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _env_value(value: Any) -> str:
+    plain = _plain(value)
+    if isinstance(plain, dict | list):
+        return json.dumps(plain)
+    if isinstance(plain, bool):
+        return "true" if plain else "false"
+    return str(plain)
 
 
 class StackError(RuntimeError):
@@ -68,28 +94,31 @@ class Child:
 
 @dataclass
 class Stack:
-    """The local stack. ``persist_temporal=False`` starts from an empty Temporal database."""
+    """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
+    ``persist_emulators=False`` keeps the emulators' state in memory only (fresh each start)."""
 
     settings: Settings
     state_dir: Path
     with_worker: bool = True
     with_api: bool = True
     persist_temporal: bool = True
+    persist_emulators: bool = True
     codec_endpoint: str | None = None
     children: list[Child] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
-        s = self.settings
+        """The parent's environment plus every setting as a ``QTC_*`` variable (secrets revealed:
+        the children need them), so a Settings object built in code reaches the children intact."""
         env = dict(os.environ)
+        for name in Settings.model_fields:
+            value = getattr(self.settings, name)
+            if value is not None:
+                env[f"QTC_{name.upper()}"] = _env_value(value)
         env.update(
             {
-                "QTC_ENV": s.env,
-                "QTC_CATALOG": str(Path(s.catalog).resolve()),
+                "QTC_CATALOG": str(Path(self.settings.catalog).resolve()),
                 "QTC_STATE_DIR": str(self.state_dir.resolve()),
-                "QTC_TEMPORAL_ADDRESS": s.temporal_address,
-                "QTC_TEMPORAL_NAMESPACE": s.temporal_namespace,
-                "QTC_TEMPORAL_TASK_QUEUE": s.temporal_task_queue,
                 "QTC_LOG_JSON": "true",
                 "PYTHONUNBUFFERED": "1",
             }
@@ -179,7 +208,10 @@ class Stack:
             s.sandbox_provisioning_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
-        child = self._spawn("emulators", [sys.executable, "-m", "sandbox.runner"])
+        argv = [sys.executable, "-m", "sandbox.runner"]
+        if not self.persist_emulators:
+            argv.append("--no-persist")
+        child = self._spawn("emulators", argv)
         for port in ports:
             self._require(child, s.sandbox_host, port)
 

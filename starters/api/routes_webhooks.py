@@ -9,7 +9,7 @@ id derived from the envelope, and Outbound Message notification ids are remember
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from fastapi import APIRouter, Request, Response
@@ -191,7 +191,7 @@ async def salesforce_callout(request: Request, response: Response, state: State)
             ],
         ) from err
     priced = await _read_and_price(state, callout.opportunity_id)
-    phase = callout.phase or settings.api_default_phase
+    phase = callout.phase or cast(contract.Phase, settings.api_default_phase)
     result = await _start(state, priced, phase, f"salesforce-flow:{callout.event}")
     response.status_code = 201 if result.created else 200
     log.info("deal_started_by_flow", deal_id=result.deal_id, created=result.created)
@@ -226,7 +226,7 @@ async def salesforce_outbound_message(request: Request, state: State) -> Respons
         opportunity_id = notification.closed_won_opportunity
         if opportunity_id is not None:
             priced = await _read_and_price(state, opportunity_id)
-            phase = state.settings.api_default_phase
+            phase = cast(contract.Phase, state.settings.api_default_phase)
             result = await _start(state, priced, phase, "salesforce-outbound-message")
             started.append(result.deal_id)
         # Remembered only once handled: a notification that failed is retried by Salesforce.

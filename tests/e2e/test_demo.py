@@ -1,0 +1,175 @@
+"""The README's first command: ``qtc demo`` runs every sample deal to its expected final stage.
+
+The demo runs twice in a row on the same ports and state directory (once in-process so the Temporal
+Web UI can be inspected while the stack is still up, once as the real ``qtc demo`` command), which
+also proves it stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from rich.console import Console
+
+from qtc.settings import Settings
+from starters.demo import Demo, run_demo
+from starters.stack import Stack, port_free
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "artifacts"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    ports = [s.getsockname()[1] for s in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def demo_settings(state_dir: Path) -> Settings:
+    temporal, ui, api, stripe, sf, ds, prov = _free_ports(7)
+    return Settings(
+        env="sandbox",
+        catalog=ROOT / "catalog.toml",
+        state_dir=state_dir,
+        temporal_address=f"127.0.0.1:{temporal}",
+        temporal_ui_port=ui,
+        api_port=api,
+        api_public_url=f"http://127.0.0.1:{api}",
+        sandbox_stripe_port=stripe,
+        sandbox_salesforce_port=sf,
+        sandbox_docusign_port=ds,
+        sandbox_provisioning_port=prov,
+        stripe_api_base=f"http://127.0.0.1:{stripe}",
+        salesforce_instance_url=f"https://127.0.0.1:{sf}",
+        docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
+        docusign_oauth_host=f"127.0.0.1:{ds}",
+        provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+    )
+
+
+def _all_ports(settings: Settings) -> list[int]:
+    return [
+        int(settings.temporal_address.rsplit(":", 1)[1]),
+        settings.temporal_ui_port,
+        settings.api_port,
+        settings.sandbox_stripe_port,
+        settings.sandbox_salesforce_port,
+        settings.sandbox_docusign_port,
+        settings.sandbox_provisioning_port,
+    ]
+
+
+@dataclass
+class DemoRun:
+    settings: Settings
+    exit_code: int
+    stages: dict[str, str] = field(default_factory=dict)
+    expected: dict[str, str] = field(default_factory=dict)
+    web_ui_dom: str | None = None
+    web_ui_error: str | None = None
+
+
+def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
+    """Headless Chromium renders the Web UI's workflow list filtered on QtcStage."""
+    if CHROMIUM is None:
+        return
+    ARTIFACTS.mkdir(exist_ok=True)
+    query = quote('QtcStage="completed"')
+    url = f"{stack.web_ui_url}/namespaces/default/workflows?query={query}"
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={stack.state_dir / 'chromium'}",
+        "--window-size=1600,1000",
+        "--virtual-time-budget=15000",
+    ]
+    dom = subprocess.run(
+        [CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=90
+    )
+    run.web_ui_dom = dom.stdout
+    if dom.returncode != 0:
+        run.web_ui_error = dom.stderr[-2000:]
+    subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={ARTIFACTS / 'webui-demo-deals.png'}", url],
+        capture_output=True,
+        timeout=90,
+    )
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
+    settings = demo_settings(tmp_path_factory.mktemp("demo-state"))
+    run = DemoRun(settings=settings, exit_code=-1)
+
+    def after(stack: Stack, demo: Demo) -> None:
+        run.stages = {d.label: d.stage for d in demo.deals}
+        run.expected = {d.label: d.expected for d in demo.deals}
+        _look_at_web_ui(stack, run)
+
+    run.exit_code = run_demo(
+        settings, ROOT / "examples", Console(width=200), keep_up=False, after_run=after
+    )
+    yield run
+
+
+def test_every_sample_deal_reaches_its_expected_final_stage(demo_run: DemoRun) -> None:
+    assert demo_run.stages == demo_run.expected
+    assert set(demo_run.stages.values()) == {"completed", "rejected"}
+    assert demo_run.exit_code == 0
+
+
+def test_the_demo_stops_every_process_it_started(demo_run: DemoRun) -> None:
+    busy = [p for p in _all_ports(demo_run.settings) if not port_free("127.0.0.1", p)]
+    assert busy == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (CI installs it)")
+def test_the_web_ui_lists_the_demo_deals_by_their_stage_attribute(demo_run: DemoRun) -> None:
+    assert demo_run.web_ui_error is None
+    dom = demo_run.web_ui_dom or ""
+    completed = [f"deal-00600000000000{n}AAA" for n in "12346"]
+    missing = [deal for deal in completed if deal not in dom]
+    assert missing == [], f"Web UI list filtered on QtcStage lacks {missing}"
+    assert (ARTIFACTS / "webui-demo-deals.png").stat().st_size > 10_000
+
+
+def test_qtc_demo_runs_again_as_a_command_and_exits_zero_off_a_terminal(
+    demo_run: DemoRun,
+) -> None:
+    env = dict(os.environ)
+    env.update(Stack(demo_run.settings, demo_run.settings.state_dir).env)
+    result = subprocess.run(
+        [sys.executable, "-m", "starters.cli", "demo", "--no-keep-up"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Every deal reached its expected final stage." in result.stdout
+    assert "rejected (" in result.stdout
+    assert all(port_free("127.0.0.1", p) for p in _all_ports(demo_run.settings))
