@@ -216,13 +216,21 @@ class Stack:
             self._require(child, s.sandbox_host, port)
 
     def start_worker(self) -> None:
+        """Start a worker and wait for its "worker started" line. A restarted worker appends to the
+        same log, so only what is written after this start counts."""
+        log = self.state_dir / "logs" / "worker.log"
+        offset = log.stat().st_size if log.exists() else 0
         child = self._spawn("worker", [sys.executable, "-m", "starters.cli", "worker"])
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and b"worker started" not in child.log.read_bytes():
-            if child.proc.poll() is not None:
-                break
+
+        def started() -> bool:
+            with child.log.open("rb") as fh:
+                fh.seek(offset)
+                return b"worker started" in fh.read()
+
+        while time.monotonic() < deadline and child.proc.poll() is None and not started():
             time.sleep(0.1)
-        if child.proc.poll() is not None or b"worker started" not in child.log.read_bytes():
+        if child.proc.poll() is not None or not started():
             tail = child.log.read_text(errors="replace")[-2000:]
             raise StackError(f"worker did not start (log: {child.log}):\n{tail}")
 
