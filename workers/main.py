@@ -39,6 +39,7 @@ from activities.esign import EsignActivities, build_docusign_client
 from activities.provisioning import ProvisioningActivities
 from qtc.settings import Settings
 from starters.temporal_client import connect
+from workers.heartbeat import LivenessHeartbeats
 from workflows.deal import LOCAL_ACTIVITIES, SEARCH_ATTRIBUTES, DealWorkflow
 
 log = structlog.get_logger(__name__)
@@ -155,6 +156,7 @@ def build_worker(
         max_concurrent_activities=settings.worker_activity_threads,
         max_cached_workflows=settings.worker_max_cached_workflows,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
+        interceptors=[LivenessHeartbeats()],
     )
 
 

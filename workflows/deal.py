@@ -113,6 +113,9 @@ _START_TO_CLOSE: dict[str, timedelta] = {
     ACT_SEND_FIRST_INVOICE: timedelta(seconds=30),
     ACT_PROVISION_PRODUCT: timedelta(seconds=30),
 }
+# The worker heartbeats every activity while its process lives (workers/heartbeat.py): a crashed
+# worker's step is retried after this, not after its whole start-to-close timeout.
+ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 LOCAL_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=10),
@@ -453,6 +456,7 @@ class DealWorkflow:
                 arg,
                 result_type=result_type,
                 start_to_close_timeout=_START_TO_CLOSE[name],
+                heartbeat_timeout=ACTIVITY_HEARTBEAT_TIMEOUT,
                 retry_policy=ACTIVITY_RETRY_POLICY,
             ),
         )

@@ -2,11 +2,12 @@
 
 For each step the vendor call is held in flight (latency injected on its emulator path), the worker
 process is killed with SIGKILL once the emulator has received the request, and a new worker
-process takes over. The killed request still lands at the vendor; Temporal retries the step after
-its start-to-close timeout (30 s for these steps in ``workflows/deal.py``); the retry must find
-what the killed attempt did instead of doing it again.
+process takes over. The killed request still lands at the vendor; the dead worker stops
+heartbeating, so Temporal retries the step after the 10 s heartbeat timeout (workers/heartbeat.py,
+``ACTIVITY_HEARTBEAT_TIMEOUT``); the retry must find what the killed attempt did instead of doing
+it again.
 
-The four crashes take about 35 s each, almost all of it that timeout, so they run concurrently:
+The four crashes take about 15-20 s each, most of it that timeout, so they run concurrently:
 each in its own namespace, task queue, emulators and worker processes, so no fault rule or counter
 is shared. The module fixture runs them once; each test reads the outcome of its own step.
 """
@@ -171,7 +172,7 @@ async def completing_attempt(client: Client, deal_id: str, activity: str) -> tup
     failure = started[0].last_failure
     timed_out = (
         failure.HasField("timeout_failure_info")
-        and failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
+        and failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
     )
     return started[0].attempt, timed_out
 
@@ -342,11 +343,11 @@ async def test_a_worker_stopped_with_sigterm_shuts_down_cleanly(
         assert '"worker stopped"' in outcome.worker_log
 
 
-def test_a_crashed_step_is_retried_once_its_start_to_close_timeout_has_passed(
+def test_a_crashed_step_is_retried_once_its_heartbeats_stop_not_after_start_to_close(
     crashes: dict[str, Outcome | BaseException],
 ) -> None:
-    # Nothing tells the server a SIGKILLed worker is gone: the step is retried when the killed
-    # attempt's 30 s start-to-close timeout expires, and much later would mean a stall.
+    # The killed worker stops heartbeating: the step is retried after the 10 s heartbeat timeout
+    # (plus the 1 s first retry), well before the 30 s start-to-close timeout would have expired.
     for activity in crashes:
         seconds = outcome_of(crashes, activity).kill_to_completed_s
-        assert 25 < seconds < 60, (activity, seconds)
+        assert 8 < seconds < 28, (activity, seconds)
