@@ -81,6 +81,10 @@ class DealInput(Model):
     phase: Phase = 3
     started_by: str | None = None
     review_reminder_hours: int | None = None
+    # What the QtcCustomer search attribute shows. Search attributes are stored in clear even when
+    # payloads are encrypted, so the starter puts a non-identifying label here when they are;
+    # None shows the legal name.
+    customer_label: str | None = None
 
 
 class QuoteDecision(Model):

@@ -184,4 +184,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # httpx logs every request at INFO; the adapters log their own canonical line per call.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
+    # At DEBUG everything is shown, httpx included.
+    logging.getLogger("httpx").setLevel(
+        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+    )

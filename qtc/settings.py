@@ -186,6 +186,17 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
 
+    # Whether the QtcCustomer search attribute holds the legal name (searchable in the Web UI).
+    # Search attributes are never encrypted: None means yes unless payload encryption is on.
+    searchable_customer_names: bool | None = None
+
+    def customer_search_label(self, opportunity_id: str) -> str | None:
+        """The QtcCustomer value to use instead of the legal name, or None for the legal name."""
+        searchable = self.searchable_customer_names
+        if searchable is None:
+            searchable = not self.codec_on
+        return None if searchable else f"opportunity {opportunity_id}"
+
     @property
     def sandbox(self) -> bool:
         return self.env == "sandbox"

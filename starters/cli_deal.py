@@ -249,7 +249,12 @@ def start(
     result = _run(
         settings,
         lambda client: deals.start_deal(
-            client, priced, cast(Phase, phase), _actor(actor), settings.temporal_task_queue
+            client,
+            priced,
+            cast(Phase, phase),
+            _actor(actor),
+            settings.temporal_task_queue,
+            customer_label=settings.customer_search_label(priced.opportunity_id),
         ),
     )
     _print_started(result, priced, json_output)
@@ -289,6 +294,7 @@ def start_from_crm(
                 cast(Phase, phase),
                 _actor(actor),
                 settings.temporal_task_queue,
+                customer_label=settings.customer_search_label(opportunity_id),
             ),
         )
     except QuoteRejected as exc:

@@ -77,6 +77,8 @@ async def start_from_crm(
     phase: Phase,
     started_by: str,
     task_queue: str,
+    *,
+    customer_label: str | None = None,
 ) -> StartResult:
     """Start (or join) the deal of a Closed-Won-ready opportunity.
 
@@ -89,6 +91,7 @@ async def start_from_crm(
         phase: Rollout phase (1, 2 or 3).
         started_by: Who asked, recorded on the deal.
         task_queue: The deal worker's task queue.
+        customer_label: The QtcCustomer search attribute's value instead of the legal name.
 
     Raises:
         OpportunityUnavailable: The opportunity cannot be read or mapped.
@@ -98,4 +101,6 @@ async def start_from_crm(
     """
     quote = await asyncio.to_thread(read_quote, sf, field_map, opportunity_id)
     priced = price_quote(quote, catalog, datetime.now(UTC))
-    return await start_deal(client, priced, phase, started_by, task_queue)
+    return await start_deal(
+        client, priced, phase, started_by, task_queue, customer_label=customer_label
+    )

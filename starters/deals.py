@@ -136,11 +136,13 @@ def initial_stage(priced: PricedQuote) -> Stage:
     return "pending_approval" if priced.status == "needs_approval" else "contract_sent"
 
 
-def _search_attributes(priced: PricedQuote, phase: Phase) -> TypedSearchAttributes:
+def _search_attributes(
+    priced: PricedQuote, phase: Phase, customer_label: str | None
+) -> TypedSearchAttributes:
     return TypedSearchAttributes(
         [
             SearchAttributePair(STAGE_KEY, initial_stage(priced)),
-            SearchAttributePair(CUSTOMER_KEY, priced.account.legal_name),
+            SearchAttributePair(CUSTOMER_KEY, customer_label or priced.account.legal_name),
             SearchAttributePair(ARR_KEY, priced.arr_minor / _MINOR_PER_MAJOR),
             SearchAttributePair(PHASE_KEY, phase),
         ]
@@ -186,6 +188,7 @@ async def start_deal(
     task_queue: str,
     *,
     rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+    customer_label: str | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -200,6 +203,8 @@ async def start_deal(
         started_by: Who asked (a person or a webhook name), recorded on the deal.
         task_queue: The deal worker's task queue.
         rpc_timeout: How long to wait for Temporal before reporting it unavailable.
+        customer_label: The QtcCustomer search attribute's value instead of the legal name
+            (``Settings.customer_search_label``: search attributes are stored in clear).
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -217,7 +222,12 @@ async def start_deal(
         async with _temporal_call(deal_id, rpc_timeout):
             await client.start_workflow(
                 contract.WORKFLOW_NAME,
-                DealInput(priced=priced, phase=phase, started_by=started_by),
+                DealInput(
+                    priced=priced,
+                    phase=phase,
+                    started_by=started_by,
+                    customer_label=customer_label,
+                ),
                 id=deal_id,
                 task_queue=task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -227,7 +237,7 @@ async def start_deal(
                     MEMO_QUOTE_FINGERPRINT: fingerprint,
                     MEMO_START_NONCE: start_nonce,
                 },
-                search_attributes=_search_attributes(priced, phase),
+                search_attributes=_search_attributes(priced, phase, customer_label),
                 rpc_timeout=rpc_timeout,
             )
     except WorkflowAlreadyStartedError:
@@ -331,6 +341,8 @@ async def signal(
             request id it has already seen for this run only once. Webhooks pass one derived from
             the event (e.g. the envelope id), so a duplicate delivery adds nothing to the history.
         rpc_timeout: How long to wait for Temporal before reporting it unavailable.
+        customer_label: The QtcCustomer search attribute's value instead of the legal name
+            (``Settings.customer_search_label``: search attributes are stored in clear).
 
     Raises:
         DealNotFound: No deal has this id.

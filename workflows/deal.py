@@ -504,7 +504,7 @@ class DealWorkflow:
         workflow.upsert_search_attributes(
             [
                 STAGE_KEY.value_set(stage),
-                CUSTOMER_KEY.value_set(self._status.customer),
+                CUSTOMER_KEY.value_set(self._input.customer_label or self._status.customer),
                 ARR_KEY.value_set(self._status.arr_minor / _MINOR_PER_MAJOR),
                 PHASE_KEY.value_set(self._input.phase),
             ]

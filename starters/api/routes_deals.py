@@ -88,6 +88,7 @@ async def start_deal(
         principal.person,
         state.settings.temporal_task_queue,
         rpc_timeout=state.rpc_timeout,
+        customer_label=state.settings.customer_search_label(priced.opportunity_id),
     )
     response.status_code = 201 if result.created else 200
     response.headers["Location"] = f"/v1/deals/{result.deal_id}"

@@ -151,6 +151,7 @@ async def _start(state: ApiState, priced: PricedQuote, phase: contract.Phase, by
         by,
         state.settings.temporal_task_queue,
         rpc_timeout=state.rpc_timeout,
+        customer_label=state.settings.customer_search_label(priced.opportunity_id),
     )
 
 

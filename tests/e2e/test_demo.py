@@ -7,6 +7,9 @@ also proves it stops every process it started.
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import os
 import shutil
 import socket
@@ -22,7 +25,7 @@ from rich.console import Console
 
 from qtc.settings import Settings
 from starters.demo import Demo, run_demo
-from starters.stack import Stack, port_free
+from starters.stack import Stack, port_free, temporal_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -60,6 +63,8 @@ def demo_settings(state_dir: Path) -> Settings:
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        # The sandbox can run with payload encryption on; the demo runs with it here.
+        codec_enabled=True,
     )
 
 
@@ -83,6 +88,7 @@ class DemoRun:
     expected: dict[str, str] = field(default_factory=dict)
     web_ui_dom: str | None = None
     web_ui_error: str | None = None
+    stored_history: str = ""
 
 
 def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
@@ -118,6 +124,28 @@ def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
     )
 
 
+def _history_without_codec(stack: Stack, workflow_id: str) -> str:
+    """The deal's history as Temporal stores it, read with the temporal CLI (no codec)."""
+    shown = subprocess.run(
+        [
+            str(temporal_binary()),
+            "workflow",
+            "show",
+            "--address",
+            stack.settings.temporal_address,
+            "--workflow-id",
+            workflow_id,
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    return shown.stdout
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     settings = demo_settings(tmp_path_factory.mktemp("demo-state"))
@@ -127,6 +155,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         run.stages = {d.label: d.stage for d in demo.deals}
         run.expected = {d.label: d.expected for d in demo.deals}
         _look_at_web_ui(stack, run)
+        run.stored_history = _history_without_codec(stack, "deal-006000000000003AAA")
 
     run.exit_code = run_demo(
         settings, ROOT / "examples", Console(width=200), keep_up=False, after_run=after
@@ -138,6 +167,42 @@ def test_every_sample_deal_reaches_its_expected_final_stage(demo_run: DemoRun) -
     assert demo_run.stages == demo_run.expected
     assert set(demo_run.stages.values()) == {"completed", "rejected"}
     assert demo_run.exit_code == 0
+
+
+def _decoded_strings(node: object) -> list[str]:
+    """Every string in the document, and what it says once base64-decoded (unencrypted payload
+    data is base64 JSON in the CLI's output: a plain search would miss it)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        for value in node.values():
+            found += _decoded_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _decoded_strings(value)
+    elif isinstance(node, str):
+        found.append(node)
+        with contextlib.suppress(ValueError):  # not base64: the plain string is enough
+            found.append(base64.b64decode(node, validate=True).decode("utf-8", "replace"))
+    return found
+
+
+def test_temporal_stores_no_customer_data_in_clear_for_a_demo_deal(demo_run: DemoRun) -> None:
+    quote = json.loads((ROOT / "examples" / "quote-phase3.json").read_text(encoding="utf-8"))
+    account = quote["account"]
+    in_clear = [
+        account["legal_name"],
+        account["billing_email"],
+        account["address"]["line1"],
+        account["tax_id"]["value"],
+        quote["signer"]["email"],
+    ]
+    history = demo_run.stored_history
+    assert '"workflowExecutionCompletedEventAttributes"' in history
+    # Payload metadata is base64 in the CLI's JSON: every payload says it is encrypted.
+    assert base64.b64encode(b"binary/encrypted").decode() in history
+    readable = history + "\n".join(_decoded_strings(json.loads(history)))
+    leaked = [value for value in in_clear if value in readable]
+    assert leaked == []
 
 
 def test_the_demo_stops_every_process_it_started(demo_run: DemoRun) -> None:
