@@ -14,7 +14,8 @@ from rich.console import Console
 from rich.table import Table
 
 from qtc.logging import configure_logging
-from qtc.settings import SANDBOX_SECRETS, get_settings
+from qtc.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, get_settings
+from starters.stack import Stack, StackError
 
 if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
@@ -52,6 +53,37 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
     return table
 
 
+def _stack_addresses(stack: Stack) -> Table:
+    s = stack.settings
+    api = f"http://{s.api_host}:{s.api_port}"
+    table = Table(title="QTC sandbox", title_justify="left")
+    table.add_column("part", no_wrap=True)
+    table.add_column("address", no_wrap=True)
+    table.add_column("credentials and notes")
+    table.add_row("Temporal Web UI", stack.web_ui_url, "every deal, with QtcStage/QtcCustomer/...")
+    table.add_row("Temporal frontend", s.temporal_address, f"SQLite {stack.state_dir}/temporal.db")
+    table.add_row("QTC API", f"{api}/docs", "tokens " + ", ".join(SANDBOX_TOKENS))
+    table.add_row(
+        "stripe", f"http://{s.sandbox_host}:{s.sandbox_stripe_port}", "API key sk_test_sandbox"
+    )
+    table.add_row(
+        "salesforce",
+        f"https://{s.sandbox_host}:{s.sandbox_salesforce_port}",
+        "session id sandbox-session; TLS with the sandbox's own CA",
+    )
+    table.add_row(
+        "docusign",
+        f"http://{s.sandbox_host}:{s.sandbox_docusign_port}",
+        f"Connect delivers to {api}/webhooks/docusign; sign with `qtc sign ENVELOPE_ID`",
+    )
+    table.add_row(
+        "provisioning",
+        f"http://{s.sandbox_host}:{s.sandbox_provisioning_port}",
+        f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    return table
+
+
 @app.command()
 def up(
     state_dir: Annotated[
@@ -63,8 +95,18 @@ def up(
     fresh: Annotated[
         bool, typer.Option("--fresh", help="Start from seed data and keep nothing on disk.")
     ] = False,
+    emulators_only: Annotated[
+        bool,
+        typer.Option(
+            "--emulators-only", help="Only the four emulators: no Temporal, worker or API."
+        ),
+    ] = False,
 ) -> None:
-    """Run the emulators in the foreground until Ctrl-C (or SIGTERM)."""
+    """Run the sandbox in the foreground until Ctrl-C (or SIGTERM): the Temporal dev server with
+    its Web UI, the emulators, the worker and the API."""
+    if not emulators_only:
+        _up_stack(state_dir, fresh)
+        return
     from sandbox.runner import (
         EmulatorStartError,
         default_connect_url,
@@ -95,4 +137,31 @@ def up(
         console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
         console.print("Press Ctrl-C to stop.")
         wait_for_stop_signal()
+    console.print("Sandbox stopped.")
+
+
+def _up_stack(state_dir: Path | None, fresh: bool) -> None:
+    from sandbox.runner import wait_for_stop_signal
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    console = Console()
+    stack = Stack(
+        settings,
+        state_dir or settings.state_dir / "sandbox",
+        persist_temporal=not fresh,
+        persist_emulators=not fresh,
+    )
+    console.print("Starting Temporal dev server, emulators, worker and API ...")
+    try:
+        stack.start()
+    except StackError as exc:
+        console.print(f"[bold red]sandbox did not start:[/] {exc}")
+        raise typer.Exit(code=1) from exc
+    try:
+        console.print(_stack_addresses(stack))
+        console.print(f"Logs in {stack.state_dir / 'logs'}. Press Ctrl-C to stop.")
+        wait_for_stop_signal()
+    finally:
+        stack.stop()
     console.print("Sandbox stopped.")

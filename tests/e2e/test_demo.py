@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,58 +25,11 @@ from rich.console import Console
 from qtc.settings import Settings
 from starters.demo import Demo, run_demo
 from starters.stack import Stack, port_free, temporal_binary
+from tests.stack_support import all_ports, stack_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_ports(count: int) -> list[int]:
-    socks = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-    ports = [s.getsockname()[1] for s in socks]
-    for sock in socks:
-        sock.close()
-    return ports
-
-
-def demo_settings(state_dir: Path) -> Settings:
-    temporal, ui, api, stripe, sf, ds, prov = _free_ports(7)
-    return Settings(
-        env="sandbox",
-        catalog=ROOT / "catalog.toml",
-        state_dir=state_dir,
-        temporal_address=f"127.0.0.1:{temporal}",
-        temporal_ui_port=ui,
-        api_port=api,
-        api_public_url=f"http://127.0.0.1:{api}",
-        sandbox_stripe_port=stripe,
-        sandbox_salesforce_port=sf,
-        sandbox_docusign_port=ds,
-        sandbox_provisioning_port=prov,
-        stripe_api_base=f"http://127.0.0.1:{stripe}",
-        salesforce_instance_url=f"https://127.0.0.1:{sf}",
-        docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
-        docusign_oauth_host=f"127.0.0.1:{ds}",
-        provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
-        # The sandbox can run with payload encryption on; the demo runs with it here.
-        codec_enabled=True,
-    )
-
-
-def _all_ports(settings: Settings) -> list[int]:
-    return [
-        int(settings.temporal_address.rsplit(":", 1)[1]),
-        settings.temporal_ui_port,
-        settings.api_port,
-        settings.sandbox_stripe_port,
-        settings.sandbox_salesforce_port,
-        settings.sandbox_docusign_port,
-        settings.sandbox_provisioning_port,
-    ]
 
 
 @dataclass
@@ -148,7 +100,8 @@ def _history_without_codec(stack: Stack, workflow_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
-    settings = demo_settings(tmp_path_factory.mktemp("demo-state"))
+    # The sandbox can run with payload encryption on; the demo runs with it here.
+    settings = stack_settings(tmp_path_factory.mktemp("demo-state"), codec=True)
     run = DemoRun(settings=settings, exit_code=-1)
 
     def after(stack: Stack, demo: Demo) -> None:
@@ -206,7 +159,7 @@ def test_temporal_stores_no_customer_data_in_clear_for_a_demo_deal(demo_run: Dem
 
 
 def test_the_demo_stops_every_process_it_started(demo_run: DemoRun) -> None:
-    busy = [p for p in _all_ports(demo_run.settings) if not port_free("127.0.0.1", p)]
+    busy = [p for p in all_ports(demo_run.settings) if not port_free("127.0.0.1", p)]
     assert busy == []
 
 
@@ -237,4 +190,4 @@ def test_qtc_demo_runs_again_as_a_command_and_exits_zero_off_a_terminal(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Every deal reached its expected final stage." in result.stdout
     assert "rejected (" in result.stdout
-    assert all(port_free("127.0.0.1", p) for p in _all_ports(demo_run.settings))
+    assert all(port_free("127.0.0.1", p) for p in all_ports(demo_run.settings))

@@ -195,11 +195,11 @@ def test_python_m_sandbox_runner_serves_in_the_foreground_until_sigterm(
     assert ca_file.is_relative_to(tmp_path / "emulators")
 
 
-def test_qtc_sandbox_up_prints_the_addresses_and_stops_on_ctrl_c(
+def test_qtc_sandbox_up_emulators_only_prints_the_addresses_and_stops_on_ctrl_c(
     child_env: dict[str, str],
 ) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "starters.cli", "sandbox", "up", "--fresh"],
+        [sys.executable, "-m", "starters.cli", "sandbox", "up", "--fresh", "--emulators-only"],
         cwd=ROOT,
         env=child_env,
         stdout=subprocess.PIPE,

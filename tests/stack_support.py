@@ -1,0 +1,58 @@
+"""Settings for a whole local stack on free ports, shared by the tests that start one."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from qtc.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_ports(count: int) -> list[int]:
+    socks = []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        socks.append(sock)
+    ports = [s.getsockname()[1] for s in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
+def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
+    """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
+    temporal, ui, api, stripe, sf, ds, prov = free_ports(7)
+    return Settings(
+        env="sandbox",
+        catalog=ROOT / "catalog.toml",
+        state_dir=state_dir,
+        temporal_address=f"127.0.0.1:{temporal}",
+        temporal_ui_port=ui,
+        api_port=api,
+        api_public_url=f"http://127.0.0.1:{api}",
+        sandbox_stripe_port=stripe,
+        sandbox_salesforce_port=sf,
+        sandbox_docusign_port=ds,
+        sandbox_provisioning_port=prov,
+        stripe_api_base=f"http://127.0.0.1:{stripe}",
+        salesforce_instance_url=f"https://127.0.0.1:{sf}",
+        docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
+        docusign_oauth_host=f"127.0.0.1:{ds}",
+        provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        codec_enabled=codec,
+    )
+
+
+def all_ports(settings: Settings) -> list[int]:
+    return [
+        int(settings.temporal_address.rsplit(":", 1)[1]),
+        settings.temporal_ui_port,
+        settings.api_port,
+        settings.sandbox_stripe_port,
+        settings.sandbox_salesforce_port,
+        settings.sandbox_docusign_port,
+        settings.sandbox_provisioning_port,
+    ]
