@@ -12,11 +12,13 @@ is retried by Temporal, after Stripe's ``Retry-After`` when it sent one.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import requests
 import stripe
 import structlog
 from stripe._base_address import BaseAddresses
@@ -25,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import stripe_plan as plan
 from activities.errors import non_retryable, retry_after_from_headers, retryable
+from activities.http import mount_pools
 from qtc import errors
 from qtc.deal import (
     ACT_CREATE_BILLING_CUSTOMER,
@@ -59,7 +62,10 @@ def build_stripe_client(settings: Settings) -> stripe.StripeClient:
         settings.stripe_api_key.get_secret_value(),
         base_addresses=base_addresses,
         max_network_retries=0,
-        http_client=stripe.RequestsClient(timeout=settings.stripe_timeout_seconds),
+        http_client=stripe.RequestsClient(
+            timeout=settings.stripe_timeout_seconds,
+            session=mount_pools(requests.Session(), settings.worker_activity_threads),
+        ),
     )
 
 
@@ -147,6 +153,10 @@ def _id(field: Any) -> str | None:
 
 def _is_missing(exc: stripe.InvalidRequestError) -> bool:
     return exc.http_status == 404 or exc.code == "resource_missing"
+
+
+# Younger first invoices were created by the deal moments ago: nobody else can have sent them.
+MANUAL_SEND_CHECK_AFTER_S = 50 * 60
 
 
 class BillingActivities:
@@ -468,9 +478,19 @@ class BillingActivities:
             )
 
     def _already_sent(self, invoice: stripe.Invoice) -> bool:
-        """Whether an earlier attempt (or Stripe itself) already sent it: never e-mail twice."""
+        """Whether an earlier attempt (or Stripe itself) already sent it: never e-mail twice.
+
+        Our own earlier send is covered by the send's idempotency key and the metadata flag, and
+        Stripe does not send it by itself (auto-advance is off). What is left is a send made outside
+        this deal, by a person in the dashboard, which only the ``invoice.sent`` events show. That
+        scan grows with every invoice sent in the period (it dominated worker CPU under load), so it
+        runs only for an invoice old enough for someone to have acted on it: one created by this
+        deal minutes ago has been seen by no one else.
+        """
         if _meta(invoice, plan.META_SENT) == "true":
             return True
+        if time.time() - invoice.created < MANUAL_SEND_CHECK_AFTER_S:
+            return False
         events = self._stripe.events.list(
             params={"type": "invoice.sent", "created": {"gte": invoice.created}, "limit": 100}
         )

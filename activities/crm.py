@@ -34,6 +34,7 @@ from activities.errors import (
     retryable,
     unreachable,
 )
+from activities.http import mount_pools
 from qtc import deal, errors
 from qtc.models import Quote
 from qtc.settings import Settings
@@ -540,8 +541,9 @@ class _ClientSession(requests.Session):
     per request, which would silently drop a configured CA file.
     """
 
-    def __init__(self, timeout_s: float, ca_file: str | None) -> None:
+    def __init__(self, timeout_s: float, ca_file: str | None, pool_size: int = 10) -> None:
         super().__init__()
+        mount_pools(self, pool_size)
         self._timeout_s = timeout_s
         if ca_file is not None:
             self.verify = ca_file
@@ -560,7 +562,11 @@ def build_salesforce_client(settings: Settings) -> Salesforce:
         # Where ``qtc sandbox up`` (sandbox.runner) leaves its CA, so the sandbox needs no setting.
         default_ca = settings.state_dir / "emulators" / "tls" / "sandbox-ca.pem"
         ca_file = default_ca if default_ca.exists() else None
-    session = _ClientSession(settings.salesforce_timeout_s, str(ca_file) if ca_file else None)
+    session = _ClientSession(
+        settings.salesforce_timeout_s,
+        str(ca_file) if ca_file else None,
+        pool_size=settings.worker_activity_threads,
+    )
     if settings.salesforce_username and settings.salesforce_password:
         return Salesforce(
             username=settings.salesforce_username,

@@ -185,6 +185,9 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     root.setLevel(level.upper())
     # httpx logs every request at INFO; the adapters log their own canonical line per call.
     # At DEBUG everything is shown, httpx included.
-    logging.getLogger("httpx").setLevel(
-        logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
-    )
+    # The Stripe SDK logs every request at INFO too (measured: 8 % of worker samples under load,
+    # contending for the handler lock); the billing activities log one line per step instead.
+    for chatty in ("httpx", "stripe"):
+        logging.getLogger(chatty).setLevel(
+            logging.NOTSET if root.level <= logging.DEBUG else logging.WARNING
+        )

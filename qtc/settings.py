@@ -127,7 +127,10 @@ class Settings(BaseSettings):
 
     # --- Worker (workers/) ---
     worker_activity_threads: int = Field(32, ge=1)  # thread pool of the blocking vendor SDKs
-    worker_max_cached_workflows: int = Field(2000, ge=0)  # keep >= deals in flight (no replays)
+    # Each cached deal costs about 370 KB of worker memory (bench/RESULTS.md): 500 keeps a worker
+    # near 360 MB however many deals wait for signatures. Deals beyond the cache replay their
+    # history on their next step, so raise it where many deals are in flight at once.
+    worker_max_cached_workflows: int = Field(500, ge=0)
     worker_graceful_shutdown_s: float = Field(30.0, ge=0)  # in-flight activities may finish
     worker_register_search_attributes: bool = True  # add missing Qtc* attributes at start-up
 

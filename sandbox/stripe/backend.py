@@ -1659,7 +1659,11 @@ class StripeBackend:
     def list_events(self, p: dict[str, Any], expand: list[str]) -> dict[str, Any]:
         patterns = [p["type"]] if p.get("type") else list(p.get("types") or [])
 
+        created = p.get("created")
+
         def keep(evt: dict[str, Any]) -> bool:
+            if not _created_matches(evt["created"], created):
+                return False
             if not patterns:
                 return True
             return any(
@@ -1669,3 +1673,18 @@ class StripeBackend:
 
         items = [e for e in self.objects("event").values() if keep(e)]
         return self.list_response(items, p, "/v1/events", expand)
+
+
+def _created_matches(created: int, condition: Any) -> bool:
+    """Stripe's ``created`` list filter: an exact timestamp or a ``gt/gte/lt/lte`` range."""
+    if condition is None:
+        return True
+    if not isinstance(condition, dict):
+        return created == int(condition)
+    tests = {
+        "gt": lambda bound: created > bound,
+        "gte": lambda bound: created >= bound,
+        "lt": lambda bound: created < bound,
+        "lte": lambda bound: created <= bound,
+    }
+    return all(tests[op](int(bound)) for op, bound in condition.items() if op in tests)

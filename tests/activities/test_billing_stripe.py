@@ -255,9 +255,17 @@ def test_an_invoice_sent_before_a_crash_is_not_sent_again(
     quote = fresh(design_example(days_ago(5)))
     customer_id, created = run_billing(billing, quote)
     assert created.invoice_id is not None
-    # The earlier attempt finalized and sent, then died before recording it on the invoice.
-    client.v1.invoices.finalize_invoice(created.invoice_id, params={"auto_advance": False})
-    client.v1.invoices.send_invoice(created.invoice_id)
+    # The earlier attempt finalized and sent (with the deal's keys, as the activity does), then
+    # died before recording it on the invoice.
+    deal_id = deal_id_for(quote.opportunity_id)
+    client.v1.invoices.finalize_invoice(
+        created.invoice_id,
+        params={"auto_advance": False},
+        options={"idempotency_key": f"qtc:{deal_id}:invoice-finalize"},
+    )
+    client.v1.invoices.send_invoice(
+        created.invoice_id, options={"idempotency_key": f"qtc:{deal_id}:invoice-send"}
+    )
 
     sent = ActivityEnvironment().run(
         billing.send_first_invoice, send_input(quote, customer_id, created)
@@ -459,6 +467,27 @@ def test_stripe_does_not_finalize_or_email_the_first_invoice_before_it_is_reconc
 
     assert (invoice.status, invoice.auto_advance) == ("draft", False)
     assert sent_events(client, created.invoice_id) == 0
+
+
+def test_an_old_invoice_someone_sent_from_the_dashboard_is_not_sent_again(
+    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+) -> None:
+    clock, billing, client = clocked
+    clock.now -= 2 * 3600  # the deal was billed two hours ago and parked before sending
+    quote = fresh(design_example(days_ago(2)))
+    customer_id, created = run_billing(billing, quote)
+    assert created.invoice_id is not None
+    # Meanwhile a finance user finalized and sent it by hand (no idempotency key of ours).
+    client.v1.invoices.finalize_invoice(created.invoice_id, params={"auto_advance": False})
+    client.v1.invoices.send_invoice(created.invoice_id)
+    clock.now = time.time()
+
+    sent = ActivityEnvironment().run(
+        billing.send_first_invoice, send_input(quote, customer_id, created)
+    )
+
+    assert sent.status == "open"
+    assert sent_events(client, created.invoice_id) == 1
 
 
 def test_a_deal_starting_next_month_waits_for_stripe_to_issue_its_first_invoice(

@@ -446,6 +446,24 @@ def test_events_record_what_happened_filtered_by_type(stripe_client: stripe.Stri
     assert stripe_client.v1.events.retrieve(created[0].id).type == "customer.created"
 
 
+def test_events_are_filtered_by_their_creation_time(stripe_client: stripe.StripeClient) -> None:
+    customer = _customer(stripe_client)
+    at = stripe_client.v1.events.list(params={"type": "customer.created"}).data[0].created
+
+    def count(created: stripe.params.EventListParamsCreated) -> int:
+        listed = stripe_client.v1.events.list(
+            params={"type": "customer.created", "created": created}
+        )
+        return len([e for e in listed.data if e.data.object["id"] == customer.id])
+
+    assert (count({"gte": at}), count({"lte": at}), count({"gt": at}), count({"lt": at})) == (
+        1,
+        1,
+        0,
+        0,
+    )
+
+
 def test_expand_inlines_related_objects_in_lists(stripe_client: stripe.StripeClient) -> None:
     customer = _customer(stripe_client)
     seats = _yearly_price(stripe_client, 1000)
