@@ -5,8 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 N ?= 200
 DEALS ?= 20
+WAITING ?= 10000
 
-.PHONY: demo test lint typecheck unit bench chaos clean
+.PHONY: demo test lint typecheck unit bench bench-waiting chaos clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +32,9 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.latency_throughput --deals $(N)
+
+bench-waiting: $(STAMP)
+	$(BIN)/python -m bench.waiting_deals --deals $(WAITING)
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --deals $(DEALS)
