@@ -131,6 +131,10 @@ class Settings(BaseSettings):
     # near 360 MB however many deals wait for signatures. Deals beyond the cache replay their
     # history on their next step, so raise it where many deals are in flight at once.
     worker_max_cached_workflows: int = Field(500, ge=0)
+    # Workflow tasks one worker works on at once. Python runs them on one GIL: with many more
+    # in progress than it can finish in the 10 s workflow-task timeout (a burst of deals beyond the
+    # cache replays every history), they time out and start over. Fewer at once drain faster.
+    worker_max_concurrent_workflow_tasks: int = Field(20, ge=2)
     worker_graceful_shutdown_s: float = Field(30.0, ge=0)  # in-flight activities may finish
     worker_register_search_attributes: bool = True  # add missing Qtc* attributes at start-up
 

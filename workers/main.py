@@ -155,6 +155,7 @@ def build_worker(
         # One activity per thread: more would queue inside the pool where the server cannot see it.
         max_concurrent_activities=settings.worker_activity_threads,
         max_cached_workflows=settings.worker_max_cached_workflows,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
         interceptors=[LivenessHeartbeats()],
     )
@@ -215,4 +216,5 @@ async def _log_when_polling(
         task_queue=settings.temporal_task_queue,
         activity_threads=settings.worker_activity_threads,
         max_cached_workflows=settings.worker_max_cached_workflows,
+        max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
     )
