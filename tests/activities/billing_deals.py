@@ -8,6 +8,7 @@ from typing import Any
 
 from qtc.cpq import price_quote
 from qtc.models import Catalog, Policy, PricedQuote, Requirement, Sku
+from tests.unit.builders import quote_dict
 
 CATALOG = Catalog(
     policy=Policy(
@@ -50,34 +51,7 @@ CATALOG = Catalog(
 
 def quote(**overrides: Any) -> dict[str, Any]:
     """The DESIGN section 2 quote with only PLATFORM-PRO (as priced in DESIGN section 4)."""
-    base: dict[str, Any] = {
-        "quote_id": "Q-1001",
-        "opportunity_id": "006000000000001AAA",
-        "currency": "usd",
-        "account": {
-            "legal_name": "Acme Robotics, Inc.",
-            "billing_email": "ap@acme.example",
-            "address": {
-                "line1": "1 Main St",
-                "city": "Austin",
-                "state": "TX",
-                "postal_code": "78701",
-                "country": "US",
-            },
-            "tax_id": {"type": "us_ein", "value": "12-3456789"},
-        },
-        "signer": {"name": "Jane Doe", "email": "jane@acme.example"},
-        "term_months": 36,
-        "billing_frequency": "annual",
-        "billing_anchor": "start",
-        "start": "on_signature",
-        "payment_terms_days": 30,
-        "uplift_percent": "7",
-        "valid_until": "2099-01-31",
-        "lines": [{"sku": "PLATFORM-PRO", "quantity": 50, "discount_percent": "10"}],
-    }
-    base.update(overrides)
-    return base
+    return quote_dict(**{"valid_until": "2099-01-31", **overrides})
 
 
 def priced(signed_at: datetime, **overrides: Any) -> PricedQuote:

@@ -25,6 +25,7 @@ from qtc import errors
 from qtc.models import Quote
 from qtc.settings import Settings
 from starters.api.salesforce import sign_callout
+from tests.unit.builders import quote_dict
 from workflows.deal import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,37 +70,17 @@ def new_opportunity_id() -> str:
 def new_quote(**overrides: Any) -> dict[str, Any]:
     """DESIGN.md's example quote (36 months, 50 seats at 10% off) for a fresh opportunity."""
     opportunity_id = new_opportunity_id()
-    quote: dict[str, Any] = {
-        "quote_id": f"Q-{opportunity_id[-6:]}",
-        "opportunity_id": opportunity_id,
-        "currency": "usd",
-        "account": {
-            "legal_name": "Acme Robotics, Inc.",
-            "billing_email": "ap@acme.example",
-            "address": {
-                "line1": "1 Main St",
-                "city": "Austin",
-                "state": "TX",
-                "postal_code": "78701",
-                "country": "US",
-            },
-            "tax_id": {"type": "us_ein", "value": "12-3456789"},
-        },
-        "signer": {"name": "Jane Doe", "email": "jane@acme.example"},
-        "term_months": 36,
-        "billing_frequency": "annual",
-        "billing_anchor": "start",
-        "start": "on_signature",
-        "payment_terms_days": 30,
-        "uplift_percent": "7",
-        "valid_until": "2030-12-31",
-        "lines": [
-            {"sku": "PLATFORM-PRO", "quantity": 50, "discount_percent": "10"},
-            {"sku": "SUPPORT-PREMIUM", "quantity": 1},
-        ],
-    }
-    quote.update(overrides)
-    return quote
+    return quote_dict(
+        **{
+            "quote_id": f"Q-{opportunity_id[-6:]}",
+            "opportunity_id": opportunity_id,
+            "lines": [
+                {"sku": "PLATFORM-PRO", "quantity": 50, "discount_percent": "10"},
+                {"sku": "SUPPORT-PREMIUM", "quantity": 1},
+            ],
+            **overrides,
+        }
+    )
 
 
 class FakeCrm:
