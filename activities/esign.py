@@ -227,10 +227,12 @@ class EsignActivities:
         )
 
     @activity.defn(name=deal.ACT_VOID_CONTRACT)
-    def void_contract(self, input: deal.VoidContractInput) -> None:
-        """Void the envelope; one already voided, completed or declined is left as it is."""
-        if self._already_final(input):
-            return
+    def void_contract(self, input: deal.VoidContractInput) -> deal.ContractVoided:
+        """Void the envelope; one already voided, completed or declined is left as it is, and
+        reported: a ``completed`` one was signed, and the deal may still honour that signature."""
+        final = self._already_final(input)
+        if final is not None:
+            return final
         voiding = Envelope(status="voided", voided_reason=input.reason[:VOID_REASON_MAX])
         try:
             self._call(
@@ -245,10 +247,12 @@ class EsignActivities:
         except ApplicationError as exc:
             # Another actor (the signer, a webhook-triggered void) may have finished the envelope
             # between our read and our void; DocuSign then refuses with 400.
-            if exc.non_retryable and self._already_final(input):
-                return
+            final = self._already_final(input) if exc.non_retryable else None
+            if final is not None:
+                return final
             raise
         activity.logger.info("voided envelope %s for %s", input.envelope_id, input.deal_id)
+        return deal.ContractVoided(envelope_id=input.envelope_id, status="voided")
 
     def find_envelope(self, deal_id: str) -> Any | None:
         """The newest envelope carrying ``deal_id`` that may be reused, if any."""
@@ -273,23 +277,34 @@ class EsignActivities:
         candidates.sort(key=lambda e: str(e.created_date_time or ""), reverse=True)
         return candidates[0] if candidates else None
 
-    def _already_final(self, input: deal.VoidContractInput) -> bool:
+    def _already_final(self, input: deal.VoidContractInput) -> deal.ContractVoided | None:
         envelope = self._call(
             "read envelope",
             lambda: self._envelopes.get_envelope(
-                self._account_id, input.envelope_id, _request_timeout=self._timeout
+                self._account_id,
+                input.envelope_id,
+                include="recipients",
+                _request_timeout=self._timeout,
             ),
         )
         status = str(envelope.status or "").lower()
-        if status in FINAL_STATES:
-            activity.logger.info(
-                "envelope %s for %s is already %s; nothing to void",
-                input.envelope_id,
-                input.deal_id,
-                status,
-            )
-            return True
-        return False
+        if status not in FINAL_STATES:
+            return None
+        activity.logger.info(
+            "envelope %s for %s is already %s; nothing to void",
+            input.envelope_id,
+            input.deal_id,
+            status,
+        )
+        signers = (envelope.recipients.signers or []) if envelope.recipients else []
+        signer = signers[0] if signers else None
+        return deal.ContractVoided(
+            envelope_id=input.envelope_id,
+            status=status,
+            completed_at=envelope.completed_date_time if status == "completed" else None,
+            signer_name=signer.name if signer else None,
+            signer_email=signer.email if signer else None,
+        )
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:

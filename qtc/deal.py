@@ -203,6 +203,17 @@ class VoidContractInput(Model):
     reason: str
 
 
+class ContractVoided(Model):
+    """What voiding found: ``voided``, or the final state the envelope was already in
+    (``completed``: it was signed, at ``completed_at``; ``declined``)."""
+
+    envelope_id: str
+    status: str
+    completed_at: datetime | None = None
+    signer_name: str | None = None
+    signer_email: str | None = None
+
+
 class CreateCustomerInput(Model):
     deal_id: str
     priced: PricedQuote

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from temporalio import activity, workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         WORKFLOW_NAME,
         BillingCustomer,
         ContractSent,
+        ContractVoided,
         CreateCustomerInput,
         CreateSubscriptionInput,
         DealError,
@@ -116,6 +117,8 @@ _START_TO_CLOSE: dict[str, timedelta] = {
 # The worker heartbeats every activity while its process lives (workers/heartbeat.py): a crashed
 # worker's step is retried after this, not after its whole start-to-close timeout.
 ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
+# workflow.patched ids: behaviour changes that alter the commands a recorded history replays.
+PATCH_LEAVE_REVIEW_ON_APPROVAL = "leave-review-queue-on-approval"
 LOCAL_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=10),
@@ -200,6 +203,10 @@ class DealWorkflow:
         # Set once the deal is on its way to expired or lost: later signals can no longer change
         # its course and are only noted.
         self._closing = False
+        self._expiring = False
+        # Set when Closed Won is about to be written: from then on the CRM says won, and a
+        # mark_lost would leave it saying so for a lost deal.
+        self._closed_won_started = False
 
     @workflow.run
     async def run(self, input: DealInput) -> DealStatus:
@@ -215,8 +222,7 @@ class DealWorkflow:
         if not await self._get_quote_approved():
             return
         await self._send_contract()
-        if not await self._wait_for_signature():
-            await self._close_expired()
+        if not await self._wait_for_signature() and not await self._close_expired():
             return
         await self._record_signature()
         if self._input.phase == 1:
@@ -235,7 +241,7 @@ class DealWorkflow:
         )
         self._raise_if_lost()
         if not decided:
-            await self._close_expired()
+            await self._close_expired()  # no envelope yet: nothing can have been signed
             return False
         assert self._quote_decision is not None
         approved, decision = self._quote_decision
@@ -293,6 +299,7 @@ class DealWorkflow:
         self._status.start_date = self._priced.start_date
         self._status.invoice_preview = self._priced.invoices[0] if self._priced.invoices else None
         self._raise_if_lost()
+        self._closed_won_started = True
         await self._activity(
             ACT_MARK_CLOSED_WON,
             MarkClosedWonInput(
@@ -407,6 +414,11 @@ class DealWorkflow:
             self._enter("review_rejected", note=_by("rejected", review.reviewer, review.note))
             return False
         self._note("invoice_approved", _by("approved", review.reviewer, review.note))
+        if workflow.patched(PATCH_LEAVE_REVIEW_ON_APPROVAL):
+            # Approved: off the reviewers' queue at once, so a later reject is refused as such.
+            self._enter(
+                "billing_account_created", note=_by("invoice approved", review.reviewer, None)
+            )
         return True
 
     async def _wait_for_start_date(self) -> None:
@@ -416,17 +428,40 @@ class DealWorkflow:
             return
         waiting = f"subscription starts on {self._priced.start_date}"
         if self._status.stage == "awaiting_invoice_review":
-            # Reviewed already: take the deal off the reviewers' queue while the start date nears.
+            # Histories from before PATCH_LEAVE_REVIEW_ON_APPROVAL left the queue only here.
             self._enter("billing_account_created", note=f"invoice approved; {waiting}")
         self._note("waiting_for_start_date", waiting)
         await workflow.sleep(starts_at - now, summary="contract start date")
 
-    async def _close_expired(self) -> None:
+    async def _close_expired(self) -> bool:
+        """Expire the deal and void its envelope, unless the envelope turns out to have been
+        signed before the quote expired (the Connect event may arrive late, or after a 503):
+        then the signature stands and the deal goes on. Returns True when it goes on."""
         self._closing = True
+        self._expiring = True
         reason = f"quote {self._priced.quote_id} expired at end of {self._priced.valid_until}"
         if self._status.envelope_id is not None:
-            await self._void_envelope(self._status.envelope_id, reason)
+            voided = await self._void_envelope(self._status.envelope_id, reason)
+            if self._status.signature is None and voided is not None:
+                self._take_signature_found_by_void(voided)
+            if self._status.signature is not None:
+                self._closing = self._expiring = False
+                self._note("signed_before_expiry", "signed before the quote expired")
+                return True
         self._enter("expired", note=reason)
+        return False
+
+    def _take_signature_found_by_void(self, voided: ContractVoided) -> None:
+        if voided.status != "completed" or voided.completed_at is None:
+            return
+        if as_utc(voided.completed_at) >= self._expires_at:
+            return
+        self._status.signature = SignatureCompleted(
+            envelope_id=voided.envelope_id,
+            completed_at=voided.completed_at,
+            signer_name=voided.signer_name,
+            signer_email=voided.signer_email,
+        )
 
     async def _close_lost(self) -> None:
         self._closing = True
@@ -439,12 +474,14 @@ class DealWorkflow:
             self._note("envelope_kept", f"envelope {envelope_id} is already signed; not voided")
         self._enter("lost", note=reason)
 
-    async def _void_envelope(self, envelope_id: str, reason: str) -> None:
-        await self._activity(
+    async def _void_envelope(self, envelope_id: str, reason: str) -> ContractVoided | None:
+        # Optional: histories recorded before void_contract reported what it found carry null.
+        found: ContractVoided | None = await self._activity(
             ACT_VOID_CONTRACT,
             VoidContractInput(deal_id=self._deal_id, envelope_id=envelope_id, reason=reason),
-            None,
+            cast(type[ContractVoided], ContractVoided | None),
         )
+        return found
 
     # --- steps, parking and resume ---------------------------------------------------------
 
@@ -523,6 +560,13 @@ class DealWorkflow:
                 else "signature_for_other_envelope"
             )
             self._note(kind, f"signature for envelope {signature.envelope_id} ignored")
+        elif (
+            self._expiring
+            and signature.envelope_id == envelope_id
+            and as_utc(signature.completed_at) < self._expires_at
+        ):
+            # Signed in time, delivered late: the expiry in progress will let the deal go on.
+            self._status.signature = signature
         elif self._closing:
             self._note("signature_ignored", f"deal is closing; envelope {signature.envelope_id}")
         elif envelope_id is None:
@@ -576,6 +620,8 @@ class DealWorkflow:
     def mark_lost(self, lost: MarkLost) -> None:
         if self._billing_started:
             self._note("lost_refused", f"mark_lost from {lost.by} refused: billing has started")
+        elif self._closed_won_started:
+            self._note("lost_refused", f"mark_lost from {lost.by} refused: the deal is signed")
         elif self._closing or self._lost is not None:
             self._ignore_signal(SIGNAL_MARK_LOST, lost.by)
         else:

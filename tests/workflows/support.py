@@ -41,6 +41,7 @@ from qtc.deal import (
     SA_STAGE,
     BillingCustomer,
     ContractSent,
+    ContractVoided,
     CreateCustomerInput,
     CreateSubscriptionInput,
     DealInput,
@@ -176,6 +177,8 @@ class FakeVendors:
 
     failures: dict[str, list[BaseException]] = field(default_factory=dict)
     hold_send_contract: asyncio.Event | None = None
+    # When set, void_contract finds the envelope already signed at this time (as DocuSign would).
+    signed_before_void: datetime | None = None
     calls: list[Call] = field(default_factory=list)
 
     def names(self) -> list[str]:
@@ -202,8 +205,16 @@ class FakeVendors:
         return ContractSent(envelope_id=self.envelope_id_for(input.deal_id), status="sent")
 
     @activity.defn(name=ACT_VOID_CONTRACT)
-    async def void_contract(self, input: VoidContractInput) -> None:
+    async def void_contract(self, input: VoidContractInput) -> ContractVoided:
         self._attempt(ACT_VOID_CONTRACT, input)
+        if self.signed_before_void is not None:
+            return ContractVoided(
+                envelope_id=input.envelope_id,
+                status="completed",
+                completed_at=self.signed_before_void,
+                signer_name="Jane Doe",
+            )
+        return ContractVoided(envelope_id=input.envelope_id, status="voided")
 
     @activity.defn(name=ACT_MARK_CLOSED_WON)
     async def mark_closed_won(self, input: MarkClosedWonInput) -> None:

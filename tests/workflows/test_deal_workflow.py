@@ -184,6 +184,8 @@ async def test_phase_2_deal_waits_for_the_finance_reviewer_before_billing_the_cu
         "signed",
         "billing_account_created",
         "awaiting_invoice_review",
+        # Approved: off the reviewers' queue at once (a later reject is refused as such).
+        "billing_account_created",
         "subscription_created",
         "invoice_sent",
         "provisioned",
@@ -281,6 +283,53 @@ async def test_unsigned_contract_is_voided_when_the_quote_expires_after_30_days(
     [void] = fakes.inputs(ACT_VOID_CONTRACT)
     assert void.envelope_id == status.envelope_id
     assert "expired" in void.reason
+
+
+async def test_a_contract_signed_before_expiry_whose_webhook_came_late_is_honoured(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    valid_until = (now + timedelta(days=30)).date()
+    # Signed an hour before the quote expired; the Connect event never reached us in time.
+    fakes.signed_before_void = datetime.combine(valid_until, time(23, 0), tzinfo=UTC)
+    handle = await start_deal(env.client, worker.task_queue, quote(valid_until=valid_until))
+    status = await result_of(handle)
+
+    assert status.stage == "completed"
+    assert "signed_before_expiry" in note_kinds(status)
+    assert status.signature is not None
+    assert status.signature.completed_at == fakes.signed_before_void
+    assert fakes.names()[:3] == [ACT_SEND_CONTRACT, ACT_VOID_CONTRACT, ACT_MARK_CLOSED_WON]
+    [closed_won] = fakes.inputs(ACT_MARK_CLOSED_WON)
+    assert closed_won.close_date == valid_until
+
+
+async def test_a_contract_signed_after_expiry_does_not_revive_the_deal(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    valid_until = (now + timedelta(days=30)).date()
+    fakes.signed_before_void = datetime.combine(
+        valid_until + timedelta(days=1), time(0, 5), tzinfo=UTC
+    )
+    handle = await start_deal(env.client, worker.task_queue, quote(valid_until=valid_until))
+    status = await result_of(handle)
+
+    assert status.stage == "expired"
+    assert fakes.names() == [ACT_SEND_CONTRACT, ACT_VOID_CONTRACT]
+
+
+async def test_mark_lost_once_closed_won_is_being_written_is_refused(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    fakes.failures[ACT_MARK_CLOSED_WON] = [ApplicationError("CRM busy", type="VendorUnavailable")]
+    handle = await start_deal(env.client, worker.task_queue, quote(), phase=1)
+    await sign(handle, now)
+    while ACT_MARK_CLOSED_WON not in fakes.names():
+        await asyncio.sleep(0.05)
+    await handle.signal(SIGNAL_MARK_LOST, MarkLost(by="sam", reason="changed their mind"))
+    status = await result_of(handle)
+
+    assert status.stage == "completed"
+    assert "lost_refused" in note_kinds(status)
 
 
 async def test_deal_marked_lost_before_billing_voids_the_envelope(
