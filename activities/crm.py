@@ -42,6 +42,8 @@ from qtc.settings import Settings
 VENDOR = "Salesforce"
 CLOSED_WON = "Closed Won"
 RATE_LIMIT_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
+# Answered with 400 but transient: another transaction holds the record for a moment.
+TRANSIENT_CODES = frozenset({"UNABLE_TO_LOCK_ROW"})
 # Salesforce record ids are 15 or 18 alphanumerics; anything else cannot name an opportunity and
 # must never reach a SOQL string.
 _RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
@@ -526,6 +528,13 @@ class CrmActivities:
             return retryable(
                 errors.VENDOR_RATE_LIMITED,
                 f"Salesforce rate limit ({code}) on {text}",
+                retry_after,
+                details={"vendor": VENDOR, "status": exc.status, "code": code},
+            )
+        if TRANSIENT_CODES.intersection(codes):
+            return retryable(
+                errors.VENDOR_UNAVAILABLE,
+                f"Salesforce record busy ({code}) on {text}",
                 retry_after,
                 details={"vendor": VENDOR, "status": exc.status, "code": code},
             )

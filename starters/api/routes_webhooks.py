@@ -220,17 +220,31 @@ async def salesforce_outbound_message(request: Request, state: State) -> Respons
         raise Problem(
             403, "unknown-organization", "Outbound Messages from this organization are refused."
         )
-    started = []
+    started: list[str] = []
+    refused: list[dict[str, str]] = []
     for notification in message.notifications:
         if notification.notification_id in state.outbound_seen:
             continue
         opportunity_id = notification.closed_won_opportunity
         if opportunity_id is not None:
-            priced = await _read_and_price(state, opportunity_id)
-            phase = cast(contract.Phase, state.settings.api_default_phase)
-            result = await _start(state, priced, phase, "salesforce-outbound-message")
-            started.append(result.deal_id)
+            try:
+                priced = await _read_and_price(state, opportunity_id)
+                phase = cast(contract.Phase, state.settings.api_default_phase)
+                result = await _start(state, priced, phase, "salesforce-outbound-message")
+                started.append(result.deal_id)
+            except (Problem, deals.DealConflict) as err:
+                status = err.status if isinstance(err, Problem) else 409
+                if status >= 500:
+                    raise  # Temporal or Salesforce unavailable: no Ack, Salesforce retries
+                # This opportunity can never start as it is (bad quote, unknown, conflicting):
+                # retrying the whole message would only block the notifications after it.
+                refused.append({"opportunity_id": opportunity_id, "reason": str(err)})
         # Remembered only once handled: a notification that failed is retried by Salesforce.
         state.outbound_seen.add(notification.notification_id)
-    log.info("outbound_message_acked", deals=started, notifications=len(message.notifications))
+    log.info(
+        "outbound_message_acked",
+        deals=started,
+        refused=refused,
+        notifications=len(message.notifications),
+    )
     return Response(ACK, media_type="text/xml")

@@ -6,6 +6,7 @@ opportunities other tests start deals from.
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import uuid
@@ -271,6 +272,41 @@ def test_a_malformed_opportunity_id_never_reaches_soql(
     assert caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_INVALID_REQUEST
     assert sent_methods == []
+
+
+def test_a_record_locked_by_another_transaction_is_retried_not_parked(
+    crm: CrmActivities,
+    sf: Salesforce,
+    new_opportunity: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opportunity_id = new_opportunity()
+    send = sf.session.request
+
+    def locked(method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if method.upper() != "PATCH":
+            return send(method, url, *args, **kwargs)
+        # What Salesforce answers while another transaction holds the row.
+        busy = requests.Response()
+        busy.status_code = 400
+        busy.url = url
+        busy.headers["Content-Type"] = "application/json"
+        busy._content = json.dumps(
+            [{"errorCode": "UNABLE_TO_LOCK_ROW", "message": "unable to obtain exclusive access"}]
+        ).encode()
+        return busy
+
+    monkeypatch.setattr(sf.session, "request", locked)
+    close = deal.MarkClosedWonInput(
+        deal_id=deal.deal_id_for(opportunity_id),
+        opportunity_id=opportunity_id,
+        close_date=date(2026, 12, 15),
+    )
+    with pytest.raises(ApplicationError) as caught:
+        run(crm.mark_closed_won, close)
+
+    assert (caught.value.type, caught.value.non_retryable) == (errors.VENDOR_UNAVAILABLE, False)
+    assert "UNABLE_TO_LOCK_ROW" in caught.value.message
 
 
 def test_a_salesforce_request_limit_is_retried(

@@ -157,6 +157,31 @@ async def test_an_outbound_message_starts_closed_won_deals_and_is_acknowledged(
     assert crm.reads == [won]
 
 
+async def test_one_unstartable_opportunity_does_not_block_the_rest_of_an_outbound_message(
+    api: httpx.AsyncClient, crm: FakeCrm, fakes: FakeVendors
+) -> None:
+    first = crm.add(new_quote())
+    unknown = new_quote()["opportunity_id"]  # not in the CRM: it can never start
+    rejected = crm.add(new_quote(term_months=7))  # breaks a CPQ rule
+    last = crm.add(new_quote())
+    body = outbound_message(
+        {
+            "04l000000000011AAA": (first, "Closed Won"),
+            "04l000000000012AAA": (unknown, "Closed Won"),
+            "04l000000000013AAA": (rejected, "Closed Won"),
+            "04l000000000014AAA": (last, "Closed Won"),
+        }
+    )
+
+    response = await api.post("/webhooks/salesforce/outbound-message", content=body, headers=SOAP)
+
+    assert response.status_code == 200
+    assert "<Ack>true</Ack>" in response.text
+    await wait_for_stage(api, f"deal-{first}", "awaiting_signature")
+    await wait_for_stage(api, f"deal-{last}", "awaiting_signature")
+    assert (await api.get(f"/v1/deals/deal-{rejected}", headers=SALES)).status_code == 404
+
+
 async def test_a_repeated_outbound_message_is_acknowledged_once_and_changes_nothing(
     api: httpx.AsyncClient, crm: FakeCrm, fakes: FakeVendors
 ) -> None:
