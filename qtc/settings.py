@@ -193,6 +193,10 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://127.0.0.1:8233", "http://localhost:8233"]
     )
 
+    # Phase 2: remind (log + a note on the deal) every this many hours while an invoice waits for
+    # its reviewer; None: no reminder.
+    review_reminder_hours: int | None = Field(None, ge=1)
+
     # Whether the QtcCustomer search attribute holds the legal name (searchable in the Web UI).
     # Search attributes are never encrypted: None means yes unless payload encryption is on.
     searchable_customer_names: bool | None = None

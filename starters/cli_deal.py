@@ -255,6 +255,7 @@ def start(
             _actor(actor),
             settings.temporal_task_queue,
             customer_label=settings.customer_search_label(priced.opportunity_id),
+            review_reminder_hours=settings.review_reminder_hours,
         ),
     )
     _print_started(result, priced, json_output)
@@ -295,6 +296,7 @@ def start_from_crm(
                 _actor(actor),
                 settings.temporal_task_queue,
                 customer_label=settings.customer_search_label(opportunity_id),
+                review_reminder_hours=settings.review_reminder_hours,
             ),
         )
     except QuoteRejected as exc:

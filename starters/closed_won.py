@@ -79,6 +79,7 @@ async def start_from_crm(
     task_queue: str,
     *,
     customer_label: str | None = None,
+    review_reminder_hours: int | None = None,
 ) -> StartResult:
     """Start (or join) the deal of a Closed-Won-ready opportunity.
 
@@ -102,5 +103,11 @@ async def start_from_crm(
     quote = await asyncio.to_thread(read_quote, sf, field_map, opportunity_id)
     priced = price_quote(quote, catalog, datetime.now(UTC))
     return await start_deal(
-        client, priced, phase, started_by, task_queue, customer_label=customer_label
+        client,
+        priced,
+        phase,
+        started_by,
+        task_queue,
+        customer_label=customer_label,
+        review_reminder_hours=review_reminder_hours,
     )

@@ -189,6 +189,7 @@ async def start_deal(
     *,
     rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
     customer_label: str | None = None,
+    review_reminder_hours: int | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -205,6 +206,7 @@ async def start_deal(
         rpc_timeout: How long to wait for Temporal before reporting it unavailable.
         customer_label: The QtcCustomer search attribute's value instead of the legal name
             (``Settings.customer_search_label``: search attributes are stored in clear).
+        review_reminder_hours: Phase 2: remind every this many hours while the invoice waits.
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -227,6 +229,7 @@ async def start_deal(
                     phase=phase,
                     started_by=started_by,
                     customer_label=customer_label,
+                    review_reminder_hours=review_reminder_hours,
                 ),
                 id=deal_id,
                 task_queue=task_queue,
@@ -343,6 +346,7 @@ async def signal(
         rpc_timeout: How long to wait for Temporal before reporting it unavailable.
         customer_label: The QtcCustomer search attribute's value instead of the legal name
             (``Settings.customer_search_label``: search attributes are stored in clear).
+        review_reminder_hours: Phase 2: remind every this many hours while the invoice waits.
 
     Raises:
         DealNotFound: No deal has this id.

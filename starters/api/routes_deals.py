@@ -89,6 +89,7 @@ async def start_deal(
         state.settings.temporal_task_queue,
         rpc_timeout=state.rpc_timeout,
         customer_label=state.settings.customer_search_label(priced.opportunity_id),
+        review_reminder_hours=state.settings.review_reminder_hours,
     )
     response.status_code = 201 if result.created else 200
     response.headers["Location"] = f"/v1/deals/{result.deal_id}"

@@ -152,6 +152,7 @@ async def _start(state: ApiState, priced: PricedQuote, phase: contract.Phase, by
         state.settings.temporal_task_queue,
         rpc_timeout=state.rpc_timeout,
         customer_label=state.settings.customer_search_label(priced.opportunity_id),
+        review_reminder_hours=state.settings.review_reminder_hours,
     )
 
 

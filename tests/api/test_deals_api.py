@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
-from qtc.deal import ACT_SEND_CONTRACT
+from qtc.deal import ACT_SEND_CONTRACT, DealInput
+from starters.api import create_app
 from tests.api.support import (
     DEAL_DESK,
     FINANCE,
     OPERATOR,
     PEOPLE,
     SALES,
+    FakeCrm,
+    api_settings,
     new_quote,
     wait_for_stage,
 )
@@ -256,3 +264,30 @@ async def test_a_finished_deal_is_never_restarted_for_its_opportunity(
     assert revived.status_code == 409
     assert (await wait_for_stage(api, deal_id, "lost"))["stage"] == "lost"
     assert fakes.names().count(ACT_SEND_CONTRACT) == 1
+
+
+async def test_deals_started_through_the_api_carry_the_configured_review_reminder(
+    env: WorkflowEnvironment,
+    worker: Worker,
+    crm: FakeCrm,
+    quote: dict[str, Any],
+    task_queue: str,
+    tmp_path: Path,
+) -> None:
+    settings = api_settings(task_queue, tmp_path, review_reminder_hours=24)
+
+    async def same_client() -> Client:
+        return env.client
+
+    app = create_app(settings, client_factory=same_client, opportunity_reader=crm.read)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
+    ) as api:
+        started = await api.post("/v1/deals", json={"quote": quote, "phase": 2}, headers=SALES)
+    assert started.status_code == 201
+    handle = env.client.get_workflow_handle(started.json()["deal_id"])
+    history = await handle.fetch_history()
+    attributes = history.events[0].workflow_execution_started_event_attributes
+    [payload] = attributes.input.payloads
+    deal_input = pydantic_data_converter.payload_converter.from_payload(payload, DealInput)
+    assert deal_input.review_reminder_hours == 24
