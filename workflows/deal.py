@@ -155,6 +155,10 @@ def workflow_id_for(opportunity_id: str) -> str:
 # --- the workflow ---------------------------------------------------------------------------
 
 
+class _QuoteExpired(Exception):
+    """The quote expired while its contract step was parked; the deal ends ``expired``."""
+
+
 class _DealLost(Exception):
     """Unwinds the deal to the lost path; raised by the workflow itself, caught in ``run``."""
 
@@ -216,6 +220,8 @@ class DealWorkflow:
             await self._run_until_done()
         except _DealLost:
             await self._close_lost()
+        except _QuoteExpired:
+            await self._close_expired()
         return self._status
 
     async def _run_until_done(self) -> None:
@@ -505,6 +511,9 @@ class DealWorkflow:
                 return await call()
             except ActivityError as err:
                 await self._park(step, err)
+                if step == ACT_SEND_CONTRACT and workflow.now() >= self._expires_at:
+                    # Resumed after the quote expired: never send a contract nobody may sign.
+                    raise _QuoteExpired from err
 
     async def _park(self, step: str, err: ActivityError) -> None:
         error_type, message, details = _describe_failure(err)

@@ -642,3 +642,21 @@ async def test_approved_invoice_waiting_for_a_future_start_leaves_the_review_que
         "billing_account_created",
     ]
     assert status.stage == "completed"
+
+
+async def test_a_contract_step_resumed_after_the_quote_expired_sends_nothing_and_expires(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    fakes.failures[ACT_SEND_CONTRACT] = [
+        ApplicationError("Unknown template", type=VENDOR_INVALID_REQUEST)
+    ]
+    valid_until = (now + timedelta(days=2)).date()
+    handle = await start_deal(env.client, worker.task_queue, quote(valid_until=valid_until))
+    await wait_for_stage(handle, "needs_attention")
+    await env.sleep(timedelta(days=3))  # the template is fixed only after the quote expired
+
+    await handle.signal(SIGNAL_RESUME, Resume(by="oscar", note="template fixed"))
+    status = await result_of(handle)
+
+    assert status.stage == "expired"
+    assert fakes.names() == [ACT_SEND_CONTRACT]
