@@ -1,7 +1,14 @@
 """Today's DealWorkflow must replay every committed history: a change that would break deals
-already running in production fails here (NondeterminismError) instead of in production."""
+already running in production fails here (NondeterminismError) instead of in production.
+
+``histories/`` holds the main paths recorded with today's code (``python -m
+tests.replay.record_histories``); each subfolder keeps the histories of an earlier version, which
+deals started then may still be running.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -11,15 +18,30 @@ from temporalio.worker import Replayer
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import DealWorkflow
 
+EARLIER_VERSIONS = sorted(HISTORIES.glob("*/*.json"))
 
-@pytest.mark.parametrize("name", sorted(PATHS))
-async def test_todays_workflow_replays_the_recorded_history_of(name: str) -> None:
-    path = HISTORIES / f"{name}.json"
-    assert path.exists(), f"{path} missing: run python -m tests.replay.record_histories"
-    history = WorkflowHistory.from_json(f"replay-{name}", path.read_text())
+
+async def replays(path: Path) -> None:
+    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
     replayer = Replayer(workflows=[DealWorkflow], data_converter=pydantic_data_converter)
 
     result = await replayer.replay_workflow(history)
 
     assert result.replay_failure is None
     assert len(history.events) > 10, "a deal history has at least its stage upserts"
+
+
+@pytest.mark.parametrize("name", sorted(PATHS))
+async def test_todays_workflow_replays_the_recorded_history_of(name: str) -> None:
+    path = HISTORIES / f"{name}.json"
+    assert path.exists(), f"{path} missing: run python -m tests.replay.record_histories"
+    await replays(path)
+
+
+@pytest.mark.parametrize("path", EARLIER_VERSIONS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+async def test_todays_workflow_replays_histories_of_earlier_versions(path: Path) -> None:
+    await replays(path)
+
+
+def test_histories_of_earlier_versions_are_kept() -> None:
+    assert len(EARLIER_VERSIONS) >= len(PATHS)
