@@ -15,13 +15,14 @@ import json
 import math
 import os
 import platform
+import shutil
 import signal
 import socket
 import ssl
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -584,3 +585,29 @@ def timings(statuses: list[DealStatus], webhook_at: dict[str, datetime]) -> list
 def latency_figures(name: str, values: list[float], prefix: str = "") -> dict[str, float | None]:
     """``{prefix}p50_{name}_ms`` and the p95 / p99 alike."""
     return {f"{prefix}p{q}_{name}_ms": rounded(percentile(values, q)) for q in (50, 95, 99)}
+
+
+def run_on_stack(
+    settings: Settings,
+    state_dir: Path,
+    body: Callable[[BenchStack], Coroutine[Any, Any, dict[str, Any]]],
+    *,
+    json_only: bool,
+    keep: bool,
+) -> None:
+    """Start a fresh stack, run ``body`` on it, stop it and print the figures; the state dir is
+    removed after a clean run (``keep`` keeps it), and kept with its logs after a failure."""
+    stack = BenchStack(settings=settings, state_dir=state_dir, persist_temporal=False)
+    ok = False
+    try:
+        progress(f"starting the stack in {state_dir}", quiet=json_only)
+        stack.start()
+        figures = asyncio.run(body(stack))
+        ok = True
+    finally:
+        stack.stop()
+        if ok and not keep:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        else:
+            sys.stderr.write(f"state and logs kept in {state_dir}\n")
+    emit(figures, json_only=json_only)

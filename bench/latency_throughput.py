@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -44,7 +42,6 @@ from bench.common import (
     Sandbox,
     bench_settings,
     bounded_gather,
-    emit,
     latency_figures,
     machine,
     percentile,
@@ -53,6 +50,7 @@ from bench.common import (
     progress,
     results,
     rounded,
+    run_on_stack,
     start_deals,
     stop_on_sigterm,
     timings,
@@ -492,24 +490,13 @@ def main(argv: list[str] | None = None) -> None:
         worker_cache=opts.worker_cache,
         activity_threads=opts.activity_threads,
     )
-    stack = BenchStack(
-        settings=settings,
-        state_dir=state_dir,
-        persist_temporal=False,
+    run_on_stack(
+        settings,
+        state_dir,
+        lambda stack: run(stack, opts),
+        json_only=opts.json_only,
+        keep=opts.keep,
     )
-    ok = False
-    try:
-        progress(f"starting the stack in {state_dir}", quiet=opts.json_only)
-        stack.start()
-        figures = asyncio.run(run(stack, opts))
-        ok = True
-    finally:
-        stack.stop()
-        if ok and not opts.keep:
-            shutil.rmtree(state_dir, ignore_errors=True)
-        else:
-            sys.stderr.write(f"state and logs kept in {state_dir}\n")
-    emit(figures, json_only=opts.json_only)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,13 +32,13 @@ from bench.common import (
     bench_settings,
     bounded_gather,
     count,
-    emit,
     latency_figures,
     machine,
     priced_for,
     priced_template,
     progress,
     results,
+    run_on_stack,
     start_deals,
     stop_on_sigterm,
     timings,
@@ -218,24 +216,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = bench_settings(
         BenchPorts.allocate(opts.port_base), state_dir, worker_cache=opts.worker_cache
     )
-    stack = BenchStack(
-        settings=settings,
-        state_dir=state_dir,
-        persist_temporal=False,
+    run_on_stack(
+        settings,
+        state_dir,
+        lambda stack: run(stack, opts),
+        json_only=opts.json_only,
+        keep=opts.keep,
     )
-    ok = False
-    try:
-        progress(f"starting the stack in {state_dir}", quiet=opts.json_only)
-        stack.start()
-        figures = asyncio.run(run(stack, opts))
-        ok = True
-    finally:
-        stack.stop()
-        if ok and not opts.keep:
-            shutil.rmtree(state_dir, ignore_errors=True)
-        else:
-            sys.stderr.write(f"state and logs kept in {state_dir}\n")
-    emit(figures, json_only=opts.json_only)
 
 
 if __name__ == "__main__":
