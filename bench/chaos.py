@@ -470,14 +470,16 @@ def run_chaos(
     Every process the run starts is stopped before it returns, also when it fails.
     """
     settings = bench_settings(chaos_ports(port_offset), state_dir, task_queue="qtc-chaos")
+    settings = settings.model_copy(
+        update={
+            # A killed worker must not keep a dead process's slots for long, and a stopped one
+            # must not wait out the 30 s default while deals pile up.
+            "worker_graceful_shutdown_s": 2.0,
+            "api_temporal_timeout_s": 3.0,
+            "api_retry_after_s": 1,
+        }
+    )
     stack = ChaosStack(settings=settings, state_dir=state_dir, persist_temporal=True)
-    stack.extra_env = {
-        # A killed worker must not keep a dead process's slots for long, and a stopped one
-        # must not wait out the 30 s default while deals pile up.
-        "QTC_WORKER_GRACEFUL_SHUTDOWN_S": "2",
-        "QTC_API_TEMPORAL_TIMEOUT_S": "3",
-        "QTC_API_RETRY_AFTER_S": "1",
-    }
     try:
         stack.start()
         return asyncio.run(

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -123,68 +123,12 @@ def bench_settings(
     return Settings(**values)
 
 
-# Settings the children must share with the bench; ``Stack.env`` passes only the Temporal ones.
-_CHILD_SETTINGS = (
-    "temporal_ui_port",
-    "api_host",
-    "api_port",
-    "api_public_url",
-    "stripe_api_base",
-    "salesforce_instance_url",
-    "salesforce_ca_file",
-    "docusign_base_path",
-    "docusign_oauth_host",
-    "provisioning_url",
-    "sandbox_host",
-    "sandbox_stripe_port",
-    "sandbox_salesforce_port",
-    "sandbox_docusign_port",
-    "sandbox_provisioning_port",
-    "worker_max_cached_workflows",
-    "worker_activity_threads",
-)
-
-
-def child_env(settings: Settings) -> dict[str, str]:
-    return {
-        f"QTC_{name.upper()}": str(getattr(settings, name))
-        for name in _CHILD_SETTINGS
-        if getattr(settings, name) is not None
-    }
-
-
 @dataclass
 class BenchStack(Stack):
-    """The demo's stack on the bench's ports, emulators in memory, plus the ceiling worker."""
+    """The demo's stack on the bench's ports (``Stack.env`` hands every setting to the children),
+    emulators in memory, plus the ceiling worker."""
 
-    extra_env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**super().env, **child_env(self.settings), **self.extra_env}
-
-    def start_emulators(self) -> None:
-        s = self.settings
-        ports = [
-            s.sandbox_stripe_port,
-            s.sandbox_salesforce_port,
-            s.sandbox_docusign_port,
-            s.sandbox_provisioning_port,
-        ]
-        self._check_ports([(s.sandbox_host, p) for p in ports])
-        argv = [
-            sys.executable,
-            "-m",
-            "sandbox.runner",
-            "--no-persist",
-            "--state-dir",
-            str(self.state_dir / "emulators"),
-            "--connect-url",
-            s.api_public_url.rstrip("/") + "/webhooks/docusign",
-        ]
-        child = self._spawn("emulators", argv)
-        for port in ports:
-            self._require(child, s.sandbox_host, port)
+    persist_emulators: bool = False
 
     def start_ceiling_worker(self, task_queue: str, max_cached: int) -> Child:
         argv = [
