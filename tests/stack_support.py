@@ -10,7 +10,13 @@ from qtc.settings import Settings
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    return free_ports(1)[0]
+
+
 def free_ports(count: int) -> list[int]:
+    """Distinct free loopback ports (all held open while choosing, so none repeats)."""
     socks = []
     for _ in range(count):
         sock = socket.socket()

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
 import sys
 import time
 import uuid
@@ -25,6 +24,7 @@ from qtc import errors
 from qtc.models import Quote
 from qtc.settings import Settings
 from starters.api.salesforce import sign_callout
+from tests.stack_support import free_port
 from tests.unit.builders import quote_dict
 from workflows.deal import SEARCH_ATTRIBUTES
 
@@ -230,12 +230,6 @@ def utc(text: str) -> datetime:
 
 
 # --- the real dev server ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_dev_server(database: Path, port: int) -> WorkflowEnvironment:

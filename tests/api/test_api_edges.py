@@ -23,10 +23,10 @@ from tests.api.support import (
     api_settings,
     connect_event,
     connect_headers,
-    free_port,
     new_quote,
     outbound_message,
 )
+from tests.stack_support import free_port
 
 PROBLEM = "application/problem+json"
 

@@ -25,7 +25,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from sandbox.runner import RunningEmulators
 from starters.temporal_client import connect
-from tests.e2e.support import WorkerProcess, free_port, qtc_env, salesforce, settings_from
+from tests.e2e.support import WorkerProcess, qtc_env, salesforce, settings_from
+from tests.stack_support import free_port
 from workflows.deal import SEARCH_ATTRIBUTES
 
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"

@@ -17,7 +17,8 @@ from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from starters import deals
 from tests.e2e.conftest import Deployment
-from tests.e2e.support import CATALOG, EXAMPLES, ROOT, free_port, new_opportunity, quote_file
+from tests.e2e.support import CATALOG, EXAMPLES, ROOT, new_opportunity, quote_file
+from tests.stack_support import free_port
 
 
 def qtc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from qtc import deal as contract
 from qtc.settings import Settings
 from tests.e2e.conftest import TEMPORAL_CLI
-from tests.e2e.support import free_port
+from tests.stack_support import free_port
 from workers.main import build_activities, ensure_search_attributes, salesforce_ca_file
 from workflows.deal import ACT_DATE_QUOTE_AT_SIGNATURE
 

@@ -7,7 +7,6 @@ time-skipping server, which skips it). The chaos test starts its own whole stack
 
 from __future__ import annotations
 
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,13 +15,9 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from tests.stack_support import free_port
+
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest_asyncio.fixture(scope="session")
