@@ -164,6 +164,9 @@ class BillingActivities:
 
     def __init__(self, client: stripe.StripeClient) -> None:
         self._stripe = client.v1
+        # Products are shared by every deal and never removed once priced, so one look-up per
+        # SKU per worker process is enough; the set only ever grows (adding is atomic).
+        self._known_products: set[str] = set()
 
     # --- customer --------------------------------------------------------------------------
 
@@ -183,8 +186,16 @@ class BillingActivities:
             return BillingCustomer(customer_id=customer.id)
 
     def _find_customer(self, deal_id: str, email: str) -> stripe.Customer | None:
-        found = self._search_customer(deal_id)
-        if found is not None:
+        """The deal's customer if an earlier attempt created it, else None.
+
+        Search answers for every customer older than Stripe's index lag (up to a minute); a
+        younger one was created under the create's idempotency key, which Stripe keeps for 24
+        hours, so a retried create returns it. Only where search is not offered is the list by
+        e-mail needed, and it grows with every customer sharing that e-mail (it was a third of
+        the worker's CPU when many deals bill the same address).
+        """
+        searched, found = self._search_customer(deal_id)
+        if searched:
             return found
         for customer in self._stripe.customers.list(
             params={"email": email, "limit": 100}
@@ -193,17 +204,17 @@ class BillingActivities:
                 return customer
         return None
 
-    def _search_customer(self, deal_id: str) -> stripe.Customer | None:
+    def _search_customer(self, deal_id: str) -> tuple[bool, stripe.Customer | None]:
+        """(whether search answered, the customer it found)."""
         escaped = deal_id.replace("\\", "\\\\").replace("'", "\\'")
         try:
             hits = self._stripe.customers.search(
                 params={"query": f"metadata['{plan.META_DEAL_ID}']:'{escaped}'"}
             )
         except stripe.InvalidRequestError:
-            # Search is not offered everywhere (and lags writes by up to a minute where it is):
-            # the caller falls back to the list by e-mail, which is authoritative.
-            return None
-        return next((c for c in hits.data if _meta(c, plan.META_DEAL_ID) == deal_id), None)
+            # Search is not offered everywhere: the caller falls back to the list by e-mail.
+            return False, None
+        return True, next((c for c in hits.data if _meta(c, plan.META_DEAL_ID) == deal_id), None)
 
     # --- subscription ----------------------------------------------------------------------
 
@@ -249,8 +260,11 @@ class BillingActivities:
         """One product per SKU with an id derived from the SKU, shared by every deal."""
         for line in priced.lines:
             product_id = plan.product_id_for(line.sku)
+            if product_id in self._known_products:
+                continue
             try:
                 self._stripe.products.retrieve(product_id)
+                self._known_products.add(product_id)
                 continue
             except stripe.InvalidRequestError as exc:
                 if not _is_missing(exc):
@@ -268,6 +282,7 @@ class BillingActivities:
                 # Another deal created it between our look-up and our create.
                 if exc.code != "resource_already_exists":
                     raise
+            self._known_products.add(product_id)
 
     def _find_schedule(self, customer_id: str, deal_id: str) -> stripe.SubscriptionSchedule | None:
         for schedule in self._stripe.subscription_schedules.list(
