@@ -126,7 +126,9 @@ class Settings(BaseSettings):
     salesforce_callout_tolerance_s: int = 300  # max age of a signed Flow callout
 
     # --- Worker (workers/) ---
-    worker_activity_threads: int = Field(32, ge=1)  # thread pool of the blocking vendor SDKs
+    # Slots for remote activities, and as many again for local ones (the steps after the
+    # signature); the thread pool of the blocking vendor SDKs has one thread per slot of either.
+    worker_activity_threads: int = Field(32, ge=1)
     # Each cached deal costs about 370 KB of worker memory (bench/RESULTS.md): 500 keeps a worker
     # near 360 MB however many deals wait for signatures. Deals beyond the cache replay their
     # history on their next step, so raise it where many deals are in flight at once.

@@ -153,7 +153,10 @@ def build_worker(
         activities=activities,
         activity_executor=executor,
         # One activity per thread: more would queue inside the pool where the server cannot see it.
+        # Remote and local activities (the steps after the signature) each get this many slots,
+        # and the pool has a thread for every slot of both (run_worker).
         max_concurrent_activities=settings.worker_activity_threads,
+        max_concurrent_local_activities=settings.worker_activity_threads,
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
@@ -180,7 +183,7 @@ async def run_worker(
     with (
         contextlib.ExitStack() as closing,
         ThreadPoolExecutor(
-            max_workers=settings.worker_activity_threads, thread_name_prefix="qtc-activity"
+            max_workers=2 * settings.worker_activity_threads, thread_name_prefix="qtc-activity"
         ) as executor,
     ):
         worker = build_worker(settings, client, build_activities(settings, closing), executor)

@@ -2,10 +2,10 @@
 
 For each step the vendor call is held in flight (latency injected on its emulator path), the worker
 process is killed with SIGKILL once the emulator has received the request, and a new worker
-process takes over. The killed request still lands at the vendor; the dead worker stops
-heartbeating, so Temporal retries the step after the 10 s heartbeat timeout (workers/heartbeat.py,
-``ACTIVITY_HEARTBEAT_TIMEOUT``); the retry must find what the killed attempt did instead of doing
-it again.
+process takes over. The killed request still lands at the vendor. The billing steps run as local
+activities inside the worker's workflow task (workflows/deal.py, ``LOCAL_STEPS``), so the server
+notices the dead worker when that task times out (10 s) and the next worker runs the step again;
+the new run must find what the killed one did instead of doing it again.
 
 The four crashes take about 15-20 s each, most of it that timeout, so they run concurrently:
 each in its own namespace, task queue, emulators and worker processes, so no fault rule or counter
@@ -15,6 +15,7 @@ is shared. The module fixture runs them once; each test reads the outcome of its
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -58,6 +59,7 @@ from tests.e2e.support import (
 
 LATENCY_MS = 5_000  # holds the request in flight long enough to kill the worker inside it
 RECOVERY_TIMEOUT_S = 120.0
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def stripe_objects(kind: str) -> Callable[[Emulated], bool]:
@@ -105,8 +107,7 @@ class Outcome:
     subscriptions: int
     first_invoice_sent: int
     provisioning: dict[str, Any]
-    completing_attempt: int
-    first_attempt_timed_out: bool
+    recovery: Recovery
     kill_to_completed_s: float
     worker_exit_code: int | None
     worker_log: str
@@ -153,28 +154,36 @@ async def wait_until_landed(vendors: Emulated, step: Step) -> bool:
     return False
 
 
-async def completing_attempt(client: Client, deal_id: str, activity: str) -> tuple[int, bool]:
-    """The attempt that completed ``activity`` and whether the one before it timed out."""
+@dataclass(frozen=True)
+class Recovery:
+    """What the deal's history says about the crashed step."""
+
+    recorded: int
+    """Local-activity markers for the step: how many of its runs the deal kept (one)."""
+    task_timed_out: bool
+    """A workflow task timed out: how the server noticed the dead worker."""
+
+
+async def recovery_of(client: Client, deal_id: str, activity: str) -> Recovery:
+    """The billing steps run as local activities (workflows/deal.py, ``LOCAL_STEPS``): the dead
+    worker's workflow task times out, and the next worker runs the step again."""
     history = await client.get_workflow_handle(deal_id).fetch_history()
-    scheduled = {
-        event.event_id
+    recorded = 0
+    for event in history.events:
+        if not event.HasField("marker_recorded_event_attributes"):
+            continue
+        marker = event.marker_recorded_event_attributes
+        if marker.marker_name != LOCAL_ACTIVITY_MARKER:
+            continue
+        data = json.loads(marker.details["data"].payloads[0].data)
+        recorded += data["activity_type"] == activity
+    timed_out = any(
+        event.HasField("workflow_task_timed_out_event_attributes")
+        and event.workflow_task_timed_out_event_attributes.timeout_type
+        == TimeoutType.TIMEOUT_TYPE_START_TO_CLOSE
         for event in history.events
-        if event.HasField("activity_task_scheduled_event_attributes")
-        and event.activity_task_scheduled_event_attributes.activity_type.name == activity
-    }
-    started = [
-        event.activity_task_started_event_attributes
-        for event in history.events
-        if event.HasField("activity_task_started_event_attributes")
-        and event.activity_task_started_event_attributes.scheduled_event_id in scheduled
-    ]
-    assert len(started) == 1, f"{activity} was scheduled {len(started)} times"
-    failure = started[0].last_failure
-    timed_out = (
-        failure.HasField("timeout_failure_info")
-        and failure.timeout_failure_info.timeout_type == TimeoutType.TIMEOUT_TYPE_HEARTBEAT
     )
-    return started[0].attempt, timed_out
+    return Recovery(recorded=recorded, task_timed_out=timed_out)
 
 
 async def crash_in(
@@ -210,13 +219,12 @@ async def crash_in(
         done = await wait_for_stage(client, deal_id, "completed", timeout_s=RECOVERY_TIMEOUT_S)
         kill_to_completed_s = time.monotonic() - killed_at
         exit_code = await asyncio.to_thread(second.stop)
-        attempt, timed_out = await completing_attempt(client, deal_id, step.activity)
+        recovery = await recovery_of(client, deal_id, step.activity)
         return await asyncio.to_thread(
             observe,
             emulators,
             done,
-            attempt=attempt,
-            timed_out=timed_out,
+            recovery=recovery,
             kill_to_completed_s=kill_to_completed_s,
             exit_code=exit_code,
             log=second.tail(),
@@ -236,8 +244,7 @@ def observe(
     emulators: RunningEmulators,
     done: DealStatus,
     *,
-    attempt: int,
-    timed_out: bool,
+    recovery: Recovery,
     kill_to_completed_s: float,
     exit_code: int | None,
     log: str,
@@ -252,8 +259,7 @@ def observe(
         subscriptions=len(vendors.subscriptions(customer_id)),
         first_invoice_sent=vendors.sent_events(done.stripe_invoice_id or ""),
         provisioning=vendors.provisioning_stats(),
-        completing_attempt=attempt,
-        first_attempt_timed_out=timed_out,
+        recovery=recovery,
         kill_to_completed_s=kill_to_completed_s,
         worker_exit_code=exit_code,
         worker_log=log,
@@ -295,8 +301,8 @@ def assert_billed_exactly_once(outcome: Outcome) -> None:
 
 def assert_the_killed_attempt_was_retried(outcome: Outcome) -> None:
     assert outcome.killed_request_landed
-    assert outcome.completing_attempt == 2
-    assert outcome.first_attempt_timed_out
+    assert outcome.recovery.task_timed_out
+    assert outcome.recovery.recorded == 1
 
 
 async def test_worker_killed_while_creating_the_billing_customer_bills_the_deal_once(
@@ -343,11 +349,11 @@ async def test_a_worker_stopped_with_sigterm_shuts_down_cleanly(
         assert '"worker stopped"' in outcome.worker_log
 
 
-def test_a_crashed_step_is_retried_once_its_heartbeats_stop_not_after_start_to_close(
+def test_a_crashed_step_is_retried_once_its_workflow_task_times_out_not_after_start_to_close(
     crashes: dict[str, Outcome | BaseException],
 ) -> None:
-    # The killed worker stops heartbeating: the step is retried after the 10 s heartbeat timeout
-    # (plus the 1 s first retry), well before the 30 s start-to-close timeout would have expired.
+    # The killed worker's workflow task times out after 10 s and the next worker runs the step
+    # again, well before the step's 30 s start-to-close timeout would have expired.
     for activity in crashes:
         seconds = outcome_of(crashes, activity).kill_to_completed_s
         assert 8 < seconds < 28, (activity, seconds)

@@ -12,6 +12,8 @@ written to ``tests/replay/histories/<path>.json``.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -138,3 +140,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # Leave without interpreter teardown: the Temporal client's Rust runtime can abort the process
+    # there (starters/cli.py does the same).
+    sys.stdout.flush()
+    os._exit(0)

@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from qtc.deal import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
 from tests.replay.record_histories import HISTORIES, PATHS
-from workflows.deal import DealWorkflow
+from workflows.deal import LOCAL_STEPS, DealWorkflow
 
 EARLIER_VERSIONS = sorted(HISTORIES.glob("*/*.json"))
 
@@ -45,3 +47,26 @@ async def test_todays_workflow_replays_histories_of_earlier_versions(path: Path)
 
 def test_histories_of_earlier_versions_are_kept() -> None:
     assert len(EARLIER_VERSIONS) >= len(PATHS)
+
+
+def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
+    """The recorded histories exercise today's path: billing steps are local activity markers,
+    only Closed Won is scheduled as an activity after the signature."""
+    history = WorkflowHistory.from_json(
+        "phase-3", (HISTORIES / "phase_3_completed.json").read_text()
+    )
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    markers = [
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+
+    assert scheduled == [ACT_SEND_CONTRACT, ACT_MARK_CLOSED_WON]
+    # The re-dating step and the five billing/provisioning steps, plus the patch marker.
+    assert markers.count("core_local_activity") == 1 + len(LOCAL_STEPS)
+    assert markers.count("core_patch") == 1
