@@ -129,6 +129,9 @@ class BenchStack(Stack):
     emulators in memory, plus the ceiling worker."""
 
     persist_emulators: bool = False
+    # A log line per emulator request is a sandbox convenience, not part of the product: about a
+    # tenth of the emulators' CPU under load.
+    emulator_access_log: bool = False
 
     def start_ceiling_worker(self, task_queue: str, max_cached: int) -> Child:
         argv = [
@@ -365,11 +368,24 @@ class Sandbox:
         ids: list[str] = await bounded_gather(range(count), self.create_opportunity)
         return ids
 
-    async def sign(self, envelope_id: str) -> None:
-        response = await self.http.post(
-            f"{self.docusign}/_sandbox/envelopes/{envelope_id}/sign", json={}
-        )
-        response.raise_for_status()
+    async def sign(self, envelope_id: str, attempts: int = 5) -> None:
+        """Sign one envelope; a timed-out or refused call is tried again (a 409 on a later try
+        means the earlier one went through), so a busy emulator slows the bench, not stops it."""
+        url = f"{self.docusign}/_sandbox/envelopes/{envelope_id}/sign"
+        for attempt in range(1, attempts + 1):
+            try:
+                response = await self.http.post(url, json={})
+            except httpx.TimeoutException:
+                if attempt == attempts:
+                    raise
+                continue
+            if response.status_code == 409 and attempt > 1:
+                return
+            if response.status_code >= 500 and attempt < attempts:
+                await asyncio.sleep(min(2**attempt, 30))
+                continue
+            response.raise_for_status()
+            return
 
     async def envelopes_by_deal(self) -> dict[str, str]:
         """Deal id -> envelope id, from one DocuSign list call (custom field ``deal_id``)."""

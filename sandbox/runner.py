@@ -296,6 +296,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
     )
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="do not log a line per request"
+    )
     args = parser.parse_args(argv)
     configure_logging(settings.log_level, settings.log_json)
     with start_emulators(
@@ -303,7 +306,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         connect_url=args.connect_url,
         persist=not args.no_persist,
-        access_log=True,
+        access_log=not args.no_access_log,
     ) as emulators:
         log.info(
             "emulators started",

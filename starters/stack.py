@@ -95,7 +95,8 @@ class Child:
 @dataclass
 class Stack:
     """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
-    ``persist_emulators=False`` keeps the emulators' state in memory only (fresh each start)."""
+    ``persist_emulators=False`` keeps the emulators' state in memory only (fresh each start);
+    ``emulator_access_log=False`` leaves out their line per request (the benchmarks do)."""
 
     settings: Settings
     state_dir: Path
@@ -103,6 +104,7 @@ class Stack:
     with_api: bool = True
     persist_temporal: bool = True
     persist_emulators: bool = True
+    emulator_access_log: bool = True
     codec_endpoint: str | None = None
     children: list[Child] = field(default_factory=list)
 
@@ -211,6 +213,8 @@ class Stack:
         argv = [sys.executable, "-m", "sandbox.runner"]
         if not self.persist_emulators:
             argv.append("--no-persist")
+        if not self.emulator_access_log:
+            argv.append("--no-access-log")
         child = self._spawn("emulators", argv)
         for port in ports:
             self._require(child, s.sandbox_host, port)

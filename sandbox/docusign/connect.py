@@ -40,6 +40,10 @@ class ConnectConfig(BaseModel):
     initial_backoff_s: float = Field(0.2, ge=0, le=60)
     max_backoff_s: float = Field(5.0, ge=0, le=600)
     timeout_s: float = Field(10.0, gt=0, le=120)
+    # Connect works through its queue with a bounded number of requests in flight per
+    # configuration; without a bound, thousands of signatures at once opened thousands of
+    # requests, timed them out in the client's pool and starved the emulator's own API.
+    max_in_flight: int = Field(16, ge=1, le=1000)
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -60,6 +64,7 @@ class ConnectUpdate(BaseModel):
     initial_backoff_s: float | None = Field(None, ge=0, le=60)
     max_backoff_s: float | None = Field(None, ge=0, le=600)
     timeout_s: float | None = Field(None, gt=0, le=120)
+    max_in_flight: int | None = Field(None, ge=1, le=1000)
 
     def apply(self, config: ConnectConfig) -> ConnectConfig:
         changes: dict[str, Any] = {
@@ -174,6 +179,8 @@ class ConnectDelivery:
         self.user_id = user_id
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        self._in_flight: asyncio.Semaphore | None = None
+        self._in_flight_limit = 0
 
     def publish(self, event: str, envelope: dict[str, Any], now: datetime) -> list[str]:
         """Queue ``event`` for the envelope's own listener, else the account's; return ids.
@@ -252,16 +259,17 @@ class ConnectDelivery:
             headers = {"Content-Type": "application/json", "User-Agent": "DocuSign-Connect/2.0"}
             if record["hmac"]:
                 headers.update(signature_headers(body, self.config.secrets))
-            started = time.monotonic()
-            attempt: dict[str, Any] = {"attempt": number, "at": ds_time(datetime.now(UTC))}
-            try:
-                response = await self._client.post(
-                    record["url"], content=body, headers=headers, timeout=self.config.timeout_s
-                )
-                attempt["statusCode"] = response.status_code
-            except httpx.HTTPError as exc:
-                attempt["statusCode"] = None
-                attempt["error"] = f"{type(exc).__name__}: {exc}"
+            async with self._slot():
+                started = time.monotonic()
+                attempt: dict[str, Any] = {"attempt": number, "at": ds_time(datetime.now(UTC))}
+                try:
+                    response = await self._client.post(
+                        record["url"], content=body, headers=headers, timeout=self.config.timeout_s
+                    )
+                    attempt["statusCode"] = response.status_code
+                except httpx.HTTPError as exc:
+                    attempt["statusCode"] = None
+                    attempt["error"] = f"{type(exc).__name__}: {exc}"
             attempt["elapsedMs"] = round((time.monotonic() - started) * 1000, 1)
             record["attempts"].append(attempt)
             status = attempt["statusCode"]
@@ -274,6 +282,13 @@ class ConnectDelivery:
             if record["state"] != "pending":
                 return
             await asyncio.sleep(self.config.backoff(number))
+
+    def _slot(self) -> asyncio.Semaphore:
+        """One of ``max_in_flight`` delivery slots (a changed limit applies to later waits)."""
+        if self._in_flight is None or self._in_flight_limit != self.config.max_in_flight:
+            self._in_flight_limit = self.config.max_in_flight
+            self._in_flight = asyncio.Semaphore(self._in_flight_limit)
+        return self._in_flight
 
     async def cancel_all(self) -> None:
         tasks = list(self._tasks)

@@ -6,6 +6,7 @@ on an ephemeral loopback port in a background thread, and stops it at the end.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import hashlib
@@ -705,3 +706,41 @@ def test_qtc_sign_says_when_the_emulator_is_not_running(
     )
     assert result.exit_code == 1
     assert "cannot reach the DocuSign emulator" in result.stderr
+
+
+@dataclass
+class SlowListener:
+    """A Connect listener that takes its time and counts how many deliveries it holds at once."""
+
+    delay_s: float = 0.2
+    in_flight: int = 0
+    most_in_flight: int = 0
+    received: int = 0
+
+    def app(self) -> Starlette:
+        async def hook(request: Request) -> Response:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            await asyncio.sleep(self.delay_s)
+            self.in_flight -= 1
+            self.received += 1
+            return JSONResponse({"ok": True})
+
+        return Starlette(routes=[Route("/webhooks/docusign", hook, methods=["POST"])])
+
+
+def test_connect_keeps_at_most_max_in_flight_deliveries_open_and_still_delivers_all() -> None:
+    slow = SlowListener()
+    with (
+        Served(slow.app()) as hooks,
+        Served(create_app(connect_url=f"{hooks.url}/webhooks/docusign")) as served,
+    ):
+        limited = httpx.post(f"{served.url}/_sandbox/connect", json={"max_in_flight": 2})
+        assert limited.json()["max_in_flight"] == 2
+        api = envelopes_api(served.url)
+        envelope_ids = [send_contract(api) for _ in range(6)]
+        for envelope_id in envelope_ids:
+            httpx.post(f"{served.url}/_sandbox/envelopes/{envelope_id}/sign").raise_for_status()
+
+        wait_until(lambda: slow.received == 6)
+        assert slow.most_in_flight == 2
