@@ -35,6 +35,7 @@ from temporalio.testing import ActivityEnvironment
 
 from bench import ceiling
 from bench.common import (
+    DEFAULT_WORKERS,
     BenchPorts,
     BenchStack,
     DealTiming,
@@ -79,6 +80,7 @@ class Options:
     worker_cache: int | None
     activity_threads: int | None
     timeout_s: float
+    workers: int
     keep: bool
 
     @property
@@ -113,6 +115,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--smoke", action="store_true", help="defaults of 5 deals, 5 s offered, 3 direct deals"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=DEFAULT_WORKERS,
+        help=f"worker processes on the task queue (default {DEFAULT_WORKERS}: one per core here; "
+        "one Python worker is bound by its interpreter lock)",
+    )
     args = parser.parse_args(argv)
     smoke = {"deals": 5, "duration": 5.0, "direct_deals": 3}
     full = {"deals": 500, "duration": 60.0, "direct_deals": 20}
@@ -121,6 +130,8 @@ def parse_args(argv: list[str] | None) -> Options:
             setattr(args, name, value)
     if args.deals < 1 or args.rate <= 0 or args.duration <= 0 or args.direct_deals < 1:
         parser.error("--deals, --rate, --duration and --direct-deals must be positive")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return Options(
         deals=args.deals,
         rate=args.rate,
@@ -133,6 +144,7 @@ def parse_args(argv: list[str] | None) -> Options:
         worker_cache=args.worker_cache,
         activity_threads=args.activity_threads,
         timeout_s=args.timeout,
+        workers=args.workers,
         keep=args.keep,
     )
 
@@ -355,7 +367,7 @@ async def run(stack: BenchStack, opts: Options) -> dict[str, Any]:
         with ProcessSampler(
             {
                 "server": pids["temporal"],
-                "worker": pids["worker"],
+                "worker": stack.pids_of("worker"),
                 "api": pids["api"],
                 "emulators": pids["emulators"],
             }
@@ -469,6 +481,7 @@ def summarize(
         **latency_figures("sig_to_invoice", [t.invoice_ms for t in direct], "direct_"),
         **latency_figures("sig_to_provisioned", [t.provisioned_ms for t in direct], "direct_"),
         **ceiling_figures,
+        "worker_processes": opts.workers,
         "worker_max_cached_workflows": settings.worker_max_cached_workflows,
         "worker_activity_threads": settings.worker_activity_threads,
         "machine": machine(),
@@ -496,6 +509,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda stack: run(stack, opts),
         json_only=opts.json_only,
         keep=opts.keep,
+        workers=opts.workers,
     )
 
 

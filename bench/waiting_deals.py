@@ -25,6 +25,7 @@ from typing import Any
 from temporalio.client import Client
 
 from bench.common import (
+    DEFAULT_WORKERS,
     BenchPorts,
     BenchStack,
     ProcessSampler,
@@ -58,6 +59,7 @@ class Options:
     worker_cache: int
     idle_s: float
     timeout_s: float
+    workers: int
     port_base: int | None
     json_only: bool
     keep: bool
@@ -87,6 +89,13 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--smoke", action="store_true", help="defaults of 50 deals, cache 20, 2 s idle"
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes on the task queue (default 1: the memory figures are per worker; "
+        f"the latency bench uses {DEFAULT_WORKERS})",
+    )
     args = parser.parse_args(argv)
     smoke = {"deals": 50, "worker_cache": 20, "idle": 2.0}
     full = {"deals": 10_000, "worker_cache": DEFAULT_WORKER_CACHE, "idle": 15.0}
@@ -95,11 +104,14 @@ def parse_args(argv: list[str] | None) -> Options:
             setattr(args, name, value)
     if args.deals < 1 or args.worker_cache < 0 or args.idle < 0:
         parser.error("--deals must be positive, --worker-cache and --idle not negative")
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
     return Options(
         deals=args.deals,
         worker_cache=args.worker_cache,
         idle_s=args.idle,
         timeout_s=args.timeout,
+        workers=args.workers,
         port_base=args.port_base,
         json_only=args.json_only,
         keep=args.keep,
@@ -117,10 +129,11 @@ async def run(stack: BenchStack, opts: Options) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "deals": opts.deals,
         "worker_max_cached_workflows": opts.worker_cache,
+        "worker_processes": opts.workers,
     }
     try:
         with ProcessSampler(
-            {"server": pids["temporal"], "worker": pids["worker"], "api": pids["api"]},
+            {"server": pids["temporal"], "worker": stack.pids_of("worker"), "api": pids["api"]},
             interval_s=0.5,
         ) as sampler:
             progress(f"creating {opts.deals} Salesforce opportunities", quiet=quiet)
@@ -222,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
         lambda stack: run(stack, opts),
         json_only=opts.json_only,
         keep=opts.keep,
+        workers=opts.workers,
     )
 
 

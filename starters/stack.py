@@ -92,6 +92,11 @@ class Child:
     log: Path
 
 
+def worker_name(index: int) -> str:
+    """The child name (and log file stem) of worker process number ``index``."""
+    return "worker" if index == 0 else f"worker-{index + 1}"
+
+
 @dataclass
 class Stack:
     """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
@@ -105,6 +110,9 @@ class Stack:
     persist_temporal: bool = True
     persist_emulators: bool = True
     emulator_access_log: bool = True
+    # Worker processes on the task queue: a Python worker is bound by its one interpreter lock,
+    # so on a machine with spare cores a second process adds throughput (bench/RESULTS.md).
+    workers: int = 1
     codec_endpoint: str | None = None
     children: list[Child] = field(default_factory=list)
 
@@ -131,6 +139,12 @@ class Stack:
     def web_ui_url(self) -> str:
         host = self.settings.temporal_address.rsplit(":", 1)[0]
         return f"http://{host}:{self.settings.temporal_ui_port}"
+
+    def pids_of(self, prefix: str) -> list[int]:
+        """The pids of the children named ``prefix`` or ``prefix-N`` (e.g. every worker)."""
+        return [
+            c.proc.pid for c in self.children if c.name == prefix or c.name.startswith(f"{prefix}-")
+        ]
 
     def _spawn(self, name: str, argv: list[str]) -> Child:
         logs = self.state_dir / "logs"
@@ -219,12 +233,14 @@ class Stack:
         for port in ports:
             self._require(child, s.sandbox_host, port)
 
-    def start_worker(self) -> None:
-        """Start a worker and wait for its "worker started" line. A restarted worker appends to the
-        same log, so only what is written after this start counts."""
-        log = self.state_dir / "logs" / "worker.log"
+    def start_worker(self, index: int = 0) -> None:
+        """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
+        "worker started" line. A restarted worker appends to the same log, so only what is
+        written after this start counts."""
+        name = worker_name(index)
+        log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn("worker", [sys.executable, "-m", "starters.cli", "worker"])
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"])
         deadline = time.monotonic() + 30
 
         def started() -> bool:
@@ -257,7 +273,8 @@ class Stack:
             self.start_temporal()
             self.start_emulators()
             if self.with_worker:
-                self.start_worker()
+                for index in range(self.workers):
+                    self.start_worker(index)
             if self.with_api:
                 self.start_api()
         except BaseException:

@@ -120,24 +120,25 @@ ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # workflow.patched ids: behaviour changes that alter the commands a recorded history replays.
 PATCH_LEAVE_REVIEW_ON_APPROVAL = "leave-review-queue-on-approval"
 PATCH_LOCAL_STEPS_AFTER_SIGNATURE = "local-steps-after-signature"
-# The billing and provisioning steps are short, idempotent vendor calls (each carries its own
+# The steps after the signature are short, idempotent vendor calls (each carries its own
 # idempotency key or looks up what an earlier attempt made), so they run as local activities:
-# no activity task per step on the server, and the chain from customer to CRM write-back usually
-# completes in one workflow task. At saturation this cut the server's CPU per deal by two thirds
-# (bench/RESULTS.md). A worker that dies mid-chain is noticed by the workflow-task timeout instead
-# of a heartbeat timeout, and the steps of that task run again, which their idempotency allows.
+# no activity task per step on the server, and the chain from Closed Won to the CRM write-back
+# usually completes in the signature's own workflow task (bench/RESULTS.md: the server's CPU per
+# deal fell by about two thirds). A worker that dies mid-chain is noticed by the workflow-task
+# timeout instead of a heartbeat timeout, and the steps of that task run again, which their
+# idempotency allows.
 #
-# Closed Won stays a remote activity on purpose. A signal that reaches a deal while local
-# activities run is, if that workflow task is lost, replayed *before* them. Scheduling Closed Won
-# as an activity records "Closed Won has started" in history, so a mark_lost arriving later is
-# refused on every replay; as a local activity, a lost task could replay the deal as lost after
-# the CRM (and billing) had already been told it was won.
+# A signal that reaches the deal while its local steps run is, if that workflow task is lost,
+# replayed *before* them. So no signal may change the deal's course once the chain can start:
+# under this patch a mark_lost after the signature is refused (see ``mark_lost``); a lost deal
+# can no longer be replayed as lost after the CRM and billing were told it was won.
 # A local step's retry waits longer than this on a durable timer rather than in the worker's
 # memory, so a long vendor outage is retried on the same schedule as a remote step's, the attempt
 # count survives a worker restart, and the first quick retry stays cheap.
 LOCAL_RETRY_THRESHOLD = timedelta(seconds=1)
 LOCAL_STEPS: frozenset[str] = frozenset(
     {
+        ACT_MARK_CLOSED_WON,
         ACT_CREATE_BILLING_CUSTOMER,
         ACT_CREATE_SUBSCRIPTION,
         ACT_SEND_FIRST_INVOICE,
@@ -676,12 +677,20 @@ class DealWorkflow:
     def mark_lost(self, lost: MarkLost) -> None:
         if self._billing_started:
             self._note("lost_refused", f"mark_lost from {lost.by} refused: billing has started")
-        elif self._closed_won_started:
+        elif self._closed_won_started or self._signed_under_local_steps():
             self._note("lost_refused", f"mark_lost from {lost.by} refused: the deal is signed")
         elif self._closing or self._lost is not None:
             self._ignore_signal(SIGNAL_MARK_LOST, lost.by)
         else:
             self._lost = lost
+
+    def _signed_under_local_steps(self) -> bool:
+        """Signed, on a deal whose steps after the signature run locally (PATCH_LOCAL_STEPS...):
+        then the signature alone closes the deal to mark_lost, whatever the order in which a
+        replay sees the local steps (histories from before the patch keep the older rule)."""
+        return self._status.signature is not None and workflow.patched(
+            PATCH_LOCAL_STEPS_AFTER_SIGNATURE
+        )
 
     @workflow.signal(name=SIGNAL_RESUME)
     def resume(self, request: Resume) -> None:

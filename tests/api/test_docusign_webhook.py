@@ -74,9 +74,14 @@ async def test_a_duplicate_delivery_is_acknowledged_and_records_one_signature(
     assert (first.status_code, second.status_code, late.status_code) == (200, 200, 200)
     assert late.json()["status"] == "ignored"
     assert status["signature"]["envelope_id"] == f"env-{deal_id}"
-    assert fakes.names().count(ACT_MARK_CLOSED_WON) == 1
     signed = [entry for entry in status["stage_history"] if entry["stage"] == "signed"]
     assert len(signed) == 1
+    # The steps after a signature run as local activities in one workflow task that also
+    # completes the deal; a duplicate landing meanwhile makes the server refuse that completion,
+    # and the task runs again with its (idempotent) steps. Every run asked for the same thing.
+    closed_won = fakes.inputs(ACT_MARK_CLOSED_WON)
+    assert 1 <= len(closed_won) <= 2
+    assert all(call == closed_won[0] for call in closed_won)
 
 
 async def test_forged_missing_truncated_and_moved_signatures_are_refused(

@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from qtc.deal import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
+from qtc.deal import ACT_SEND_CONTRACT
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
 
@@ -50,8 +50,8 @@ def test_histories_of_earlier_versions_are_kept() -> None:
 
 
 def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
-    """The recorded histories exercise today's path: billing steps are local activity markers,
-    only Closed Won is scheduled as an activity after the signature."""
+    """The recorded histories exercise today's path: every step after the signature is a local
+    activity marker; only the contract is scheduled as an activity."""
     history = WorkflowHistory.from_json(
         "phase-3", (HISTORIES / "phase_3_completed.json").read_text()
     )
@@ -66,7 +66,7 @@ def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
         if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     ]
 
-    assert scheduled == [ACT_SEND_CONTRACT, ACT_MARK_CLOSED_WON]
-    # The re-dating step and the five billing/provisioning steps, plus the patch marker.
+    assert scheduled == [ACT_SEND_CONTRACT]
+    # The re-dating step and the six steps from Closed Won to the write-back, plus the patch.
     assert markers.count("core_local_activity") == 1 + len(LOCAL_STEPS)
     assert markers.count("core_patch") == 1
