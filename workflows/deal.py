@@ -198,7 +198,8 @@ class DealWorkflow:
     the Web UI from its first task; every later stage is entered once its step has succeeded. The
     quote's validity (end of ``valid_until``, UTC) bounds both waits that precede a signature: the
     deal-desk approval and the signature itself. ``mark_lost`` is acted on at the next wait or
-    between two steps, until ``create_billing_customer`` starts; after that it is refused.
+    between two steps until the signature is recorded; after that it is refused (histories from
+    before PATCH_LOCAL_STEPS_AFTER_SIGNATURE: until Closed Won starts).
     """
 
     @workflow.init

@@ -336,6 +336,21 @@ async def test_mark_lost_once_closed_won_is_being_written_is_refused(
     assert "lost_refused" in note_kinds(status)
 
 
+async def test_mark_lost_right_behind_the_signature_is_refused_before_any_step_runs(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    # Both signals usually land in one activation, signature first: the steps after it run as
+    # local activities, so the signature alone must close the deal to mark_lost.
+    handle = await start_deal(env.client, worker.task_queue, quote(), phase=3)
+    await sign(handle, now)
+    await handle.signal(SIGNAL_MARK_LOST, MarkLost(by="sam", reason="too late"))
+    status = await result_of(handle)
+
+    assert status.stage == "completed"
+    assert "lost_refused" in note_kinds(status)
+    assert ACT_VOID_CONTRACT not in fakes.names()
+
+
 async def test_deal_marked_lost_before_billing_voids_the_envelope(
     env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory
 ) -> None:
