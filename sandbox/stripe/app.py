@@ -505,6 +505,8 @@ class StripeEmulator:
                 stored = StoredResponse(
                     error.status, json.dumps(error.body(), indent=2), ctx.request_id
                 )
+            if endpoint.mutates:
+                self.backend.invalidate_tick()
             if endpoint.mutates or changed:
                 self.store.save()
             return stored
@@ -536,6 +538,7 @@ class StripeEmulator:
     async def reset(self, request: Request) -> Response:
         with self.store.lock:
             self.store.reset()
+            self.backend.invalidate_tick()
             self.keys.in_flight.clear()
         self.faults.reset()
         return JSONResponse({"reset": True})

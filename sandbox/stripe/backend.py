@@ -10,6 +10,7 @@ happens lazily in ``tick`` at the start of the next request once the clock has p
 from __future__ import annotations
 
 import copy
+import math
 import re
 import secrets
 import string
@@ -153,6 +154,10 @@ class StripeBackend:
     def __init__(self, store: StateStore, clock: Callable[[], float]) -> None:
         self.store = store
         self.clock = clock
+        # The earliest time at which ``tick`` has anything to do, as of its last full pass; 0
+        # forces a pass. Every mutating request resets it (``invalidate_tick``): the pass looks
+        # at every schedule, subscription and invoice, which made each request cost O(objects).
+        self._next_due = 0
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -294,9 +299,15 @@ class StripeBackend:
 
     # --- clock ---------------------------------------------------------------------------------
 
+    def invalidate_tick(self) -> None:
+        """State changed outside ``tick``: its next call makes a full pass."""
+        self._next_due = 0
+
     def tick(self, ctx: Ctx) -> bool:
         """Do what Stripe would have done by now; True when anything changed."""
         now = self.now()
+        if now < self._next_due:
+            return False
         changed = False
         for sched in list(self.objects("subscription_schedule").values()):
             if sched["status"] == "not_started" and sched["phases"][0]["start_date"] <= now:
@@ -311,7 +322,25 @@ class StripeBackend:
                 if inv["collection_method"] == "send_invoice" and inv["status"] == "open":
                     self._emit(ctx, "invoice.sent", inv)
                 changed = True
+        self._next_due = self._earliest_due()
         return changed
+
+    def _earliest_due(self) -> int | float:
+        """When the next schedule starts, period or phase ends, or draft finalizes (inf: never)."""
+        due: list[int | float] = [math.inf]
+        for sched in self.objects("subscription_schedule").values():
+            if sched["status"] == "not_started":
+                due.append(sched["phases"][0]["start_date"])
+            elif sched["status"] == "active" and sched["current_phase"]:
+                due.append(sched["current_phase"]["end_date"])
+        for sub in self.objects("subscription").values():
+            if sub["status"] in ("active", "incomplete", "past_due"):
+                due.append(sub["items"]["data"][0]["current_period_end"])
+        for inv in self.objects("invoice").values():
+            at = inv["automatically_finalizes_at"]
+            if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
+                due.append(at)
+        return min(due)
 
     def _tick_subscription(self, sub: dict[str, Any], now: int, ctx: Ctx) -> bool:
         changed = False

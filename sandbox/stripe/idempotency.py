@@ -85,6 +85,12 @@ class IdempotencyKeys:
             }
 
     def _purge(self, now: int) -> None:
-        expired = [k for k, v in self.state.items() if v["created"] + KEY_TTL_S <= now]
+        # Keys are stored in the order they were made, so the expired ones lead: stop at the
+        # first live one instead of reading every key on every request.
+        expired = []
+        for key, entry in self.state.items():
+            if entry["created"] + KEY_TTL_S > now:
+                break
+            expired.append(key)
         for key in expired:
             del self.state[key]
