@@ -48,9 +48,13 @@ from bench.common import (
 )
 from qtc import deal as contract
 from qtc.logging import configure_logging
+from qtc.settings import Settings
 from starters.temporal_client import connect
 
-DEFAULT_WORKER_CACHE = 1000
+# The worker's own default (QTC_WORKER_MAX_CACHED_WORKFLOWS): the memory target is about the
+# worker as shipped. With at most 20 workflow tasks at once, a burst over a cache this size drains
+# without workflow-task timeouts (bench/RESULTS.md, finding 7).
+DEFAULT_WORKER_CACHE = Settings.model_fields["worker_max_cached_workflows"].default
 
 
 @dataclass(frozen=True)
