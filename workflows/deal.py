@@ -132,6 +132,7 @@ PATCH_LOCAL_STEPS_AFTER_SIGNATURE = "local-steps-after-signature"
 # replayed *before* them. So no signal may change the deal's course once the chain can start:
 # under this patch a mark_lost after the signature is refused (see ``mark_lost``); a lost deal
 # can no longer be replayed as lost after the CRM and billing were told it was won.
+#
 # A local step's retry waits longer than this on a durable timer rather than in the worker's
 # memory, so a long vendor outage is retried on the same schedule as a remote step's, the attempt
 # count survives a worker restart, and the first quick retry stays cheap.
