@@ -21,7 +21,14 @@ from sandbox.salesforce.schema import (
     sobject,
 )
 from sandbox.salesforce.seed import record_id
-from sandbox.salesforce.soql import Evaluator, Record, SoqlError, attributes, parse
+from sandbox.salesforce.soql import (
+    Evaluator,
+    Record,
+    SoqlError,
+    attributes,
+    parse,
+    pinned_id,
+)
 
 MAX_BATCH_SIZE = 2000
 MAX_OPEN_CURSORS = 200
@@ -217,8 +224,20 @@ class Org:
             raise SalesforceError(400, exc.error_code, exc.message) from None
         assert query.type is not None
         evaluator = Evaluator(self.lookup, self.rows)
-        candidates = self.rows(query.type.name, include_deleted=include_deleted)
+        candidates = self._candidates(query.type.name, pinned_id(query.where), include_deleted)
         return [evaluator.project(query, r, api_base) for r in evaluator.select(query, candidates)]
+
+    def _candidates(
+        self, type_name: str, record_id_: str | None, include_deleted: bool
+    ) -> list[Record]:
+        """The rows a WHERE can match: the one record when it pins an exact Id (the look-up by id
+        every deal makes), else every row. The whole WHERE is still applied to them; a scan of
+        10,000 opportunities per look-up was the emulator's largest cost in a 10,000-deal run."""
+        if record_id_ is not None:
+            record = self.table(type_name).get(record_id_)
+            if record is not None and (include_deleted or not record["IsDeleted"]):
+                return [record]
+        return self.rows(type_name, include_deleted=include_deleted)
 
     def page(
         self, records: list[Record], start: int, batch_size: int, query_path: str

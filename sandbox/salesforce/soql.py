@@ -444,6 +444,18 @@ def _comparable(field_: Field, value: Any) -> Any:
     return value
 
 
+def pinned_id(condition: Condition | None) -> str | None:
+    """The Id a WHERE requires (``Id = '...'``, alone or in a top-level AND), if any."""
+    if isinstance(condition, Compare):
+        if condition.path.parts == ["Id"] and condition.op == "=":
+            value = condition.value
+            return value.value if value.kind == "string" else None
+        return None
+    if isinstance(condition, BoolOp) and condition.op == "AND":
+        return next(filter(None, (pinned_id(c) for c in condition.operands)), None)
+    return None
+
+
 def _like(pattern: str) -> re.Pattern[str]:
     translated = "".join(
         ".*" if ch == "%" else "." if ch == "_" else re.escape(ch) for ch in pattern

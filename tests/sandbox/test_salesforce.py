@@ -281,6 +281,21 @@ def test_deleted_record_is_hidden_from_query_but_returned_by_query_all(sf: Sales
         sobject(sf, "Contact").get("003000000000003AAA")
 
 
+def test_a_look_up_by_id_still_applies_the_whole_where_and_hides_deleted_records(
+    sf: Salesforce,
+) -> None:
+    by_id = "SELECT Id FROM Opportunity WHERE Id = '006000000000001AAA'"
+    assert [r["Id"] for r in sf.query(by_id)["records"]] == ["006000000000001AAA"]
+    assert sf.query(f"{by_id} AND StageName = 'Closed Lost'")["totalSize"] == 0
+    lowered = "SELECT Id FROM Opportunity WHERE Id = '006000000000001aaa'"
+    assert [r["Id"] for r in sf.query(lowered)["records"]] == ["006000000000001AAA"]
+
+    sobject(sf, "Contact").delete("003000000000003AAA")
+    contact = "SELECT Id FROM Contact WHERE Id = '003000000000003AAA'"
+    assert sf.query(contact)["totalSize"] == 0
+    assert sf.query_all(contact, include_deleted=True)["totalSize"] == 1
+
+
 def test_stage_outside_the_picklist_is_refused(sf: Salesforce) -> None:
     with pytest.raises(SalesforceMalformedRequest) as raised:
         sobject(sf, "Opportunity").update(OPP, {"StageName": "Won-ish"})
