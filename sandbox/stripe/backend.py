@@ -157,7 +157,7 @@ class StripeBackend:
         # The earliest time at which ``tick`` has anything to do, as of its last full pass; 0
         # forces a pass. Every mutating request resets it (``invalidate_tick``): the pass looks
         # at every schedule, subscription and invoice, which made each request cost O(objects).
-        self._next_due = 0
+        self._next_due: float = 0
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -301,7 +301,7 @@ class StripeBackend:
 
     def invalidate_tick(self) -> None:
         """State changed outside ``tick``: its next call makes a full pass."""
-        self._next_due = 0
+        self._next_due: float = 0
 
     def tick(self, ctx: Ctx) -> bool:
         """Do what Stripe would have done by now; True when anything changed."""
