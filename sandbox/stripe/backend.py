@@ -301,7 +301,7 @@ class StripeBackend:
 
     def invalidate_tick(self) -> None:
         """State changed outside ``tick``: its next call makes a full pass."""
-        self._next_due: float = 0
+        self._next_due = 0
 
     def tick(self, ctx: Ctx) -> bool:
         """Do what Stripe would have done by now; True when anything changed."""
