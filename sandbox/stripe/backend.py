@@ -304,43 +304,47 @@ class StripeBackend:
         self._next_due = 0
 
     def tick(self, ctx: Ctx) -> bool:
-        """Do what Stripe would have done by now; True when anything changed."""
+        """Do what Stripe would have done by now; True when anything changed.
+
+        One pass over schedules, subscriptions and invoices, which also finds when the next one
+        falls due; until then, and until a mutating request, later calls skip the pass.
+        """
         now = self.now()
         if now < self._next_due:
             return False
         changed = False
+        due: list[float] = [math.inf]
         for sched in list(self.objects("subscription_schedule").values()):
             if sched["status"] == "not_started" and sched["phases"][0]["start_date"] <= now:
                 self._start_schedule(sched, ctx)
                 changed = True
+            due.append(_schedule_due(sched))
         for sub in list(self.objects("subscription").values()):
             changed = self._tick_subscription(sub, now, ctx) or changed
+            due.append(_subscription_due(sub))
         for inv in list(self.objects("invoice").values()):
-            due = inv["automatically_finalizes_at"]
-            if inv["status"] == "draft" and inv["auto_advance"] and due is not None and due <= now:
+            at = inv["automatically_finalizes_at"]
+            if inv["status"] == "draft" and inv["auto_advance"] and at is not None and at <= now:
                 self._finalize(inv, ctx)
                 if inv["collection_method"] == "send_invoice" and inv["status"] == "open":
                     self._emit(ctx, "invoice.sent", inv)
                 changed = True
-        self._next_due = self._earliest_due()
+            due.append(_invoice_due(inv))
+        # A change can move an object already passed (a subscription's renewal advances its
+        # schedule's phase): then the due times are read again, after everything settled.
+        self._next_due = self._earliest_due() if changed else min(due)
         return changed
 
-    def _earliest_due(self) -> int | float:
+    def _earliest_due(self) -> float:
         """When the next schedule starts, period or phase ends, or draft finalizes (inf: never)."""
-        due: list[int | float] = [math.inf]
-        for sched in self.objects("subscription_schedule").values():
-            if sched["status"] == "not_started":
-                due.append(sched["phases"][0]["start_date"])
-            elif sched["status"] == "active" and sched["current_phase"]:
-                due.append(sched["current_phase"]["end_date"])
-        for sub in self.objects("subscription").values():
-            if sub["status"] in ("active", "incomplete", "past_due"):
-                due.append(sub["items"]["data"][0]["current_period_end"])
-        for inv in self.objects("invoice").values():
-            at = inv["automatically_finalizes_at"]
-            if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
-                due.append(at)
-        return min(due)
+        return min(
+            [
+                math.inf,
+                *map(_schedule_due, self.objects("subscription_schedule").values()),
+                *map(_subscription_due, self.objects("subscription").values()),
+                *map(_invoice_due, self.objects("invoice").values()),
+            ]
+        )
 
     def _tick_subscription(self, sub: dict[str, Any], now: int, ctx: Ctx) -> bool:
         changed = False
@@ -1728,3 +1732,24 @@ def _json_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_json_copy(item) for item in value]
     return value
+
+
+def _schedule_due(sched: dict[str, Any]) -> float:
+    if sched["status"] == "not_started":
+        return float(sched["phases"][0]["start_date"])
+    if sched["status"] == "active" and sched["current_phase"]:
+        return float(sched["current_phase"]["end_date"])
+    return math.inf
+
+
+def _subscription_due(sub: dict[str, Any]) -> float:
+    if sub["status"] in ("active", "incomplete", "past_due"):
+        return float(sub["items"]["data"][0]["current_period_end"])
+    return math.inf
+
+
+def _invoice_due(inv: dict[str, Any]) -> float:
+    at = inv["automatically_finalizes_at"]
+    if inv["status"] == "draft" and inv["auto_advance"] and at is not None:
+        return float(at)
+    return math.inf
