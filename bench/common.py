@@ -17,7 +17,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import threading
@@ -40,7 +39,7 @@ from qtc.deal import DealStatus
 from qtc.models import PricedQuote
 from qtc.settings import Settings
 from starters.deals import start_deal
-from starters.stack import Child, Stack, StackError
+from starters.stack import Child, Stack, StackError, free_ports
 
 T = TypeVar("T")
 
@@ -62,14 +61,6 @@ MB = 1024 * 1024
 # --- ports and settings ----------------------------------------------------------------------
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port the operating system reports free right now (port 0 bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True)
 class BenchPorts:
     temporal: int
@@ -85,7 +76,7 @@ class BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
             return cls(*(base + i for i in range(7)))
-        return cls(*(free_port() for _ in range(7)))
+        return cls(*free_ports(7))
 
 
 def bench_settings(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -72,6 +73,48 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+# Where the kernel picks ports for outgoing connections (Linux default; read from /proc below).
+_EPHEMERAL_DEFAULT = (32768, 60999)
+_LOWEST_CHOSEN_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_DEFAULT[0]
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports nothing listens on, for a stack beside other stacks.
+
+    Chosen below the kernel's ephemeral range: a port from a port-0 bind is one the kernel may
+    also hand to any outgoing connection, and when test suites ran side by side one was taken
+    between choosing it and the stack binding it ("ports already in use"). Every chosen port is
+    held bound until all are chosen, so none repeats.
+    """
+    low = _ephemeral_low()
+    candidates = list(range(_LOWEST_CHOSEN_PORT, max(low, _LOWEST_CHOSEN_PORT + count)))
+    random.SystemRandom().shuffle(candidates)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+            if len(held) == count:
+                return [s.getsockname()[1] for s in held]
+        raise StackError(f"no {count} free ports between {_LOWEST_CHOSEN_PORT} and {low}")
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 from qtc.settings import Settings
+from starters.stack import free_ports as stack_free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,16 +16,8 @@ def free_port() -> int:
 
 
 def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports (all held open while choosing, so none repeats)."""
-    socks = []
-    for _ in range(count):
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        socks.append(sock)
-    ports = [s.getsockname()[1] for s in socks]
-    for sock in socks:
-        sock.close()
-    return ports
+    """Distinct free loopback ports, outside the range the kernel gives outgoing connections."""
+    return stack_free_ports(count)
 
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
