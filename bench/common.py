@@ -9,6 +9,7 @@ the product), and every port can be chosen (``--port-base``) or left to the oper
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -55,6 +56,25 @@ CONCURRENCY = 32
 # A single Python worker tops out near one core (its interpreter lock) while the server and the
 # emulators leave the other partly idle; a second process on the same task queue uses it.
 DEFAULT_WORKERS = 2
+
+
+def add_workers_option(parser: argparse.ArgumentParser, default: int, why: str) -> None:
+    """``--workers``: worker processes the bench's stack starts on the task queue (at least 1)."""
+
+    def at_least_one(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError("must be at least 1")
+        return value
+
+    parser.add_argument(
+        "--workers",
+        type=at_least_one,
+        default=default,
+        help=f"worker processes on the task queue (default {default}: {why})",
+    )
+
+
 MB = 1024 * 1024
 
 

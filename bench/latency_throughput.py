@@ -41,6 +41,7 @@ from bench.common import (
     DealTiming,
     ProcessSampler,
     Sandbox,
+    add_workers_option,
     bench_settings,
     bounded_gather,
     latency_figures,
@@ -115,12 +116,10 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--smoke", action="store_true", help="defaults of 5 deals, 5 s offered, 3 direct deals"
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=DEFAULT_WORKERS,
-        help=f"worker processes on the task queue (default {DEFAULT_WORKERS}: one per core here; "
-        "one Python worker is bound by its interpreter lock)",
+    add_workers_option(
+        parser,
+        DEFAULT_WORKERS,
+        "one per core here; one Python worker is bound by its interpreter lock",
     )
     args = parser.parse_args(argv)
     smoke = {"deals": 5, "duration": 5.0, "direct_deals": 3}
@@ -130,8 +129,6 @@ def parse_args(argv: list[str] | None) -> Options:
             setattr(args, name, value)
     if args.deals < 1 or args.rate <= 0 or args.duration <= 0 or args.direct_deals < 1:
         parser.error("--deals, --rate, --duration and --direct-deals must be positive")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
     return Options(
         deals=args.deals,
         rate=args.rate,

@@ -30,6 +30,7 @@ from bench.common import (
     BenchStack,
     ProcessSampler,
     Sandbox,
+    add_workers_option,
     bench_settings,
     bounded_gather,
     count,
@@ -93,12 +94,8 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument(
         "--smoke", action="store_true", help="defaults of 50 deals, cache 20, 2 s idle"
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="worker processes on the task queue (default 1: the memory figures are per worker; "
-        f"the latency bench uses {DEFAULT_WORKERS})",
+    add_workers_option(
+        parser, 1, f"the memory figures are per worker; the latency bench uses {DEFAULT_WORKERS}"
     )
     args = parser.parse_args(argv)
     smoke = {"deals": 50, "worker_cache": 20, "idle": 2.0}
@@ -108,8 +105,6 @@ def parse_args(argv: list[str] | None) -> Options:
             setattr(args, name, value)
     if args.deals < 1 or args.worker_cache < 0 or args.idle < 0:
         parser.error("--deals must be positive, --worker-cache and --idle not negative")
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
     return Options(
         deals=args.deals,
         worker_cache=args.worker_cache,

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.testing import WorkflowEnvironment
 
 from qtc.deal import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
@@ -58,7 +58,7 @@ async def test_a_signed_completion_records_the_signature_and_closes_the_deal(
 
 
 async def test_a_duplicate_delivery_is_acknowledged_and_records_one_signature(
-    api: httpx.AsyncClient, quote: dict[str, Any], fakes: FakeVendors
+    api: httpx.AsyncClient, quote: dict[str, Any], fakes: FakeVendors, env: WorkflowEnvironment
 ) -> None:
     deal_id = await _deal_awaiting_signature(api, quote)
     body = connect_event(f"env-{deal_id}", opportunity_id=quote["opportunity_id"])
@@ -77,10 +77,19 @@ async def test_a_duplicate_delivery_is_acknowledged_and_records_one_signature(
     signed = [entry for entry in status["stage_history"] if entry["stage"] == "signed"]
     assert len(signed) == 1
     # The steps after a signature run as local activities in one workflow task that also
-    # completes the deal; a duplicate landing meanwhile makes the server refuse that completion,
-    # and the task runs again with its (idempotent) steps. Every run asked for the same thing.
+    # completes the deal; a duplicate landing meanwhile makes the server refuse that completion
+    # (recorded as an unhandled-command task failure), and the task runs again with its
+    # idempotent steps. So Closed Won is asked once, plus once per refused task, always the same.
+    history = await env.client.get_workflow_handle(deal_id).fetch_history()
+    refused = [
+        event
+        for event in history.events
+        if event.HasField("workflow_task_failed_event_attributes")
+        and event.workflow_task_failed_event_attributes.cause
+        == WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_UNHANDLED_COMMAND
+    ]
     closed_won = fakes.inputs(ACT_MARK_CLOSED_WON)
-    assert 1 <= len(closed_won) <= 2
+    assert len(closed_won) == 1 + len(refused)
     assert all(call == closed_won[0] for call in closed_won)
 
 
