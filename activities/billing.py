@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import requests
 import stripe
 import structlog
 from stripe._base_address import BaseAddresses
@@ -27,7 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities import stripe_plan as plan
 from activities.errors import non_retryable, retry_after_from_headers, retryable
-from activities.http import mount_pools
+from activities.http import PooledSession
 from qtc import errors
 from qtc.deal import (
     ACT_CREATE_BILLING_CUSTOMER,
@@ -64,7 +63,7 @@ def build_stripe_client(settings: Settings) -> stripe.StripeClient:
         max_network_retries=0,
         http_client=stripe.RequestsClient(
             timeout=settings.stripe_timeout_seconds,
-            session=mount_pools(requests.Session(), settings.worker_activity_threads),
+            session=PooledSession(settings.worker_activity_threads),
         ),
     )
 

@@ -34,7 +34,7 @@ from activities.errors import (
     retryable,
     unreachable,
 )
-from activities.http import mount_pools
+from activities.http import PooledSession
 from qtc import deal, errors
 from qtc.models import Quote
 from qtc.settings import Settings
@@ -542,7 +542,7 @@ class CrmActivities:
         return from_http_status(VENDOR, exc.status, text, headers, code=code)
 
 
-class _ClientSession(requests.Session):
+class _ClientSession(PooledSession):
     """The session simple-salesforce sends every request through.
 
     simple-salesforce passes no timeout, so a hung socket would pin a worker thread forever; and
@@ -551,8 +551,7 @@ class _ClientSession(requests.Session):
     """
 
     def __init__(self, timeout_s: float, ca_file: str | None, pool_size: int = 10) -> None:
-        super().__init__()
-        mount_pools(self, pool_size)
+        super().__init__(pool_size)
         self._timeout_s = timeout_s
         if ca_file is not None:
             self.verify = ca_file

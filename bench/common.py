@@ -390,13 +390,14 @@ class Sandbox:
         return ids
 
     async def sign(self, envelope_id: str, attempts: int = 5) -> None:
-        """Sign one envelope; a timed-out or refused call is tried again (a 409 on a later try
-        means the earlier one went through), so a busy emulator slows the bench, not stops it."""
+        """Sign one envelope; a call that timed out, lost its connection or was refused is tried
+        again (a 409 on a later try means the earlier one went through), so a busy emulator, or a
+        keep-alive connection the server closed as the request left, slows the bench, not stops it."""
         url = f"{self.docusign}/_sandbox/envelopes/{envelope_id}/sign"
         for attempt in range(1, attempts + 1):
             try:
                 response = await self.http.post(url, json={})
-            except httpx.TimeoutException:
+            except httpx.TransportError:
                 if attempt == attempts:
                     raise
                 continue
