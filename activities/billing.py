@@ -154,6 +154,25 @@ def _is_missing(exc: stripe.InvalidRequestError) -> bool:
     return exc.http_status == 404 or exc.code == "resource_missing"
 
 
+EXPAND_FIRST_INVOICE = "subscription.latest_invoice"
+
+
+def _expanded_first_invoice(schedule: stripe.SubscriptionSchedule) -> stripe.Invoice | None:
+    """The first invoice of a schedule just created with ``expand=[EXPAND_FIRST_INVOICE]``.
+
+    A schedule that starts now starts its subscription at once, and that subscription's latest
+    invoice is its first (``billing_reason`` ``subscription_create``); anything else (no
+    subscription yet, nothing expanded) is None and the caller lists the subscription's invoices.
+    """
+    subscription = schedule.subscription
+    if subscription is None or isinstance(subscription, str):
+        return None
+    latest = subscription.latest_invoice
+    if latest is None or isinstance(latest, str):
+        return None
+    return latest if latest.billing_reason == "subscription_create" else None
+
+
 # Younger first invoices were created by the deal moments ago: nobody else can have sent them.
 MANUAL_SEND_CHECK_AFTER_S = 50 * 60
 
@@ -232,14 +251,22 @@ class BillingActivities:
             invoice_id: str | None = None
             if plan.has_stub(priced):
                 invoice_id = self._ensure_stub_invoice(deal_id, input.customer_id, priced)
+            first: stripe.Invoice | None = None
             schedule = self._find_schedule(input.customer_id, deal_id)
             if schedule is None:
+                if invoice_id is None:
+                    # The subscription's first invoice comes back with the schedule, which saves
+                    # listing it (one request per deal; bench/RESULTS.md).
+                    params = {**params, "expand": [EXPAND_FIRST_INVOICE]}
                 schedule = self._stripe.subscription_schedules.create(
                     params=params, options={"idempotency_key": f"qtc:{deal_id}:subscription"}
                 )
+                first = _expanded_first_invoice(schedule)
             subscription_id = _id(schedule.subscription)
             if invoice_id is None and subscription_id is not None:
-                first = self._subscription_first_invoice(subscription_id)
+                # A schedule found again (a retry) may have billed later periods since: look for
+                # the invoice that started the subscription, not its latest one.
+                first = first or self._subscription_first_invoice(subscription_id)
                 if first is not None:
                     invoice_id = self._hold_draft(deal_id, first).id
             log.info(
@@ -388,11 +415,6 @@ class BillingActivities:
                 invoice = self._stripe.invoices.send_invoice(
                     invoice.id, options={"idempotency_key": f"qtc:{deal_id}:invoice-send"}
                 )
-                invoice = self._stripe.invoices.update(
-                    invoice.id,
-                    params={"metadata": {plan.META_SENT: "true", plan.META_DEAL_ID: deal_id}},
-                    options={"idempotency_key": f"qtc:{deal_id}:invoice-sent-flag"},
-                )
             log.info(
                 "stripe first invoice sent",
                 deal_id=deal_id,
@@ -494,12 +516,15 @@ class BillingActivities:
     def _already_sent(self, invoice: stripe.Invoice) -> bool:
         """Whether an earlier attempt (or Stripe itself) already sent it: never e-mail twice.
 
-        Our own earlier send is covered by the send's idempotency key and the metadata flag, and
-        Stripe does not send it by itself (auto-advance is off). What is left is a send made outside
-        this deal, by a person in the dashboard, which only the ``invoice.sent`` events show. That
-        scan grows with every invoice sent in the period (it dominated worker CPU under load), so it
-        runs only for an invoice old enough for someone to have acted on it: one created by this
-        deal minutes ago has been seen by no one else.
+        Stripe does not send it by itself (auto-advance is off). A young invoice (created by this
+        deal under ``MANUAL_SEND_CHECK_AFTER_S`` ago) was seen by no one else, and our own earlier
+        send of it is covered by the send's idempotency key, which Stripe keeps for 24 hours. An
+        older one may have been sent by a person in the dashboard, or by us longer ago than the key
+        lives: the ``invoice.sent`` events show both. That scan grows with every invoice sent in the
+        period (it dominated worker CPU under load), hence only for old invoices.
+
+        Earlier versions also flagged a sent invoice in its metadata (``qtc_sent``), one more write
+        per deal that the two checks above make redundant; the flag is still honoured.
         """
         if _meta(invoice, plan.META_SENT) == "true":
             return True

@@ -7,9 +7,11 @@ import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import requests
 import stripe
 from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
@@ -17,6 +19,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities import stripe_plan as plan
 from activities.billing import BillingActivities, build_stripe_client
+from activities.http import PooledSession
 from qtc import errors
 from qtc.deal import (
     CreateCustomerInput,
@@ -513,3 +516,92 @@ def test_a_deal_starting_next_month_waits_for_stripe_to_issue_its_first_invoice(
     )
     assert sent.total_minor == quote.invoices[0].total_minor
     assert invoice_lines(client, sent.invoice_id) == quoted_lines(quote)
+
+
+# --- requests per deal (bench/RESULTS.md) ------------------------------------------------------
+
+
+def recording_billing(base: str) -> tuple[BillingActivities, list[tuple[str, str]]]:
+    """Billing activities whose every Stripe request is recorded as (method, path)."""
+    seen: list[tuple[str, str]] = []
+    session = PooledSession()
+
+    def record(response: requests.Response, *args: object, **kwargs: object) -> None:
+        seen.append((str(response.request.method), urlsplit(response.request.url or "").path))
+
+    session.hooks["response"].append(record)
+    client = stripe.StripeClient(
+        API_KEY,
+        base_addresses={"api": base},
+        max_network_retries=0,
+        http_client=stripe.RequestsClient(session=session),
+    )
+    return BillingActivities(client), seen
+
+
+def test_a_new_subscription_brings_its_first_invoice_back_with_the_schedule(
+    stripe_base: str, client: stripe.StripeClient
+) -> None:
+    billing, seen = recording_billing(stripe_base)
+    quote = fresh(design_example(days_ago(3)))
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer = ActivityEnvironment().run(
+        billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote)
+    )
+    seen.clear()
+
+    created = ActivityEnvironment().run(
+        billing.create_subscription,
+        CreateSubscriptionInput(deal_id=deal_id, customer_id=customer.customer_id, priced=quote),
+    )
+
+    assert created.invoice_id is not None
+    assert ("GET", "/v1/invoices") not in seen
+    assert ("POST", "/v1/subscription_schedules") in seen
+    held = client.v1.invoices.retrieve(created.invoice_id)
+    assert (held.billing_reason, held.status, held.auto_advance) == (
+        "subscription_create",
+        "draft",
+        False,
+    )
+
+
+def test_a_retried_subscription_step_finds_the_first_invoice_not_a_later_one(
+    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+) -> None:
+    clock, billing, client = clocked
+    quote = fresh(priced(days_ago(0), billing_frequency="monthly"))
+    customer_id, created = run_billing(billing, quote)
+    assert created.invoice_id is not None
+    clock.now += 40 * 86400  # Stripe has billed the second month since
+    later = client.v1.invoices.list(params={"customer": customer_id, "limit": 100}).data
+    assert len(later) == 2
+
+    again = ActivityEnvironment().run(
+        billing.create_subscription,
+        CreateSubscriptionInput(
+            deal_id=deal_id_for(quote.opportunity_id), customer_id=customer_id, priced=quote
+        ),
+    )
+
+    assert again.invoice_id == created.invoice_id
+
+
+def test_an_invoice_sent_a_day_ago_is_not_sent_again_once_its_key_expired(
+    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+) -> None:
+    clock, billing, client = clocked
+    clock.now -= 26 * 3600  # billed and sent 26 hours ago: the send's idempotency key is gone
+    quote = fresh(design_example(days_ago(3)))
+    customer_id, created = run_billing(billing, quote)
+    first = ActivityEnvironment().run(
+        billing.send_first_invoice, send_input(quote, customer_id, created)
+    )
+    clock.now = time.time()
+
+    again = ActivityEnvironment().run(
+        billing.send_first_invoice, send_input(quote, customer_id, created)
+    )
+
+    assert again.invoice_id == first.invoice_id
+    assert sent_events(client, first.invoice_id) == 1
