@@ -40,7 +40,7 @@ from base64 import b64decode
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import stripe.params as sp
 from pydantic import ValidationError
@@ -63,6 +63,8 @@ from sandbox.stripe.errors import (
 )
 from sandbox.stripe.forms import parse_query
 from sandbox.stripe.idempotency import MAX_KEY_LENGTH, IdempotencyKeys, StoredResponse
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -457,7 +459,7 @@ class StripeEmulator:
         ctx = Ctx(request_id, idem_key, str(request.base_url).rstrip("/"))
         endpoint_name = f"{method} {path}"
         if idem_key is not None:
-            replay = await run_in_threadpool(self._begin, idem_key, endpoint_name, raw)
+            replay = await self._off_loop(self._begin, idem_key, endpoint_name, raw)
             if replay is not None:
                 return self._response(
                     replay.status, replay.body, request_id, idem_key, replay.request_id
@@ -471,11 +473,22 @@ class StripeEmulator:
             if fault == "500":
                 raise api_error()
             params = checks.coerce(endpoint.params, raw)
-            stored = await run_in_threadpool(self._execute, endpoint, ctx, params, args)
+            stored = await self._off_loop(self._execute, endpoint, ctx, params, args)
         finally:
             if idem_key is not None:
-                await run_in_threadpool(self._finish, idem_key, endpoint_name, raw, stored)
+                await self._off_loop(self._finish, idem_key, endpoint_name, raw, stored)
         return self._response(stored.status, stored.body, request_id, idem_key, None)
+
+    async def _off_loop(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work`` on a thread when it may write the state file, else right here.
+
+        In memory the work is a few dictionary updates under the store's lock, cheaper than the
+        thread hop around it (three per POST, about a tenth of the emulators' CPU under load);
+        with a state file, ``save`` writes all of it to disk, which must not stall the loop.
+        """
+        if self.store.path is None:
+            return work(*args)
+        return await run_in_threadpool(work, *args)
 
     def _begin(self, key: str, endpoint: str, raw: dict[str, Any]) -> StoredResponse | None:
         with self.store.lock:
@@ -500,7 +513,9 @@ class StripeEmulator:
             expand = list(params.get("expand") or [])
             try:
                 result = endpoint.handler(self.backend, ctx, params, expand, args)
-                stored = StoredResponse(200, json.dumps(result, indent=2), ctx.request_id)
+                # Stripe pretty-prints its bodies, but ``indent`` makes json use its pure-Python
+                # encoder: 13 % of the emulators' CPU under load. No client reads the whitespace.
+                stored = StoredResponse(200, json.dumps(result), ctx.request_id)
             except StripeError as error:
                 stored = StoredResponse(
                     error.status, json.dumps(error.body(), indent=2), ctx.request_id
