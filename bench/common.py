@@ -390,9 +390,12 @@ class Sandbox:
         return ids
 
     async def sign(self, envelope_id: str, attempts: int = 5) -> None:
-        """Sign one envelope; a call that timed out, lost its connection or was refused is tried
-        again (a 409 on a later try means the earlier one went through), so a busy emulator, or a
-        keep-alive connection the server closed as the request left, slows the bench, not stops it."""
+        """Sign one envelope, trying again after a timeout, a lost connection or a refusal.
+
+        A 409 on a later try means the earlier one went through. So a busy emulator, or a
+        keep-alive connection the server closed as the request left, slows the bench down
+        instead of stopping it.
+        """
         url = f"{self.docusign}/_sandbox/envelopes/{envelope_id}/sign"
         for attempt in range(1, attempts + 1):
             try:

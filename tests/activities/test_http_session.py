@@ -28,7 +28,7 @@ def proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("proxy_env")
 @pytest.mark.parametrize("url", URLS)
 @pytest.mark.parametrize("verify", [None, True, False, "/custom/ca.pem"])
-def test_same_settings_as_requests(url: str, verify: object) -> None:
+def test_same_settings_as_requests(url: str, verify: bool | str | None) -> None:
     ours = PooledSession().merge_environment_settings(url, {}, None, verify, None)
     theirs = requests.Session().merge_environment_settings(url, {}, None, verify, None)
     assert ours == theirs
