@@ -454,7 +454,7 @@ def clocked() -> Iterator[tuple[Clock, BillingActivities, stripe.StripeClient]]:
     clock = Clock()
     with serve_stripe_emulator(api_key=API_KEY, clock=clock) as url:
         client = build_stripe_client(Settings(stripe_api_base=url))
-        yield clock, BillingActivities(client), client
+        yield clock, BillingActivities(client, clock=clock), client
 
 
 def test_stripe_does_not_finalize_or_email_the_first_invoice_before_it_is_reconciled(
@@ -605,3 +605,35 @@ def test_an_invoice_sent_a_day_ago_is_not_sent_again_once_its_key_expired(
 
     assert again.invoice_id == first.invoice_id
     assert sent_events(client, first.invoice_id) == 1
+
+
+def test_a_deal_signed_moments_ago_creates_under_its_keys_without_looking_up(
+    stripe_base: str, client: stripe.StripeClient
+) -> None:
+    billing, seen = recording_billing(stripe_base)
+    quote = fresh(priced(datetime.now(UTC)))
+
+    first_customer, first = run_billing(billing, quote)
+    calls = list(seen)
+    second_customer, second = run_billing(billing, quote)
+
+    assert ("GET", "/v1/customers/search") not in seen
+    assert ("GET", "/v1/subscription_schedules") not in seen
+    assert calls.count(("POST", "/v1/customers")) == 1
+    # The repeated steps got the same objects back from the same idempotency keys.
+    assert (second_customer, second) == (first_customer, first)
+    schedules = client.v1.subscription_schedules.list(params={"customer": first_customer})
+    assert len(schedules.data) == 1
+    deal_id = deal_id_for(quote.opportunity_id)
+    found = client.v1.customers.search(params={"query": f"metadata['deal_id']:'{deal_id}'"})
+    assert [c.id for c in found.data] == [first_customer]
+
+
+def test_a_deal_signed_days_ago_looks_up_what_an_earlier_attempt_made(stripe_base: str) -> None:
+    billing, seen = recording_billing(stripe_base)
+    quote = fresh(priced(days_ago(2)))
+
+    run_billing(billing, quote)
+
+    assert ("GET", "/v1/customers/search") in seen
+    assert ("GET", "/v1/subscription_schedules") in seen
