@@ -281,10 +281,17 @@ class BillingActivities:
                     # The subscription's first invoice comes back with the schedule, which saves
                     # listing it (one request per deal; bench/RESULTS.md).
                     params = {**params, "expand": [EXPAND_FIRST_INVOICE]}
-                schedule = self._stripe.subscription_schedules.create(
-                    params=params, options={"idempotency_key": f"qtc:{deal_id}:subscription"}
-                )
-                first = _expanded_first_invoice(schedule)
+                try:
+                    schedule = self._stripe.subscription_schedules.create(
+                        params=params, options={"idempotency_key": f"qtc:{deal_id}:subscription"}
+                    )
+                    first = _expanded_first_invoice(schedule)
+                except stripe.IdempotencyError:
+                    # The key was used with other parameters: an attempt by an earlier version
+                    # of this step (without the expansion) made the schedule. Find it instead.
+                    schedule = self._find_schedule(input.customer_id, deal_id)
+                    if schedule is None:
+                        raise
             subscription_id = _id(schedule.subscription)
             if invoice_id is None and subscription_id is not None:
                 # A schedule found again (a retry) may have billed later periods since: look for

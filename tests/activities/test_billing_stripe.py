@@ -637,3 +637,36 @@ def test_a_deal_signed_days_ago_looks_up_what_an_earlier_attempt_made(stripe_bas
 
     assert ("GET", "/v1/customers/search") in seen
     assert ("GET", "/v1/subscription_schedules") in seen
+
+
+def test_a_schedule_made_by_the_previous_version_under_the_same_key_is_found(
+    billing: BillingActivities, client: stripe.StripeClient
+) -> None:
+    quote = fresh(priced(datetime.now(UTC)))
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer_id = (
+        ActivityEnvironment()
+        .run(billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote))
+        .customer_id
+    )
+    existing = {p.id for p in client.v1.products.list(params={"limit": 100}).auto_paging_iter()}
+    for line in quote.lines:
+        if plan.product_id_for(line.sku) not in existing:
+            client.v1.products.create(
+                params={"id": plan.product_id_for(line.sku), "name": line.name}
+            )
+    # The step as an earlier version ran it (the same key, no ``expand``); its worker died after.
+    old = client.v1.subscription_schedules.create(
+        params=plan.schedule_params(deal_id, customer_id, quote),
+        options={"idempotency_key": f"qtc:{deal_id}:subscription"},
+    )
+
+    created = ActivityEnvironment().run(
+        billing.create_subscription,
+        CreateSubscriptionInput(deal_id=deal_id, customer_id=customer_id, priced=quote),
+    )
+
+    assert created.schedule_id == old.id
+    schedules = client.v1.subscription_schedules.list(params={"customer": customer_id})
+    assert [s.id for s in schedules.data] == [old.id]
+    assert created.invoice_id is not None
