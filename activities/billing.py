@@ -21,6 +21,7 @@ from typing import Any
 import stripe
 import structlog
 from stripe._base_address import BaseAddresses
+from stripe.params import SubscriptionScheduleCreateParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -272,26 +273,13 @@ class BillingActivities:
             invoice_id: str | None = None
             if plan.has_stub(priced):
                 invoice_id = self._ensure_stub_invoice(deal_id, input.customer_id, priced)
-            first: stripe.Invoice | None = None
-            schedule = None
-            if not keys_cover_every_attempt(priced, self._clock()):
-                schedule = self._find_schedule(input.customer_id, deal_id)
-            if schedule is None:
-                if invoice_id is None:
-                    # The subscription's first invoice comes back with the schedule, which saves
-                    # listing it (one request per deal; bench/RESULTS.md).
-                    params = {**params, "expand": [EXPAND_FIRST_INVOICE]}
-                try:
-                    schedule = self._stripe.subscription_schedules.create(
-                        params=params, options={"idempotency_key": f"qtc:{deal_id}:subscription"}
-                    )
-                    first = _expanded_first_invoice(schedule)
-                except stripe.IdempotencyError:
-                    # The key was used with other parameters: an attempt by an earlier version
-                    # of this step (without the expansion) made the schedule. Find it instead.
-                    schedule = self._find_schedule(input.customer_id, deal_id)
-                    if schedule is None:
-                        raise
+            if invoice_id is None:
+                # The subscription's first invoice comes back with the schedule, which saves
+                # listing it (one request per deal; bench/RESULTS.md).
+                params = {**params, "expand": [EXPAND_FIRST_INVOICE]}
+            schedule, first = self._find_or_create_schedule(
+                deal_id, input.customer_id, priced, params
+            )
             subscription_id = _id(schedule.subscription)
             if invoice_id is None and subscription_id is not None:
                 # A schedule found again (a retry) may have billed later periods since: look for
@@ -339,6 +327,35 @@ class BillingActivities:
                 if exc.code != "resource_already_exists":
                     raise
             self._known_products.add(product_id)
+
+    def _find_or_create_schedule(
+        self,
+        deal_id: str,
+        customer_id: str,
+        priced: PricedQuote,
+        params: SubscriptionScheduleCreateParams,
+    ) -> tuple[stripe.SubscriptionSchedule, stripe.Invoice | None]:
+        """The deal's schedule, and its first invoice when it was created just now and expanded.
+
+        Looks up first only when an earlier attempt's idempotency key may be gone
+        (``keys_cover_every_attempt``).
+        """
+        if not keys_cover_every_attempt(priced, self._clock()):
+            found = self._find_schedule(customer_id, deal_id)
+            if found is not None:
+                return found, None
+        try:
+            schedule = self._stripe.subscription_schedules.create(
+                params=params, options={"idempotency_key": f"qtc:{deal_id}:subscription"}
+            )
+        except stripe.IdempotencyError:
+            # The key was used with other parameters: an attempt by an earlier version of this
+            # step (without the expansion) made the schedule. Find it instead.
+            found = self._find_schedule(customer_id, deal_id)
+            if found is None:
+                raise
+            return found, None
+        return schedule, _expanded_first_invoice(schedule)
 
     def _find_schedule(self, customer_id: str, deal_id: str) -> stripe.SubscriptionSchedule | None:
         for schedule in self._stripe.subscription_schedules.list(

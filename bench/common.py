@@ -56,6 +56,10 @@ CONCURRENCY = 32
 # A single Python worker tops out near one core (its interpreter lock) while the server and the
 # emulators leave the other partly idle; a second process on the same task queue uses it.
 DEFAULT_WORKERS = 2
+MB = 1024 * 1024
+
+
+# --- options -----------------------------------------------------------------------------------
 
 
 def add_workers_option(parser: argparse.ArgumentParser, default: int, why: str) -> None:
@@ -73,9 +77,6 @@ def add_workers_option(parser: argparse.ArgumentParser, default: int, why: str) 
         default=default,
         help=f"worker processes on the task queue (default {default}: {why})",
     )
-
-
-MB = 1024 * 1024
 
 
 # --- ports and settings ----------------------------------------------------------------------

@@ -5,19 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from qtc.settings import Settings
-from starters.stack import free_ports as stack_free_ports
+from starters.stack import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on right now."""
+    """A loopback port nothing listens on right now (see ``starters.stack.free_ports``)."""
     return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free loopback ports, outside the range the kernel gives outgoing connections."""
-    return stack_free_ports(count)
 
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:

@@ -95,6 +95,16 @@ def send_input(
     )
 
 
+def create_products(client: stripe.StripeClient, quote: PricedQuote) -> None:
+    """The quote's products, as an earlier attempt of the deal would have left them."""
+    existing = {p.id for p in client.v1.products.list(params={"limit": 100}).auto_paging_iter()}
+    for line in quote.lines:
+        if plan.product_id_for(line.sku) not in existing:
+            client.v1.products.create(
+                params={"id": plan.product_id_for(line.sku), "name": line.name}
+            )
+
+
 def midnight(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
@@ -288,12 +298,7 @@ def test_a_stub_invoice_left_half_built_by_a_crash_is_completed_without_duplicat
     )
     # A day-old attempt (its idempotency keys long expired) made the products, the invoice and
     # its first item, then died.
-    existing = {p.id for p in client.v1.products.list(params={"limit": 100}).auto_paging_iter()}
-    for line in quote.lines:
-        if plan.product_id_for(line.sku) not in existing:
-            client.v1.products.create(
-                params={"id": plan.product_id_for(line.sku), "name": line.name}
-            )
+    create_products(client, quote)
     invoice = client.v1.invoices.create(
         params=plan.stub_invoice_params(deal_id, customer.customer_id, quote)
     )
@@ -649,12 +654,7 @@ def test_a_schedule_made_by_the_previous_version_under_the_same_key_is_found(
         .run(billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote))
         .customer_id
     )
-    existing = {p.id for p in client.v1.products.list(params={"limit": 100}).auto_paging_iter()}
-    for line in quote.lines:
-        if plan.product_id_for(line.sku) not in existing:
-            client.v1.products.create(
-                params={"id": plan.product_id_for(line.sku), "name": line.name}
-            )
+    create_products(client, quote)
     # The step as an earlier version ran it (the same key, no ``expand``); its worker died after.
     old = client.v1.subscription_schedules.create(
         params=plan.schedule_params(deal_id, customer_id, quote),
