@@ -32,16 +32,17 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
+from qtc import ports
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, violations_to_json
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
 from qtc.errors import CatalogError, QuoteRejected
-from qtc.logging import configure_logging
 from qtc.models import Catalog, PricedQuote, ScheduledInvoice
 from qtc.money import format_minor
-from qtc.settings import Settings, get_settings
-from starters import deals
-from starters.temporal_client import connect
+from runtime.logging import configure_logging
+from runtime.settings import Settings, get_settings
+from runtime.temporal import connect
+from service import deals
 
 EXIT_FAILED = 1
 EXIT_REJECTED = 2
@@ -51,7 +52,7 @@ EXIT_CONFLICT = 4
 # Long enough for a loaded server, short enough that a wrong address fails within a breath.
 CONNECT_TIMEOUT_S = 10.0
 REVIEW_STAGE: Stage = "awaiting_invoice_review"
-STAGE_KEY = SearchAttributeKey.for_keyword(contract.SA_STAGE)
+STAGE_KEY = SearchAttributeKey.for_keyword(ports.SA_STAGE)
 STAGES: tuple[str, ...] = get_args(Stage)
 
 T = TypeVar("T")
@@ -198,29 +199,14 @@ async def _send(
 
 def worker() -> None:
     """Run the deal worker (workflows and activities) until SIGTERM or Ctrl-C."""
-    from workers.main import run_worker  # the vendor SDKs load only in the worker process
+    from workers.main import WorkerStartError, run_worker  # vendor SDKs load only in the worker
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-
-    async def main() -> None:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                client = await connect(settings)
-        except (RuntimeError, TimeoutError, RPCError) as exc:
-            raise _CliFailure(
-                f"cannot reach Temporal at {settings.temporal_address}: {_first_line(exc)}"
-            ) from exc
-        try:
-            await run_worker(settings, client)
-        except (RuntimeError, RPCError) as exc:
-            # A namespace that does not exist, a refused worker, a server gone for good.
-            raise _CliFailure(f"worker stopped: {_first_line(exc)}") from exc
-
     try:
-        asyncio.run(main())
-    except _CliFailure as failure:
-        _exit(str(failure), failure.code)
+        asyncio.run(run_worker(settings))
+    except WorkerStartError as exc:
+        _exit(str(exc))
 
 
 # --- qtc deal -------------------------------------------------------------------------------
@@ -228,7 +214,7 @@ def worker() -> None:
 
 @app.command("start")
 def start(
-    file: Annotated[Path, typer.Argument(help="Quote JSON file (DESIGN section 2).")],
+    file: Annotated[Path, typer.Argument(help="Quote JSON file (docs/architecture.md).")],
     phase: PhaseOption = 3,
     json_output: JsonOption = False,
     catalog: CatalogOption = None,
@@ -249,13 +235,7 @@ def start(
     result = _run(
         settings,
         lambda client: deals.start_deal(
-            client,
-            priced,
-            cast(Phase, phase),
-            _actor(actor),
-            settings.temporal_task_queue,
-            customer_label=settings.customer_search_label(priced.opportunity_id),
-            review_reminder_hours=settings.review_reminder_hours,
+            client, settings, priced, phase=cast(Phase, phase), started_by=_actor(actor)
         ),
     )
     _print_started(result, priced, json_output)
@@ -263,46 +243,43 @@ def start(
 
 @app.command("start-from-crm")
 def start_from_crm(
-    opportunity_id: Annotated[str, typer.Argument(help="The Salesforce Opportunity id.")],
+    opportunity_id: Annotated[
+        str, typer.Argument(help="The opportunity id in the CRM that QTC_CRM names.")
+    ],
     phase: PhaseOption = 3,
     json_output: JsonOption = False,
     catalog: CatalogOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Read OPPORTUNITY_ID from Salesforce, price it and start its deal (the Closed-Won starter)."""
-    from activities.crm import FieldMap, build_salesforce_client
-    from starters.closed_won import OpportunityUnavailable
-    from starters.closed_won import start_from_crm as start_deal_from_crm
-    from workers.main import salesforce_ca_file
+    """Read OPPORTUNITY_ID from the CRM, price it and start its deal (the Closed-Won starter)."""
+    from service.crm import OpportunityUnavailable
+    from service.crm import start_from_crm as start_deal_from_crm
+    from workers.compose import LazyCrmReader
 
     settings = get_settings()
     products = _load_catalog(catalog, settings)
-    sf_settings = settings.model_copy(update={"salesforce_ca_file": salesforce_ca_file(settings)})
-    try:
-        sf = build_salesforce_client(sf_settings)
-        field_map = FieldMap.from_settings(settings)
-    except ValueError as exc:
-        _exit(f"Salesforce is not configured: {_first_line(exc)}")
+    crm = LazyCrmReader(settings)
     try:
         result = _run(
             settings,
             lambda client: start_deal_from_crm(
                 client,
-                sf,
-                field_map,
+                settings,
+                crm,
                 products,
                 opportunity_id,
-                cast(Phase, phase),
-                _actor(actor),
-                settings.temporal_task_queue,
-                customer_label=settings.customer_search_label(opportunity_id),
-                review_reminder_hours=settings.review_reminder_hours,
+                phase=cast(Phase, phase),
+                started_by=_actor(actor),
             ),
         )
     except QuoteRejected as exc:
         _reject(exc, json_output)
     except OpportunityUnavailable as exc:
         _exit(_first_line(exc))
+    except ValueError as exc:
+        _exit(f"the CRM ({settings.crm}) is not configured: {_first_line(exc)}")
+    finally:
+        crm.close()
     _print_started(result, None, json_output)
 
 
@@ -430,7 +407,7 @@ def _review_row(item: DealStatus) -> dict[str, Any]:
         "customer": item.customer,
         "currency": item.currency,
         "arr_minor": item.arr_minor,
-        "stripe_customer_id": item.stripe_customer_id,
+        "billing_customer_id": item.billing_customer_id,
         "invoice_preview": (
             item.invoice_preview.model_dump(mode="json") if item.invoice_preview else None
         ),
@@ -484,12 +461,12 @@ def _print_status(item: DealStatus) -> None:
     ids.add_column("id", overflow="fold")
     for label, value in (
         ("DocuSign envelope", item.envelope_id),
-        ("Stripe customer", item.stripe_customer_id),
-        ("Stripe subscription", item.stripe_subscription_id),
-        ("Stripe schedule", item.stripe_schedule_id),
-        ("Stripe invoice", item.stripe_invoice_id),
+        ("Billing customer", item.billing_customer_id),
+        ("Billing subscription", item.billing_subscription_id),
+        ("Billing schedule", item.billing_schedule_id),
+        ("Billing invoice", item.billing_invoice_id),
         ("Invoice number", item.invoice_number),
-        ("Hosted invoice", item.hosted_invoice_url),
+        ("Invoice URL", item.billing_invoice_url),
     ):
         if value:
             ids.add_row(label, value)

@@ -21,7 +21,7 @@ from qtc.cpq import MAX_QUOTE_BYTES, price_quote, priced_to_json, violations_to_
 from qtc.errors import CatalogError, QuoteRejected
 from qtc.models import PricedQuote, Violation
 from qtc.money import format_minor
-from qtc.settings import get_settings
+from runtime.settings import get_settings
 
 app = typer.Typer(
     help="Price quotes against the product catalog.",
@@ -40,7 +40,7 @@ def quote() -> None:
 
 @app.command()
 def price(
-    file: Annotated[Path, typer.Argument(help="Quote JSON file (DESIGN section 2).")],
+    file: Annotated[Path, typer.Argument(help="Quote JSON file (docs/architecture.md).")],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the priced quote as one JSON document.")
     ] = False,

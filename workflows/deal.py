@@ -1,10 +1,11 @@
 """The deal workflow: one long-lived workflow per opportunity, from signed contract to live product.
 
-Stages follow DESIGN.md section 5. The workflow is orchestration only: every outside effect is an
-activity called by name (the activities live in ``activities/`` and are registered by the
-worker), so this module never imports a vendor SDK. The one computation it needs at signature time,
-dating the invoice schedule to the signature, runs as a local activity so its result is recorded in
-history: a later change to the pricing code cannot change what a running deal bills.
+Stages are described in docs/architecture.md. The workflow is orchestration only: every outside
+effect is an activity called by the port's name (``qtc.ports``); which vendor implements it is the
+worker's choice, so this module never names a vendor or imports an SDK. The one computation it
+needs at signature time, dating the invoice schedule to the signature, runs as a local activity so
+its result is recorded in history: a later change to the pricing code cannot change what a running
+deal bills.
 
 A vendor failure never fails the workflow. The step that failed parks the deal in
 ``needs_attention`` with the error in ``status``; an operator's ``resume`` signal retries that step.
@@ -18,26 +19,14 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar, cast
 
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from qtc.dates import as_utc
     from qtc.deal import (
-        ACT_CREATE_BILLING_CUSTOMER,
-        ACT_CREATE_SUBSCRIPTION,
-        ACT_MARK_CLOSED_WON,
-        ACT_PROVISION_PRODUCT,
-        ACT_SEND_CONTRACT,
-        ACT_SEND_FIRST_INVOICE,
-        ACT_VOID_CONTRACT,
-        ACT_WRITE_BACK_BILLING_IDS,
         QUERY_STATUS,
-        SA_ARR,
-        SA_CUSTOMER,
-        SA_PHASE,
-        SA_STAGE,
         SIGNAL_APPROVE_INVOICE,
         SIGNAL_APPROVE_QUOTE,
         SIGNAL_MARK_LOST,
@@ -46,51 +35,55 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_RESUME,
         SIGNAL_SIGNATURE_COMPLETED,
         WORKFLOW_NAME,
-        BillingCustomer,
-        ContractSent,
-        ContractVoided,
-        CreateCustomerInput,
-        CreateSubscriptionInput,
         DealError,
         DealInput,
         DealNote,
         DealStatus,
         InvoiceReview,
-        InvoiceSent,
-        MarkClosedWonInput,
         MarkLost,
-        Provisioned,
-        ProvisionInput,
         QuoteDecision,
         Resume,
-        SendContractInput,
-        SendInvoiceInput,
         SignatureCompleted,
         Stage,
         StageEntry,
-        SubscriptionCreated,
-        VoidContractInput,
-        WriteBackInput,
         deal_id_for,
     )
     from qtc.errors import NON_RETRYABLE_ERROR_TYPES
     from qtc.models import Model, PricedQuote
+    from qtc.ports import (
+        ACT_CREATE_BILLING_CUSTOMER,
+        ACT_CREATE_SUBSCRIPTION,
+        ACT_MARK_CLOSED_WON,
+        ACT_PROVISION_PRODUCT,
+        ACT_SEND_CONTRACT,
+        ACT_SEND_FIRST_INVOICE,
+        ACT_VOID_CONTRACT,
+        ACT_WRITE_BACK_BILLING_IDS,
+        BillingCustomer,
+        ContractSent,
+        ContractVoided,
+        CreateCustomerInput,
+        CreateSubscriptionInput,
+        InvoiceSent,
+        MarkClosedWonInput,
+        Provisioned,
+        ProvisionInput,
+        SendContractInput,
+        SendInvoiceInput,
+        SubscriptionCreated,
+        VoidContractInput,
+        WriteBackInput,
+    )
     from qtc.pricing import reprice_for_signature
+    from runtime.search_attributes import (
+        ARR_KEY,
+        CUSTOMER_KEY,
+        MINOR_PER_MAJOR,
+        PHASE_KEY,
+        STAGE_KEY,
+    )
 
 T = TypeVar("T")
-
-# --- search attributes ----------------------------------------------------------------------
-
-STAGE_KEY = SearchAttributeKey.for_keyword(SA_STAGE)
-CUSTOMER_KEY = SearchAttributeKey.for_text(SA_CUSTOMER)
-ARR_KEY = SearchAttributeKey.for_float(SA_ARR)
-PHASE_KEY = SearchAttributeKey.for_int(SA_PHASE)
-SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [STAGE_KEY, CUSTOMER_KEY, ARR_KEY, PHASE_KEY]
-"""Every custom search attribute the workflow upserts; register them on the server first."""
-
-# Every supported currency (usd, eur, gbp) has two decimals; QtcArr is for searching and sorting
-# in the Web UI, never for arithmetic, so a float in major units is what a person expects there.
-_MINOR_PER_MAJOR = 100
 
 # --- activity options -----------------------------------------------------------------------
 
@@ -226,6 +219,7 @@ class DealWorkflow:
             arr_minor=priced.arr_minor,
             phase=input.phase,
             stage=first_stage,
+            crm=input.crm,
         )
         self._quote_decision: tuple[bool, QuoteDecision] | None = None
         self._review: tuple[bool, InvoiceReview] | None = None
@@ -305,6 +299,7 @@ class DealWorkflow:
             ContractSent,
         )
         self._status.envelope_id = sent.envelope_id
+        self._status.esign = sent.system
         self._raise_if_lost()
         # A fast signer's webhook can overtake the send_contract result; now that the envelope id
         # is known, the signatures held until now can be matched against it.
@@ -365,7 +360,7 @@ class DealWorkflow:
             CreateCustomerInput(deal_id=self._deal_id, priced=self._priced),
             BillingCustomer,
         )
-        self._status.stripe_customer_id = customer.customer_id
+        self._status.billing_customer_id = customer.customer_id
         self._enter("billing_account_created", note=f"customer {customer.customer_id}")
 
         if self._input.phase == 2 and not await self._get_invoice_reviewed():
@@ -379,9 +374,9 @@ class DealWorkflow:
             ),
             SubscriptionCreated,
         )
-        self._status.stripe_subscription_id = subscription.subscription_id
-        self._status.stripe_schedule_id = subscription.schedule_id
-        self._status.stripe_invoice_id = subscription.invoice_id
+        self._status.billing_subscription_id = subscription.subscription_id
+        self._status.billing_schedule_id = subscription.schedule_id
+        self._status.billing_invoice_id = subscription.invoice_id
         self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
 
         invoice = await self._activity(
@@ -395,9 +390,9 @@ class DealWorkflow:
             InvoiceSent,
         )
         self._status.invoice_sent_at = workflow.now()
-        self._status.stripe_invoice_id = invoice.invoice_id
+        self._status.billing_invoice_id = invoice.invoice_id
         self._status.invoice_number = invoice.number
-        self._status.hosted_invoice_url = invoice.hosted_invoice_url
+        self._status.billing_invoice_url = invoice.invoice_url
         self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
 
         provisioned = await self._activity(
@@ -415,10 +410,10 @@ class DealWorkflow:
             WriteBackInput(
                 deal_id=self._deal_id,
                 opportunity_id=self._priced.opportunity_id,
-                stripe_customer_id=customer.customer_id,
-                stripe_subscription_id=subscription.subscription_id,
-                stripe_invoice_id=invoice.invoice_id,
-                hosted_invoice_url=invoice.hosted_invoice_url,
+                billing_customer_id=customer.customer_id,
+                billing_subscription_id=subscription.subscription_id,
+                billing_invoice_id=invoice.invoice_id,
+                billing_invoice_url=invoice.invoice_url,
             ),
             None,
         )
@@ -601,7 +596,7 @@ class DealWorkflow:
             [
                 STAGE_KEY.value_set(stage),
                 CUSTOMER_KEY.value_set(self._input.customer_label or self._status.customer),
-                ARR_KEY.value_set(self._status.arr_minor / _MINOR_PER_MAJOR),
+                ARR_KEY.value_set(self._status.arr_minor / MINOR_PER_MAJOR),
                 PHASE_KEY.value_set(self._input.phase),
             ]
         )

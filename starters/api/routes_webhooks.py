@@ -8,32 +8,33 @@ id derived from the envelope, and Outbound Message notification ids are remember
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
-from temporalio.exceptions import ApplicationError
 
-from qtc import deal as contract
-from qtc import errors
-from qtc.models import PricedQuote
-from qtc.settings import Settings
-from starters import deals
-from starters.api.docusign import COMPLETED_EVENT, is_signed_by_any, parse_event, signature_headers
-from starters.api.pricing import price_or_reject
-from starters.api.problems import Problem, is_json, problem_schema
-from starters.api.salesforce import (
+from integrations.docusign.webhook import (
+    COMPLETED_EVENT,
+    is_signed_by_any,
+    parse_event,
+    signature_headers,
+)
+from integrations.salesforce.webhook import (
     ACK,
-    SIGNATURE_HEADER,
     FlowCallout,
     OutboundMessageError,
-    SignatureError,
     parse_outbound_message,
-    verify_callout,
 )
+from qtc import deal as contract
+from qtc.errors import QuoteRejected
+from qtc.models import PricedQuote
+from runtime.settings import Settings
+from runtime.signing import SIGNATURE_HEADER, SignatureError, verify
+from service import deals
+from service.crm import OpportunityUnavailable, read_and_price
+from starters.api.pricing import rejected_problem
+from starters.api.problems import Problem, is_json, problem_schema
 from starters.api.state import ApiState, State
 
 router = APIRouter(tags=["webhooks"])
@@ -98,14 +99,7 @@ async def docusign_connect(request: Request, state: State) -> dict[str, Any]:
         raise Problem(422, "malformed-event", "The completed envelope has no completedDateTime.")
     client = await state.temporal.client()
     try:
-        await deals.signal(
-            client,
-            deal_id,
-            contract.SIGNAL_SIGNATURE_COMPLETED,
-            signature,
-            request_id=deals.signal_request_id(deal_id, f"signature:{signature.envelope_id}"),
-            rpc_timeout=state.rpc_timeout,
-        )
+        await deals.record_signature(client, deal_id, signature, rpc_timeout=state.rpc_timeout)
     except deals.DealFinished:
         # Redelivered after the deal closed: nothing left to change, and a retry cannot help.
         return {"status": "ignored", "reason": "deal finished", "deal_id": deal_id}
@@ -117,43 +111,33 @@ async def docusign_connect(request: Request, state: State) -> dict[str, Any]:
 
 
 async def _read_and_price(state: ApiState, opportunity_id: str) -> PricedQuote:
-    """Read the opportunity from the CRM (blocking SDK, so in a thread) and price it."""
+    """Read the opportunity from the CRM and price it, or answer why not as a problem."""
     try:
-        quote = await run_in_threadpool(state.read_opportunity, opportunity_id)
-    except ApplicationError as err:
-        raise _crm_problem(err, opportunity_id) from err
-    return price_or_reject(quote, state.catalog, datetime.now(UTC))
+        return await read_and_price(state.crm, state.catalog, opportunity_id)
+    except QuoteRejected as rejected:
+        raise rejected_problem(rejected) from rejected
+    except OpportunityUnavailable as err:
+        raise _crm_problem(state.crm.name, err) from err
 
 
-def _crm_problem(err: ApplicationError, opportunity_id: str) -> Problem:
-    if err.type == errors.VENDOR_NOT_FOUND:
-        return Problem(
-            404, "unknown-opportunity", f"Salesforce has no opportunity {opportunity_id}."
-        )
-    if err.type == errors.VENDOR_INVALID_REQUEST:
-        return Problem(422, "opportunity-not-quotable", err.message)
-    if not err.non_retryable:
+def _crm_problem(crm: str, err: OpportunityUnavailable) -> Problem:
+    if err.reason == "not_found":
+        return Problem(404, "unknown-opportunity", str(err))
+    if err.reason == "not_quotable":
+        return Problem(422, "opportunity-not-quotable", str(err))
+    if err.reason == "unavailable":
         return Problem(
             503,
             "crm-unavailable",
-            "Salesforce could not be read; nothing was started. Retry later.",
+            f"The CRM ({crm}) could not be read; nothing was started. Retry later.",
             headers={"Retry-After": "30"},
         )
-    return Problem(502, "crm-refused", f"Salesforce refused the read: {err.message}")
+    return Problem(502, "crm-refused", f"The CRM ({crm}) refused the read: {err}")
 
 
 async def _start(state: ApiState, priced: PricedQuote, phase: contract.Phase, by: str) -> Any:
     client = await state.temporal.client()
-    return await deals.start_deal(
-        client,
-        priced,
-        phase,
-        by,
-        state.settings.temporal_task_queue,
-        rpc_timeout=state.rpc_timeout,
-        customer_label=state.settings.customer_search_label(priced.opportunity_id),
-        review_reminder_hours=state.settings.review_reminder_hours,
-    )
+    return await deals.start_deal(client, state.settings, priced, phase=phase, started_by=by)
 
 
 @router.post(
@@ -167,11 +151,11 @@ async def salesforce_callout(request: Request, response: Response, state: State)
     body = await request.body()
     settings: Settings = state.settings
     try:
-        verify_callout(
+        verify(
+            settings.salesforce_callout_secret.get_secret_value(),
             body,
             request.headers.get(SIGNATURE_HEADER),
-            settings.salesforce_callout_secret.get_secret_value(),
-            settings.salesforce_callout_tolerance_s,
+            tolerance_s=settings.salesforce_callout_tolerance_s,
         )
     except SignatureError as err:
         raise _unauthorized(str(err)) from err

@@ -15,9 +15,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.settings import Settings
+from runtime.settings import Settings
+from runtime.temporal import connect
 from starters.api import create_app
-from starters.temporal_client import connect
 from tests.api.support import (
     DEAL_DESK,
     FINANCE,
@@ -72,9 +72,7 @@ async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     async def production_client() -> Client:
         return await connect(stack.settings)
 
-    app = create_app(
-        stack.settings, client_factory=production_client, opportunity_reader=FakeCrm().read
-    )
+    app = create_app(stack.settings, client_factory=production_client, crm=FakeCrm())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as client:

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.deal import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
-from qtc.settings import Settings
+from qtc.ports import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
+from runtime.settings import Settings
 from starters.api import create_app
 from tests.api.support import (
     CONNECT_SECRET,
@@ -135,7 +135,7 @@ async def test_either_key_is_accepted_while_the_connect_secret_rotates(
     rotating = rotating.model_copy(
         update={"docusign_connect_secret": type(settings.docusign_connect_secret)("new-secret")}
     )
-    app: FastAPI = create_app(rotating, client_factory=client, opportunity_reader=crm.read)
+    app: FastAPI = create_app(rotating, client_factory=client, crm=crm)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as api:

@@ -33,16 +33,17 @@ from temporalio.testing import WorkflowEnvironment
 
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.deal import (
+from qtc.deal import DealStatus
+from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_PROVISION_PRODUCT,
     ACT_SEND_FIRST_INVOICE,
-    DealStatus,
 )
+from runtime.settings import Settings
+from runtime.temporal import connect
 from sandbox.runner import EmulatorPorts, RunningEmulators, start_emulators
-from starters import deals
-from starters.temporal_client import connect
+from service import deals
 from tests.e2e.conftest import temporal_address
 from tests.e2e.support import (
     CATALOG,
@@ -207,7 +208,15 @@ async def crash_in(
         await asyncio.to_thread(first.start)
         async with httpx.AsyncClient(timeout=10) as http:
             await set_latency(http, emulators, step)
-            deal_id = (await deals.start_deal(client, priced, 3, "e2e", env_queue(env))).deal_id
+            deal_id = (
+                await deals.start_deal(
+                    client,
+                    Settings(temporal_task_queue=env_queue(env)),
+                    priced,
+                    phase=3,
+                    started_by="e2e",
+                )
+            ).deal_id
             await sign_contract(client, emulators, deal_id)
             await wait_until_request_in_flight(http, emulators, step)
             first.kill()
@@ -251,13 +260,13 @@ def observe(
     landed: bool,
 ) -> Outcome:
     vendors = Emulated(emulators)
-    customer_id = done.stripe_customer_id or ""
+    customer_id = done.billing_customer_id or ""
     return Outcome(
         status=done,
         customers=len(vendors.customers(done.deal_id)),
         schedules=len(vendors.schedules(customer_id)),
         subscriptions=len(vendors.subscriptions(customer_id)),
-        first_invoice_sent=vendors.sent_events(done.stripe_invoice_id or ""),
+        first_invoice_sent=vendors.sent_events(done.billing_invoice_id or ""),
         provisioning=vendors.provisioning_stats(),
         recovery=recovery,
         kill_to_completed_s=kill_to_completed_s,

@@ -29,7 +29,7 @@ _SECRET_KEYS = frozenset(
 )
 
 
-# --- secret values (marked: payload encryption / redaction, issue 8) ------------------------
+# --- secret values ------------------------
 MIN_SECRET_LENGTH = 8
 """Shorter registered values are ignored: redacting every "test" or "1234" in every line would
 make logs unreadable, and a secret that short is not protecting anything anyway."""
@@ -74,7 +74,7 @@ _MORE_SECRET_KEYS = frozenset(
 def register_secrets(values: Iterable[str]) -> None:
     """Redact these values wherever they appear in any string of any later log event.
 
-    ``qtc.settings.Settings`` registers every secret it holds when it is built.
+    ``runtime.settings.Settings`` registers every secret it holds when it is built.
     """
     _secret_values.add(values)
 
