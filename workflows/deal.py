@@ -817,10 +817,21 @@ class DealWorkflow:
 
     @workflow.signal(name=SIGNAL_MARK_LOST)
     def mark_lost(self, lost: MarkLost) -> None:
-        if self._billing_started:
-            self._note("lost_refused", f"mark_lost from {lost.by} refused: billing has started")
-        elif self._closed_won_started or self._signed_under_local_steps():
-            self._note("lost_refused", f"mark_lost from {lost.by} refused: the deal is signed")
+        if self._billing_started and self._status.billing_customer_id is not None:
+            self._note(
+                "lost_refused",
+                f"mark_lost from {lost.by} refused: billing customer "
+                f"{self._status.billing_customer_id} exists; a refund or cancellation is "
+                "finance's decision",
+            )
+        elif self._billing_started or self._closed_won_started or self._signed_under_local_steps():
+            # Truthfully: nothing is billed yet, but the contract is signed and the CRM says won.
+            # A deal stuck here is ended with ``cancel``, which says what exists.
+            self._note(
+                "lost_refused",
+                f"mark_lost from {lost.by} refused: the contract is signed and Closed Won is "
+                "written; nothing is billed yet (a parked deal can be cancelled instead)",
+            )
         elif self._closing or self._lost is not None:
             self._ignore_signal(SIGNAL_MARK_LOST, lost.by)
         else:
