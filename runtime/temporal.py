@@ -9,6 +9,7 @@ from temporalio.service import TLSConfig
 
 from runtime.codec import build_data_converter
 from runtime.settings import Settings
+from runtime.tracing import tracing_interceptors
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
@@ -55,7 +56,12 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         config = ClientConfigProfile.load(
             profile=settings.temporal_profile
         ).to_client_connect_config()
-        return await Client.connect(**config, data_converter=converter, runtime=runtime)
+        return await Client.connect(
+            **config,
+            data_converter=converter,
+            runtime=runtime,
+            interceptors=tracing_interceptors(),
+        )
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     try:
         tls = _tls(settings, api_key)
@@ -68,4 +74,5 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         tls=tls,
         data_converter=converter,
         runtime=runtime,
+        interceptors=tracing_interceptors(),
     )

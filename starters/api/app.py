@@ -11,6 +11,8 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +21,7 @@ from qtc.ports import CrmReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
+from runtime.tracing import configure_tracing
 from starters import codec_api
 from starters.api import metrics, routes_deals, routes_quotes, routes_webhooks
 from starters.api.metrics import REQUESTS
@@ -27,6 +30,7 @@ from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
 from workers.compose import LazyCrmReader
 
 access_log = structlog.get_logger("qtc.api.access")
+tracer = trace.get_tracer("qtc.api")
 
 
 class AccessLogMiddleware:
@@ -49,19 +53,26 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            # The route's template, not the raw path: one series per endpoint, not per deal id.
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            access_log.info(
-                "http_request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+        # The request's span is the root of a deal's trace: the Temporal client's tracing
+        # interceptor continues it into the workflow and every activity.
+        with tracer.start_as_current_span(
+            f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(scope, receive, record)
+            finally:
+                # The route's template, not the raw path: one series per endpoint, not per deal.
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.response.status_code", status)
+                REQUESTS.labels(scope["method"], route, str(status)).inc()
+                access_log.info(
+                    "http_request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
 
 
 def create_app(
@@ -81,6 +92,7 @@ def create_app(
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
     """
 
+    configure_tracing("qtc-api")
     # The SDK's client metrics, served by its runtime on a loopback port of this process and
     # appended to /metrics; the port is picked free now, the exporter starts with the connection.
     sdk_metrics_port = _free_loopback_port()
