@@ -16,7 +16,7 @@ in ``qtc.errors``: non-retryable ones park the deal in ``needs_attention``.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
 
@@ -206,6 +206,7 @@ class ContractRecord(Model):
     signer_email: str | None = None
 
 
+@runtime_checkable
 class ContractReader(Protocol):
     """Reads one contract by its id (blocking: async callers run it in a thread)."""
 
@@ -217,6 +218,7 @@ class ContractReader(Protocol):
         ...
 
 
+@runtime_checkable
 class OpportunityStageReader(Protocol):
     """Tells whether an opportunity is won now, for a notification that did not say."""
 
