@@ -36,8 +36,17 @@ VENDOR_ID = "docusign"
 FINAL_STATES = frozenset({"voided", "completed", "declined"})
 # An envelope in these states must not be reused: a new contract has to go out.
 NOT_REUSABLE = frozenset({"voided", "deleted"})
-# How DocuSign says an envelope id is not one of this account's envelopes.
-NO_SUCH_ENVELOPE = frozenset({"ENVELOPE_DOES_NOT_EXIST", "INVALID_ENVELOPE_ID"})
+# How DocuSign says an envelope is not one this product's sending user sent in this account: it
+# does not exist, belongs to another account, or was sent by another user of the account (which
+# an account-wide Connect configuration also reports).
+NO_SUCH_ENVELOPE = frozenset(
+    {
+        "ENVELOPE_DOES_NOT_EXIST",
+        "INVALID_ENVELOPE_ID",
+        "ACCOUNT_NOT_AUTHORIZED_FOR_ENVELOPE",
+        "USER_NOT_ENVELOPE_SENDER_OR_RECIPIENT",
+    }
+)
 VOID_REASON_MAX = 200
 T = TypeVar("T")
 

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from docusign_esign import ApiClient, EnvelopeDefinition, EnvelopesApi, TemplateRole
+from docusign_esign.client.api_exception import ApiException
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -322,3 +323,20 @@ def test_a_contract_read_during_a_docusign_outage_is_to_be_retried(
         esign.read_contract(str(uuid.uuid4()))
 
     assert not caught.value.non_retryable
+
+
+@pytest.mark.parametrize(
+    "code", ["ACCOUNT_NOT_AUTHORIZED_FOR_ENVELOPE", "USER_NOT_ENVELOPE_SENDER_OR_RECIPIENT"]
+)
+def test_an_envelope_of_another_account_or_sender_reads_as_none(
+    esign: DocusignESignature, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    # How DocuSign answers a read of an envelope our sending user did not send.
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        error = ApiException(status=400, reason="Bad Request")
+        error.body = json.dumps({"errorCode": code, "message": "no rights"}).encode()
+        raise error
+
+    monkeypatch.setattr(esign._envelopes, "get_envelope", refuse)
+
+    assert esign.read_contract(str(uuid.uuid4())) is None
