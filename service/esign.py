@@ -103,7 +103,12 @@ async def record_completed_contract(
         if record.deal_id is None:
             return _ignored(known, None, "its fields name no deal of this product")
         if record.status != COMPLETED or record.completed_at is None:
-            return _ignored(known, record.deal_id, f"the contract is {record.status or 'unknown'}")
+            # The message says completed and the contract is ours: a read that does not agree
+            # yet is retried, never taken as the last word (a completed contract stays so).
+            raise ContractUnreadable(
+                f"contract {known.contract_id} reads as {record.status or 'unknown'}, "
+                "not completed, in " + contracts.name
+            )
         known = _completed_from(known, record)
     assert known.deal_id is not None and known.completed_at is not None
     signature = SignatureCompleted(

@@ -362,3 +362,22 @@ async def test_a_deals_status_without_a_worker_is_the_recorded_one_or_a_503_with
     assert waiting.headers["retry-after"] == "7"
     assert waiting.json()["type"] == "/problems/deal-worker-unavailable"
     assert (waiting.json()["deal_id"], waiting.json()["stage"]) == (open_deal, "awaiting_signature")
+
+
+async def test_a_read_that_does_not_show_the_envelope_completed_yet_is_retried(
+    api: httpx.AsyncClient, contracts: FakeContracts
+) -> None:
+    deal_id, _, envelope_id = await _awaiting_signature(api)
+    record = contracts.sign(envelope_id, deal_id)
+    contracts.envelopes[envelope_id] = record.model_copy(
+        update={"status": "delivered", "completed_at": None}
+    )
+    body = connect_sim(envelope_id)
+
+    early = await _connect(api, body, "application/json")
+    contracts.envelopes[envelope_id] = record
+    later = await _connect(api, body, "application/json")
+
+    assert early.status_code == 503
+    assert later.json()["status"] == "accepted"
+    await wait_for_stage(api, deal_id, "completed")
