@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from qtc.dates import as_utc, utc_date
-from qtc.errors import QuoteRejected
+from qtc.errors import QuoteRejected, QuoteUnreadable
 from qtc.models import (
     PERIOD_MONTHS,
     Adjustment,
@@ -442,21 +442,21 @@ class _Malformed(ValueError):
 def _decode_json(raw: bytes | str) -> object:
     if isinstance(raw, str):
         if len(raw) > MAX_QUOTE_BYTES:
-            raise QuoteRejected([_too_large(len(raw.encode("utf-8", "replace")))])
+            raise QuoteUnreadable([_too_large(len(raw.encode("utf-8", "replace")))])
         try:
             raw = raw.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise QuoteRejected(
+            raise QuoteUnreadable(
                 [_invalid("", f"the quote is not valid Unicode text (offset {exc.start})")]
             ) from exc
     if len(raw) > MAX_QUOTE_BYTES:
-        raise QuoteRejected([_too_large(len(raw))])
+        raise QuoteUnreadable([_too_large(len(raw))])
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise QuoteRejected(
+        raise QuoteUnreadable(
             [
                 _invalid(
                     "",
@@ -473,9 +473,9 @@ def _decode_json(raw: bytes | str) -> object:
             object_pairs_hook=_object_without_duplicates,
         )
     except _Malformed as exc:
-        raise QuoteRejected([_invalid("", f"the quote is not acceptable JSON: {exc}")]) from exc
+        raise QuoteUnreadable([_invalid("", f"the quote is not acceptable JSON: {exc}")]) from exc
     except json.JSONDecodeError as exc:
-        raise QuoteRejected(
+        raise QuoteUnreadable(
             [
                 _invalid(
                     "",
@@ -486,9 +486,9 @@ def _decode_json(raw: bytes | str) -> object:
         ) from exc
     except ValueError as exc:
         # e.g. an integer longer than Python's 4300-digit conversion limit
-        raise QuoteRejected([_invalid("", f"the quote is not acceptable JSON: {exc}")]) from exc
+        raise QuoteUnreadable([_invalid("", f"the quote is not acceptable JSON: {exc}")]) from exc
     except RecursionError as exc:
-        raise QuoteRejected([_invalid("", "the quote is nested too deeply")]) from exc
+        raise QuoteUnreadable([_invalid("", "the quote is nested too deeply")]) from exc
 
 
 def _too_large(size: int) -> Violation:

@@ -27,6 +27,12 @@ class QuoteRejected(QtcError):
         super().__init__("; ".join(f"{v.pointer}: {v.code}: {v.message}" for v in violations))
 
 
+class QuoteUnreadable(QuoteRejected):
+    """The input is not a JSON document at all (not UTF-8, not JSON, too large): nothing could be
+    checked against the rules. Still a ``QuoteRejected`` (the API answers 422 for both); the CLI
+    tells it apart, since a file it cannot parse is a usage error, not a rejected quote."""
+
+
 # ApplicationError type names raised by activities.
 VENDOR_INVALID_REQUEST = "VendorInvalidRequest"
 VENDOR_AUTHENTICATION = "VendorAuthentication"

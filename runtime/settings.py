@@ -16,7 +16,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.logging import register_secrets
@@ -79,6 +86,54 @@ def parse_codec_keys(text: str) -> dict[str, bytes]:
     return keys
 
 
+# --- Ports of the local stack ----------------------------------------------------------------
+# One setting moves the whole local stack (``QTC_PORT_BASE``, ``qtc sandbox up --port-base``,
+# ``qtc demo --port-base``): each part listens on base + its offset, and every address that points
+# at a part (the vendor URLs, the API's public URL, the Web UI's codec origins) follows, so a stack
+# beside another one is consistent by construction. This table is the one place that knows the
+# layout: an emulator added later takes its offset here and its URL in ``SANDBOX_URLS``. A field
+# listed that does not exist (yet) is skipped. Settings given explicitly always win over the base.
+# The offsets follow the default ports: base 12100 puts the emulators on their defaults.
+PORT_OFFSETS: dict[str, int] = {
+    "temporal_port": 0,  # the port of QTC_TEMPORAL_ADDRESS
+    "temporal_ui_port": 1,
+    "api_port": 2,
+    "sandbox_stripe_port": 11,
+    "sandbox_salesforce_port": 12,
+    "sandbox_docusign_port": 13,
+    "sandbox_provisioning_port": 14,
+    "sandbox_hubspot_port": 15,
+    "sandbox_netsuite_port": 16,
+    "sandbox_chargebee_port": 17,
+    "sandbox_slack_port": 18,
+    "sandbox_smtp_port": 19,
+    "sandbox_ironclad_port": 20,
+    # The first worker's /metrics; a stack's further workers take the ports after it.
+    "worker_metrics_port": 21,
+}
+PORT_SPAN = 32  # ports a base reserves: the offsets above plus room for more workers
+
+# Addresses that point at a part of the local stack, derived from its port unless set explicitly:
+# setting ``QTC_SANDBOX_DOCUSIGN_PORT`` alone moves the emulator and the worker follows it.
+# url setting -> (port setting, template; ``{host}`` is the sandbox host as a client dials it).
+SANDBOX_URLS: dict[str, tuple[str, str]] = {
+    "stripe_api_base": ("sandbox_stripe_port", "http://{host}:{port}"),
+    "salesforce_instance_url": ("sandbox_salesforce_port", "https://{host}:{port}"),
+    "docusign_base_path": ("sandbox_docusign_port", "http://{host}:{port}/restapi"),
+    "docusign_oauth_host": ("sandbox_docusign_port", "{host}:{port}"),
+    "provisioning_url": ("sandbox_provisioning_port", "http://{host}:{port}/v1/provision"),
+}
+
+
+def dial_host(host: str) -> str:
+    """The address a client dials for a server listening on ``host`` (any-address: loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+class SettingsError(ValueError):
+    """The settings cannot be used; the message is one line per setting, naming it (QTC_...)."""
+
+
 class ApiPrincipal(BaseModel):
     person: str
     role: Role
@@ -125,11 +180,13 @@ class Settings(BaseSettings):
     # A profile of Temporal's environment configuration (temporal.toml / TEMPORAL_*): when set,
     # it says where and how to connect, instead of the settings above.
     temporal_profile: str | None = None
-    temporal_ui_port: int = 8233
+    temporal_ui_port: int = Field(8233, ge=1, le=65535)
 
     # HTTP API
     api_host: str = "127.0.0.1"
-    api_port: int = 8000
+    api_port: int = Field(8000, ge=1, le=65535)
+    # Where others reach the API (the DocuSign emulator's Connect deliveries, the Web UI's codec
+    # endpoint); default: http://<API host>:<API port>.
     api_public_url: str = "http://127.0.0.1:8000"
     api_tokens: dict[str, ApiPrincipal] = Field(default_factory=_sandbox_tokens)
     max_body_bytes: int = 1_000_000
@@ -208,12 +265,14 @@ class Settings(BaseSettings):
     provisioning_secret: SecretStr = SecretStr(SANDBOX_SECRETS["provisioning_secret"])
     provisioning_timeout_s: float = 15.0
 
-    # Sandbox emulators
+    # Sandbox emulators (0: a free port the operating system picks, as the tests do)
     sandbox_host: str = "127.0.0.1"
-    sandbox_stripe_port: int = 12111
-    sandbox_salesforce_port: int = 12112
-    sandbox_docusign_port: int = 12113
-    sandbox_provisioning_port: int = 12114
+    sandbox_stripe_port: int = Field(12111, ge=0, le=65535)
+    sandbox_salesforce_port: int = Field(12112, ge=0, le=65535)
+    sandbox_docusign_port: int = Field(12113, ge=0, le=65535)
+    sandbox_provisioning_port: int = Field(12114, ge=0, le=65535)
+    # Moves the whole local stack at once (see PORT_OFFSETS); None: the default ports.
+    port_base: int | None = Field(None, ge=1024, le=65535 - PORT_SPAN)
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox
@@ -238,6 +297,29 @@ class Settings(BaseSettings):
         if searchable is None:
             searchable = not self.codec_on
         return None if searchable else f"opportunity {opportunity_id}"
+
+    @model_validator(mode="after")
+    def _place_ports(self) -> Settings:
+        # Runs first among the after-validators (declared first): the others see final addresses.
+        given = self.model_fields_set
+        fields = type(self).model_fields
+        if self.port_base is not None:
+            for name, offset in PORT_OFFSETS.items():
+                if name == "temporal_port":
+                    if "temporal_address" not in given:
+                        self.temporal_address = f"127.0.0.1:{self.port_base + offset}"
+                elif name in fields and name not in given:
+                    setattr(self, name, self.port_base + offset)
+        host = dial_host(self.sandbox_host)
+        for url_name, (port_name, template) in SANDBOX_URLS.items():
+            if url_name in fields and port_name in fields and url_name not in given:
+                setattr(self, url_name, template.format(host=host, port=getattr(self, port_name)))
+        if "api_public_url" not in given:
+            self.api_public_url = f"http://{dial_host(self.api_host)}:{self.api_port}"
+        if "codec_cors_origins" not in given:
+            ui = self.temporal_ui_port
+            self.codec_cors_origins = [f"http://127.0.0.1:{ui}", f"http://localhost:{ui}"]
+        return self
 
     @property
     def sandbox(self) -> bool:
@@ -343,7 +425,33 @@ class Settings(BaseSettings):
         return self
 
 
+def describe_settings_error(err: ValidationError) -> str:
+    """One line per problem, each naming the setting (``QTC_API_PORT: ...``), never its value."""
+    lines = []
+    for problem in err.errors(include_input=False, include_url=False):
+        name = "_".join(str(part) for part in problem["loc"][:1]).upper()
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(f"QTC_{name}: {message}" if name else message)
+    return "; ".join(lines) or str(err)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings (``overrides`` win over the environment).
+
+    Raises:
+        SettingsError: A setting is invalid; the message names each one.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        raise SettingsError(describe_settings_error(err)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings()
+    """The process's settings, read once.
+
+    Raises:
+        SettingsError: A setting is invalid; the message names each one.
+    """
+    return load_settings()

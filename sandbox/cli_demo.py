@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from runtime.logging import configure_logging
-from runtime.settings import get_settings
+from sandbox.cli_sandbox import PortBaseOption, settings_for
 from sandbox.demo import DemoError, run_demo
 from sandbox.stack import StackError
 
@@ -26,9 +26,11 @@ def demo(
             help="Keep the stack running after the table (default: only on a terminal)",
         ),
     ] = None,
+    port_base: PortBaseOption = None,
 ) -> None:
-    """Start the sandbox stack and run the sample deals end to end."""
-    settings = get_settings()
+    """Start the sandbox stack and run the sample deals end to end. Ctrl-C, SIGTERM or a closed
+    terminal stop every process it started."""
+    settings = settings_for(port_base)
     configure_logging(settings.log_level, settings.log_json)
     # Off a terminal (CI, a pipe) rich would wrap the result table at 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=200)

@@ -14,8 +14,15 @@ from rich.console import Console
 from rich.table import Table
 
 from runtime.logging import configure_logging
-from runtime.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, get_settings
-from sandbox.stack import Stack, StackError
+from runtime.settings import (
+    PORT_SPAN,
+    SANDBOX_SECRETS,
+    SANDBOX_TOKENS,
+    Settings,
+    get_settings,
+    load_settings,
+)
+from sandbox.stack import Stack, StackError, disagreements, stop_on_signals
 
 if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
@@ -55,7 +62,7 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
 
 def _stack_addresses(stack: Stack) -> Table:
     s = stack.settings
-    api = f"http://{s.api_host}:{s.api_port}"
+    api = s.api_public_url.rstrip("/")
     table = Table(title="QTC sandbox", title_justify="left")
     table.add_column("part", no_wrap=True)
     table.add_column("address", no_wrap=True)
@@ -84,12 +91,45 @@ def _stack_addresses(stack: Stack) -> Table:
     return table
 
 
+PortBaseOption = Annotated[
+    int | None,
+    typer.Option(
+        "--port-base",
+        min=1024,
+        max=65535 - PORT_SPAN,
+        help="Move the whole stack: Temporal on BASE, its Web UI BASE+1, the API BASE+2, the "
+        "emulators BASE+11..., worker metrics BASE+21 (as QTC_PORT_BASE; explicit QTC_*_PORT "
+        "settings still win). Default: the standard ports.",
+    ),
+]
+
+
+def settings_for(port_base: int | None) -> Settings:
+    """The settings, with ``--port-base`` applied when given."""
+    return load_settings(port_base=port_base) if port_base is not None else get_settings()
+
+
+def warn_disagreements(console: Console, settings: Settings) -> None:
+    """Say which settings make the parts of the stack miss each other (deals would hang)."""
+    problems = disagreements(settings)
+    if problems:
+        console.print(
+            "[bold yellow]These settings do not point at each other; deals will wait at "
+            "contract_sent until they do (set QTC_PORT_BASE alone, or each URL too):[/]"
+        )
+        for problem in problems:
+            console.print(f"[yellow]  - {problem}[/]")
+
+
 @app.command()
 def up(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where emulator state and TLS files live [default: <QTC_STATE_DIR>/emulators]."
+            help="Where the stack keeps its Temporal database, emulator state and logs "
+            "[default: <QTC_STATE_DIR>/sandbox, i.e. .qtc/sandbox; with --emulators-only "
+            "<QTC_STATE_DIR>/emulators]. The emulators' TLS CA is always under "
+            "<QTC_STATE_DIR>/emulators/tls, where other qtc commands find it.",
         ),
     ] = None,
     fresh: Annotated[
@@ -101,49 +141,61 @@ def up(
             "--emulators-only", help="Only the four emulators: no Temporal, worker or API."
         ),
     ] = False,
+    port_base: PortBaseOption = None,
 ) -> None:
-    """Run the sandbox in the foreground until Ctrl-C (or SIGTERM): the Temporal dev server with
-    its Web UI, the emulators, the worker and the API."""
+    """Run the sandbox in the foreground until Ctrl-C, SIGTERM or a closed terminal (SIGHUP): the
+    Temporal dev server with its Web UI, the emulators, the worker and the API. Every way of
+    stopping stops every process it started."""
+    settings = settings_for(port_base)
     if not emulators_only:
-        _up_stack(state_dir, fresh)
+        _up_stack(settings, state_dir, fresh)
         return
     from sandbox.runner import (
+        EmulatorPorts,
         EmulatorStartError,
         default_connect_url,
         default_state_dir,
         start_emulators,
-        wait_for_stop_signal,
     )
 
-    settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     connect_url = default_connect_url(settings)
     directory = state_dir or default_state_dir(settings)
-    try:
-        emulators = start_emulators(
-            directory,
-            host=settings.sandbox_host,
-            connect_url=connect_url,
-            persist=not fresh,
-            access_log=True,
-        )
-    except EmulatorStartError as exc:
-        console.print(f"[bold red]sandbox did not start:[/] {exc}")
-        raise typer.Exit(code=1) from exc
+    with stop_on_signals():
+        try:
+            emulators = start_emulators(
+                directory,
+                host=settings.sandbox_host,
+                ports=EmulatorPorts.from_settings(settings),
+                connect_url=connect_url,
+                persist=not fresh,
+                access_log=True,
+                tls_dir=default_state_dir(settings) / "tls",
+            )
+        except EmulatorStartError as exc:
+            console.print(f"[bold red]sandbox did not start:[/] {exc}")
+            raise typer.Exit(code=1) from exc
+        _serve_emulators(emulators, console, connect_url, directory, fresh)
+    console.print("Sandbox stopped.")
+
+
+def _serve_emulators(
+    emulators: RunningEmulators, console: Console, connect_url: str, directory: Path, fresh: bool
+) -> None:
+    from sandbox.runner import wait_for_stop_signal
+
     with emulators:
         console.print(_addresses(emulators, connect_url))
         kept = "in memory only (--fresh)" if fresh else f"written through to {directory}"
         console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
         console.print("Press Ctrl-C to stop.")
         wait_for_stop_signal()
-    console.print("Sandbox stopped.")
 
 
-def _up_stack(state_dir: Path | None, fresh: bool) -> None:
+def _up_stack(settings: Settings, state_dir: Path | None, fresh: bool) -> None:
     from sandbox.runner import wait_for_stop_signal
 
-    settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     stack = Stack(
@@ -152,16 +204,18 @@ def _up_stack(state_dir: Path | None, fresh: bool) -> None:
         persist_temporal=not fresh,
         persist_emulators=not fresh,
     )
+    warn_disagreements(console, settings)
     console.print("Starting Temporal dev server, emulators, worker and API ...")
-    try:
-        stack.start()
-    except StackError as exc:
-        console.print(f"[bold red]sandbox did not start:[/] {exc}")
-        raise typer.Exit(code=1) from exc
-    try:
-        console.print(_stack_addresses(stack))
-        console.print(f"Logs in {stack.state_dir / 'logs'}. Press Ctrl-C to stop.")
-        wait_for_stop_signal()
-    finally:
-        stack.stop()
+    with stop_on_signals():
+        try:
+            stack.start()
+        except StackError as exc:
+            console.print(f"[bold red]sandbox did not start:[/] {exc}")
+            raise typer.Exit(code=1) from exc
+        try:
+            console.print(_stack_addresses(stack))
+            console.print(f"Logs in {stack.state_dir / 'logs'}. Press Ctrl-C to stop.")
+            wait_for_stop_signal()
+        finally:
+            stack.stop()
     console.print("Sandbox stopped.")

@@ -30,8 +30,8 @@ from rich.table import Table
 
 from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
-from runtime.settings import Settings
-from sandbox.stack import Stack
+from runtime.settings import Settings, dial_host
+from sandbox.stack import Stack, disagreements, stop_on_signals
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -93,10 +93,11 @@ class Demo:
         self.examples = examples
         self.console = console
         self.api = httpx.Client(
-            base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=10
+            base_url=f"http://{dial_host(settings.api_host)}:{settings.api_port}", timeout=10
         )
         self.docusign = httpx.Client(
-            base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
+            base_url=f"http://{dial_host(settings.sandbox_host)}:{settings.sandbox_docusign_port}",
+            timeout=10,
         )
         self.deals = [
             DemoDeal(label, example, phase, expected, connect=connect)
@@ -184,6 +185,11 @@ class Demo:
     def run(self, timeout_s: float = 180) -> bool:
         self._configure_connect()
         self.start_deals()
+        return self.follow(timeout_s)
+
+    def follow(self, timeout_s: float) -> bool:
+        """Play the outside world until every deal is done, showing progress; True if every deal
+        ended as expected."""
         deadline = time.monotonic() + timeout_s
         with Live(self.progress(), console=self.console, refresh_per_second=8) as live:
             while time.monotonic() < deadline and not all(d.done for d in self.deals):
@@ -192,11 +198,17 @@ class Demo:
                 live.update(self.progress())
                 time.sleep(0.2)
             live.update(self.progress())
+        if not self.console.is_terminal:
+            # Off a terminal Live leaves the cursor after its last frame's bottom border, and the
+            # next table would start on that line.
+            self.console.line()
         return all(d.stage == d.expected and d.problem is None for d in self.deals)
 
     def _configure_connect(self) -> None:
         """Point the DocuSign emulator's Connect listener at this API's webhook."""
-        url = f"http://{self.settings.api_host}:{self.settings.api_port}/webhooks/docusign"
+        url = (
+            f"http://{dial_host(self.settings.api_host)}:{self.settings.api_port}/webhooks/docusign"
+        )
         response = self.docusign.post(
             "/_sandbox/connect",
             json={"url": url, "secret": self.settings.docusign_connect_secret.get_secret_value()},
@@ -247,7 +259,7 @@ class Demo:
         namespace = self.settings.temporal_namespace
         lines = [
             f'Temporal Web UI: [bold]{web_ui}[/] (filter: QtcStage = "completed")',
-            f"API docs: http://{self.settings.api_host}:{self.settings.api_port}/docs",
+            f"API docs: http://{dial_host(self.settings.api_host)}:{self.settings.api_port}/docs",
         ]
         lines += [
             f"  {d.deal_id}: {web_ui}/namespaces/{namespace}/workflows/{d.deal_id}"
@@ -292,9 +304,25 @@ def run_demo(
     if keep_up is None:
         keep_up = sys.stdin.isatty() and sys.stdout.isatty()
     state_dir = settings.state_dir / "demo"
+    for problem in disagreements(settings):
+        console.print(f"[yellow]settings do not point at each other: {problem}[/]")
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
     stack = Stack(settings, state_dir, persist_temporal=False, persist_emulators=False)
+    # SIGTERM and a closed terminal (SIGHUP) unwind like Ctrl-C: the stack stops either way.
+    with stop_on_signals():
+        return _run_on(stack, settings, examples, console, keep_up, after_run)
+
+
+def _run_on(
+    stack: Stack,
+    settings: Settings,
+    examples: Path,
+    console: Console,
+    keep_up: bool,
+    after_run: Callable[[Stack, Demo], None] | None,
+) -> int:
+    state_dir = stack.state_dir
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")

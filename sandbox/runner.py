@@ -29,7 +29,7 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from runtime.logging import configure_logging
-from runtime.settings import Settings, get_settings
+from runtime.settings import Settings, SettingsError, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
@@ -199,6 +199,7 @@ def start_emulators(
     *,
     access_log: bool = False,
     startup_timeout_s: float = 30.0,
+    tls_dir: Path | None = None,
 ) -> RunningEmulators:
     """Start the four emulators and return once all of them accept connections.
 
@@ -210,10 +211,11 @@ def start_emulators(
         persist: write state through to ``state_dir`` so a restart loses nothing.
         access_log: log one line per request (useful in the foreground, noisy in tests).
         startup_timeout_s: give up (and stop what started) after this long.
+        tls_dir: where the CA and the Salesforce certificate live; default ``state_dir/tls``.
     """
     ports = ports or EmulatorPorts.from_settings(get_settings())
     state_dir.mkdir(parents=True, exist_ok=True)
-    tls = ensure_certificates(state_dir / "tls")
+    tls = ensure_certificates(tls_dir or state_dir / "tls")
 
     def state(name: str) -> Path | None:
         return state_dir / f"{name}.json" if persist else None
@@ -266,7 +268,8 @@ def start_emulators(
 
 
 def wait_for_stop_signal() -> int:
-    """Block the main thread until SIGINT or SIGTERM arrives; return the signal number."""
+    """Block the main thread until SIGINT, SIGTERM or SIGHUP (a closed terminal) arrives;
+    return the signal number."""
     received: list[int] = []
     stop = threading.Event()
 
@@ -274,7 +277,8 @@ def wait_for_stop_signal() -> int:
         received.append(signum)
         stop.set()
 
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+    stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, handle) for sig in stop_signals}
     try:
         # A bounded wait keeps the main thread responsive to signals on every platform.
         while not stop.wait(0.5):
@@ -286,13 +290,17 @@ def wait_for_stop_signal() -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = get_settings()
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        raise SystemExit(f"python -m sandbox.runner: invalid settings: {exc}") from None
     parser = argparse.ArgumentParser(
         prog="python -m sandbox.runner", description="Run the QTC sandbox emulators."
     )
     parser.add_argument("--state-dir", type=Path, default=default_state_dir(settings))
     parser.add_argument("--host", default=settings.sandbox_host)
     parser.add_argument("--connect-url", default=default_connect_url(settings))
+    parser.add_argument("--tls-dir", type=Path, default=None, help="default: <state dir>/tls")
     parser.add_argument(
         "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
     )
@@ -307,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         connect_url=args.connect_url,
         persist=not args.no_persist,
         access_log=not args.no_access_log,
+        tls_dir=args.tls_dir,
     ) as emulators:
         log.info(
             "emulators started",

@@ -16,16 +16,19 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from runtime.settings import Settings
+from runtime.settings import PORT_SPAN, SANDBOX_URLS, Settings, dial_host
 
 SEARCH_ATTRIBUTES = ("QtcStage=Keyword", "QtcCustomer=Text", "QtcArr=Double", "QtcPhase=Int")
 
@@ -55,6 +58,91 @@ def _env_value(value: Any) -> str:
 
 class StackError(RuntimeError):
     """A part of the stack could not start; the message says which and where its log is."""
+
+
+# Every way a foreground stack is told to stop: Ctrl-C, ``kill`` (SIGTERM) and a closed terminal
+# (SIGHUP). The children run in sessions of their own (a terminal's signals never reach them),
+# so the parent must live long enough to stop them, whichever signal it gets.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class StopRequested(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C, so every ``finally`` stops the stack."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise ``StopRequested`` in the main thread (SIGINT
+    already raises KeyboardInterrupt). Outside the main thread it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        raise StopRequested(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """A second Ctrl-C (or a SIGHUP after the SIGTERM) must not cut the clean-up short."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _endpoint(address: str) -> tuple[str, int | None]:
+    """(host, port) of a URL or of a bare ``host:port``; ``localhost`` is the loopback address."""
+    split = urllib.parse.urlsplit(address if "//" in address else f"//{address}")
+    host = split.hostname or ""
+    return ("127.0.0.1" if host == "localhost" else host), split.port
+
+
+def disagreements(settings: Settings) -> list[str]:
+    """Where the parts of a local stack would not reach each other: a vendor URL that is not its
+    emulator's address, an API public URL that is not the API's. One sentence each, naming the
+    settings. Such a stack starts, and its deals then wait at ``contract_sent`` for ever."""
+    problems: list[str] = []
+    host = dial_host(settings.sandbox_host)
+    for url_name, (port_name, template) in SANDBOX_URLS.items():
+        if not hasattr(settings, url_name) or not hasattr(settings, port_name):
+            continue
+        port = getattr(settings, port_name)
+        actual = getattr(settings, url_name)
+        emulator = port_name.removeprefix("sandbox_").removesuffix("_port")
+        if not actual:
+            problems.append(
+                f"QTC_{url_name.upper()} is unset, so the worker would not call the {emulator} "
+                f"emulator on {host}:{port}"
+            )
+        elif _endpoint(actual) != _endpoint(template.format(host=host, port=port)):
+            problems.append(
+                f"QTC_{url_name.upper()} is {actual}, but the {emulator} emulator listens on "
+                f"{host}:{port} (QTC_{port_name.upper()})"
+            )
+    api = (dial_host(settings.api_host), settings.api_port)
+    if _endpoint(settings.api_public_url) != api:
+        problems.append(
+            f"QTC_API_PUBLIC_URL is {settings.api_public_url}, but the API listens on "
+            f"{api[0]}:{api[1]} (QTC_API_HOST, QTC_API_PORT): signatures would not reach it"
+        )
+    return problems
 
 
 def temporal_binary() -> Path:
@@ -117,6 +205,20 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
             sock.close()
 
 
+def free_port_base(host: str = "127.0.0.1") -> int:
+    """A ``QTC_PORT_BASE`` whose whole block (``PORT_SPAN`` ports) nothing listens on, below the
+    kernel's ephemeral range for the reason ``free_ports`` gives."""
+    low = _ephemeral_low()
+    bases = list(range(_LOWEST_CHOSEN_PORT, low - PORT_SPAN, PORT_SPAN))
+    random.SystemRandom().shuffle(bases)
+    for base in bases:
+        if all(port_free(host, port) for port in range(base, base + PORT_SPAN)):
+            return base
+    raise StackError(
+        f"no {PORT_SPAN} consecutive free ports between {_LOWEST_CHOSEN_PORT} and {low}"
+    )
+
+
 def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen[bytes]) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -172,6 +274,8 @@ class Stack:
             value = getattr(self.settings, name)
             if value is not None:
                 env[f"QTC_{name.upper()}"] = _env_value(value)
+        if self.settings.salesforce_ca_file is None:
+            env["QTC_SALESFORCE_CA_FILE"] = str(self.tls_dir.resolve() / "sandbox-ca.pem")
         env.update(
             {
                 "QTC_CATALOG": str(Path(self.settings.catalog).resolve()),
@@ -181,6 +285,12 @@ class Stack:
             }
         )
         return env
+
+    @property
+    def tls_dir(self) -> Path:
+        """The emulators' CA and certificate: under the user's state directory (not the stack's),
+        where ``qtc`` commands run beside the stack look for the CA, whichever stack made it."""
+        return self.settings.state_dir / "emulators" / "tls"
 
     @property
     def web_ui_url(self) -> str:
@@ -277,7 +387,7 @@ class Stack:
             s.sandbox_provisioning_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
-        argv = [sys.executable, "-m", "sandbox.runner"]
+        argv = [sys.executable, "-m", "sandbox.runner", "--tls-dir", str(self.tls_dir.resolve())]
         if not self.persist_emulators:
             argv.append("--no-persist")
         if not self.emulator_access_log:
@@ -343,7 +453,12 @@ class Stack:
         return self
 
     def stop(self, timeout_s: float = 10) -> None:
-        """Stop every child, newest first: SIGTERM, then SIGKILL after ``timeout_s``."""
+        """Stop every child, newest first: SIGTERM, then SIGKILL after ``timeout_s``. Stop signals
+        arriving meanwhile are ignored, so the clean-up always finishes."""
+        with _signals_ignored():
+            self._stop_children(timeout_s)
+
+    def _stop_children(self, timeout_s: float) -> None:
         while self.children:
             child = self.children.pop()
             if child.proc.poll() is not None:

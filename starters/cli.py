@@ -7,15 +7,51 @@ import sys
 from importlib.metadata import entry_points
 
 import typer
+from typer import _click as click  # typer vendors click: its parser raises these classes
+from typer.core import TyperGroup
 
+from runtime.settings import SettingsError
 from starters import cli_deal, cli_quote, cli_serve
+
+# sysexits EX_USAGE. click exits 2 on a usage error, the code the README gives a rejected quote.
+EXIT_USAGE = 64
 
 # Commands that other installed packages add to ``qtc``: the sandbox adds ``demo``, ``sandbox``
 # and ``sign`` this way, so the product never imports the emulators and an image built without
 # them simply has no such commands.
 PLUGIN_GROUP = "qtc.cli"
 
+
+class QtcGroup(TyperGroup):
+    """The top-level group: usage errors (unknown option, bad value, missing argument) of any
+    command exit 64 instead of click's 2; a setting that cannot be used is one line naming it."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: object,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.exceptions.UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except click.exceptions.UsageError as exc:
+            exc.exit_code = EXIT_USAGE
+            raise
+        except SettingsError as exc:
+            typer.echo(f"qtc: invalid settings: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+
 app = typer.Typer(
+    cls=QtcGroup,
     name="qtc",
     help="Quote-to-Cash on Temporal: price quotes, run deals, review invoices.",
     no_args_is_help=True,

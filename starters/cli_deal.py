@@ -6,7 +6,8 @@ stdout. Failures print one line on stderr, never a traceback.
 Exit codes: 0 done; 1 Temporal unreachable, or an input that cannot be used (file, catalog, CRM
 record); 2 the quote is rejected (the errors JSON on stdout, as ``qtc quote price``); 3 no such
 deal; 4 the request contradicts the deal (another quote for the same opportunity, a finished deal,
-a review for a deal that is not awaiting one).
+a review for a deal that is not awaiting one); 64 a usage error: an unknown option or a bad
+value, a file that cannot be read or is not a JSON document.
 
 Who acts: commands that record a person on the deal (``--as``) default to the operating-system user
 name. In a shared terminal set ``--as you@company.example`` so the deal's history names you, not
@@ -37,7 +38,7 @@ from qtc import ports
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, violations_to_json
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
-from qtc.errors import CatalogError, QuoteRejected
+from qtc.errors import CatalogError, QuoteRejected, QuoteUnreadable
 from qtc.models import Catalog, PricedQuote, ScheduledInvoice
 from qtc.money import format_minor
 from runtime.logging import configure_logging
@@ -162,6 +163,8 @@ def _exit(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 def _reject(exc: QuoteRejected, json_output: bool) -> NoReturn:
     _echo_json(violations_to_json(exc.violations))
+    if isinstance(exc, QuoteUnreadable):
+        _exit(f"not a quote document: {exc.violations[0].message}", EXIT_USAGE)
     if not json_output:
         for violation in exc.violations:
             typer.echo(
@@ -230,7 +233,7 @@ def start(
         with file.open("rb") as handle:
             raw = handle.read(MAX_QUOTE_BYTES + 1)
     except OSError as exc:
-        _exit(f"cannot read {file}: {exc.strerror or exc}")
+        _exit(f"cannot read {file}: {exc.strerror or exc}", EXIT_USAGE)
     products = _load_catalog(catalog, settings)
     try:
         priced = price_quote(raw, products, datetime.now(UTC))

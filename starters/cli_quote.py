@@ -1,7 +1,8 @@
 """``qtc quote price FILE``: price a quote file against the catalog, as the deal would be priced.
 
 Exit codes: 0 priced (``ok`` or ``needs_approval``), 2 quote rejected (the error JSON on stdout), 1
-the file or the catalog cannot be used (one line on stderr). Never a traceback.
+the catalog cannot be used, 64 the file cannot be read or is not a JSON document (the error JSON on
+stdout too, one line on stderr). Never a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from rich.table import Table
 
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, priced_to_json, violations_to_json
-from qtc.errors import CatalogError, QuoteRejected
+from qtc.errors import CatalogError, QuoteRejected, QuoteUnreadable
 from qtc.models import PricedQuote, Violation
 from qtc.money import format_minor
 from runtime.settings import get_settings
@@ -31,6 +32,7 @@ app = typer.Typer(
 
 EXIT_UNUSABLE = 1
 EXIT_REJECTED = 2
+EXIT_USAGE = 64  # sysexits EX_USAGE: never mistaken for a rejected quote
 
 
 @app.callback()
@@ -66,6 +68,9 @@ def price(
         _fail(str(exc))
     try:
         priced = price_quote(raw, products, signature)
+    except QuoteUnreadable as exc:
+        typer.echo(json.dumps(violations_to_json(exc.violations), indent=2))
+        _fail(f"{file}: {exc.violations[0].message}", EXIT_USAGE)
     except QuoteRejected as exc:
         typer.echo(json.dumps(violations_to_json(exc.violations), indent=2))
         if not json_output:
@@ -83,7 +88,10 @@ def _signature_time(value: str | None) -> datetime:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        _fail(f"--signed-at: {value!r} is not an ISO 8601 time such as 2026-12-15T10:00:00Z")
+        _fail(
+            f"--signed-at: {value!r} is not an ISO 8601 time such as 2026-12-15T10:00:00Z",
+            EXIT_USAGE,
+        )
 
 
 def _read_quote(file: Path) -> bytes:
@@ -92,12 +100,12 @@ def _read_quote(file: Path) -> bytes:
         with file.open("rb") as handle:
             return handle.read(MAX_QUOTE_BYTES + 1)
     except OSError as exc:
-        _fail(f"cannot read {file}: {exc.strerror or exc}")
+        _fail(f"cannot read {file}: {exc.strerror or exc}", EXIT_USAGE)
 
 
-def _fail(message: str) -> NoReturn:
+def _fail(message: str, code: int = EXIT_UNUSABLE) -> NoReturn:
     typer.echo(f"qtc quote price: {message}", err=True)
-    raise typer.Exit(EXIT_UNUSABLE)
+    raise typer.Exit(code)
 
 
 # --- human output -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """`qtc quote price`: tables or JSON for a good quote, exit 2 with the error JSON for a rejected
-one, exit 1 with one line on stderr for a file or catalog it cannot use; never a traceback."""
+one, exit 1 with one line on stderr for a catalog it cannot use, 64 for a file it cannot read or
+parse and for a bad option; never a traceback."""
 
 from __future__ import annotations
 
@@ -135,9 +136,9 @@ def test_a_rejected_quote_without_json_still_prints_the_error_json_and_a_table(
     assert "rejected: 1 problem" in result.stderr
 
 
-def test_malformed_json_exits_2_naming_the_problem(tmp_path: Path) -> None:
+def test_malformed_json_exits_64_naming_the_problem(tmp_path: Path) -> None:
     result = price(write(tmp_path, '{"quote_id": '), "--json")
-    assert result.exit_code == 2
+    assert result.exit_code == 64
     [error] = json.loads(result.stdout)["errors"]
     assert "not valid JSON" in error["message"]
 
@@ -167,22 +168,22 @@ def test_an_unknown_field_exits_2(tmp_path: Path) -> None:
     assert errors(result) == [("/notes", "invalid_field")]
 
 
-def test_a_ten_megabyte_file_exits_2_without_being_read_whole(tmp_path: Path) -> None:
+def test_a_ten_megabyte_file_exits_64_without_being_read_whole(tmp_path: Path) -> None:
     result = price(write(tmp_path, b" " * 10_000_000 + json.dumps(quote_dict()).encode()), "--json")
-    assert result.exit_code == 2
+    assert result.exit_code == 64
     [error] = json.loads(result.stdout)["errors"]
     assert "limit is 1000000 bytes" in error["message"]
 
 
-def test_non_utf8_bytes_exit_2(tmp_path: Path) -> None:
+def test_non_utf8_bytes_exit_64(tmp_path: Path) -> None:
     result = price(write(tmp_path, json.dumps(quote_dict()).encode("utf-16")), "--json")
-    assert result.exit_code == 2
+    assert result.exit_code == 64
     assert "not UTF-8" in json.loads(result.stdout)["errors"][0]["message"]
 
 
-def test_a_missing_file_exits_1_with_one_line_on_stderr(tmp_path: Path) -> None:
+def test_a_missing_file_exits_64_with_one_line_on_stderr(tmp_path: Path) -> None:
     result = price(str(tmp_path / "no-such-quote.json"))
-    assert result.exit_code == 1
+    assert result.exit_code == 64
     assert result.stdout == ""
     assert result.stderr.strip().count("\n") == 0
     assert "cannot read" in result.stderr
@@ -213,11 +214,11 @@ def test_the_catalog_comes_from_qtc_catalog_unless_overridden(
     assert overridden.exit_code == 0
 
 
-def test_an_unparseable_signature_time_exits_1(tmp_path: Path) -> None:
+def test_an_unparseable_signature_time_is_a_usage_error_64(tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["quote", "price", write(tmp_path, quote_dict()), "--signed-at", "tuesday"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 64
     assert "--signed-at" in result.stderr
     assert "Traceback" not in result.output
 
@@ -247,6 +248,6 @@ def test_the_installed_qtc_command_prices_and_rejects_without_tracebacks(tmp_pat
         timeout=60,
         check=False,
     )
-    assert process.returncode == 2
+    assert process.returncode == 64  # not a JSON document: a usage error, not a rejected quote
     assert json.loads(process.stdout)["errors"][0]["code"] == "invalid_field"
     assert "Traceback" not in process.stderr
