@@ -226,6 +226,17 @@ class ContractReader(Protocol):
         ...
 
 
+class OpportunityCheck(Protocol):
+    """Before a deal is started from a quote written outside the CRM: the CRM must hold the
+    opportunity the quote names, or the contract would go out, be signed, and the deal then park
+    at Closed Won. Blocking; the service runs it in a thread."""
+
+    def ensure_opportunity(self, quote: PricedQuote) -> None:
+        """Return when the CRM holds ``quote.opportunity_id``; ``ApplicationError`` typed
+        ``VendorNotFound`` when it does not (retryable types when it cannot be asked now)."""
+        ...
+
+
 @runtime_checkable
 class OpportunityStageReader(Protocol):
     """Tells whether an opportunity is won now, for a notification that did not say."""

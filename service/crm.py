@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Literal
 
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
@@ -22,21 +21,45 @@ from qtc.deal import Phase
 from qtc.models import Catalog, PricedQuote
 from qtc.ports import CrmReader, OpportunityStageReader
 from runtime.settings import Settings
-from service.deals import DealServiceError, StartResult, start_deal
+from service.deals import (
+    OpportunityUnavailable,
+    StartResult,
+    UnavailableReason,
+    crm_unavailable,
+    start_deal,
+)
 
-UnavailableReason = Literal["not_found", "not_quotable", "unavailable", "refused"]
+__all__ = [
+    "CrmOpportunityCheck",
+    "OpportunityUnavailable",
+    "UnavailableReason",
+    "is_closed_won",
+    "read_and_price",
+    "start_from_crm",
+]
 
 
-class OpportunityUnavailable(DealServiceError):
-    """The opportunity cannot be read, or its CRM data cannot make a quote; nothing was started.
+class CrmOpportunityCheck:
+    """``ports.OpportunityCheck`` through the CRM reader: an opportunity the reader cannot find is
+    missing; one it finds but cannot make a quote of still exists (the quote came from a file)."""
 
-    ``reason`` says which: ``not_found``, ``not_quotable`` (the message names each field),
-    ``unavailable`` (the CRM could not be reached: retry later) or ``refused``.
-    """
+    def __init__(self, reader: CrmReader) -> None:
+        self._reader = reader
 
-    def __init__(self, reason: UnavailableReason, message: str) -> None:
-        self.reason = reason
-        super().__init__(message)
+    def ensure_opportunity(self, quote: PricedQuote) -> None:
+        if isinstance(self._reader, OpportunityStageReader):
+            try:
+                self._reader.is_closed_won(quote.opportunity_id)  # a light read of one record
+                return
+            except ApplicationError as err:
+                if err.type != errors.VENDOR_PERMISSION:  # this CRM cannot read stages
+                    raise
+        try:
+            self._reader.read_quote(quote.opportunity_id)
+        except ApplicationError as err:
+            # Found, but its CRM data cannot make a quote: it exists (the quote is the file's).
+            if err.type != errors.VENDOR_INVALID_REQUEST:
+                raise
 
 
 async def read_and_price(
@@ -69,13 +92,7 @@ async def is_closed_won(stages: OpportunityStageReader, opportunity_id: str) -> 
 
 
 def _unavailable(err: ApplicationError) -> OpportunityUnavailable:
-    if err.type == errors.VENDOR_NOT_FOUND:
-        return OpportunityUnavailable("not_found", err.message)
-    if err.type == errors.VENDOR_INVALID_REQUEST:
-        return OpportunityUnavailable("not_quotable", err.message)
-    if not err.non_retryable:
-        return OpportunityUnavailable("unavailable", err.message)
-    return OpportunityUnavailable("refused", err.message)
+    return crm_unavailable(err)
 
 
 async def start_from_crm(

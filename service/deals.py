@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 from temporalio.api.common.v1 import WorkflowExecution
@@ -33,11 +33,11 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
-from qtc import ports
+from qtc import errors, ports
 from qtc.deal import (
     AccountCorrection,
     Cancel,
@@ -71,6 +71,8 @@ MEMO_START_NONCE = "qtc_start_nonce"
 # long is reported as unavailable so the sender retries, instead of holding its connection open.
 DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
 
+
+UnavailableReason = Literal["not_found", "not_quotable", "unavailable", "refused"]
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -131,6 +133,51 @@ class DecisionRefused(DealConflict):
         super().__init__(deal_id, f"{deal_id} refused: {message}")
         self.reason = message
         self.current_stage = current_stage
+
+
+class OpportunityUnavailable(DealServiceError):
+    """The opportunity cannot be read, or its CRM data cannot make a quote; nothing was started.
+
+    ``reason`` says which: ``not_found``, ``not_quotable`` (the message names each field),
+    ``unavailable`` (the CRM could not be reached: retry later) or ``refused``.
+    """
+
+    def __init__(self, reason: UnavailableReason, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+def crm_unavailable(err: ApplicationError) -> OpportunityUnavailable:
+    """A CRM port's ``ApplicationError`` as the reason nothing was started."""
+    if err.type == errors.VENDOR_NOT_FOUND:
+        return OpportunityUnavailable("not_found", err.message)
+    if err.type == errors.VENDOR_INVALID_REQUEST:
+        return OpportunityUnavailable("not_quotable", err.message)
+    if not err.non_retryable:
+        return OpportunityUnavailable("unavailable", err.message)
+    return OpportunityUnavailable("refused", err.message)
+
+
+async def ensure_opportunity(check: ports.OpportunityCheck, priced: PricedQuote) -> None:
+    """The CRM holds the quote's opportunity (in the sandbox: the emulator has been given it).
+
+    Raises:
+        OpportunityUnavailable: ``not_found`` (the message names the opportunity), or the CRM
+            could not be asked (``unavailable``) or refused.
+    """
+    try:
+        await asyncio.to_thread(check.ensure_opportunity, priced)
+    except ApplicationError as err:
+        problem = crm_unavailable(err)
+        if problem.reason in ("not_found", "not_quotable"):
+            # A malformed id is refused by the CRM as an invalid request: missing all the same.
+            problem = OpportunityUnavailable(
+                "not_found",
+                f"the CRM holds no opportunity {priced.opportunity_id!r} (the quote's "
+                f"/opportunity_id: {err.message}); create it there first, or fix the id: "
+                "nothing was started, no contract was sent",
+            )
+        raise problem from err
 
 
 class StartResult(Model):
@@ -237,6 +284,7 @@ async def start_deal(
     *,
     phase: Phase,
     started_by: str,
+    opportunities: ports.OpportunityCheck | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -252,15 +300,21 @@ async def start_deal(
         priced: The priced quote; it travels in the workflow input.
         phase: Rollout phase (1, 2 or 3).
         started_by: Who asked (a person or a webhook name), recorded on the deal.
+        opportunities: For a quote written outside the CRM: checks, before anything starts, that
+            the CRM holds its opportunity (a deal started from the CRM has just read it).
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
         the same quote).
 
     Raises:
-        DealConflict: The deal exists with a different quote.
+        OpportunityUnavailable: ``opportunities`` says the CRM has no such opportunity (or
+            could not be asked); nothing was started.
+        DealConflict: The deal exists with a different quote, or runs in another phase.
         TemporalUnavailable: Temporal could not be reached.
     """
+    if opportunities is not None:
+        await ensure_opportunity(opportunities, priced)
     timeout = rpc_timeout(settings)
     customer_label = settings.customer_search_label(priced.opportunity_id)
     deal_id = contract.deal_id_for(priced.opportunity_id)
@@ -299,7 +353,8 @@ async def start_deal(
             )
     except WorkflowAlreadyStartedError:
         pass  # the deal ran before and has closed; compared against below like a running one
-    memo = await (await _describe(client, deal_id, timeout)).memo()
+    description = await _describe(client, deal_id, timeout)
+    memo = await description.memo()
     if memo.get(MEMO_START_NONCE) == start_nonce:
         return StartResult(deal_id=deal_id, created=True)
     same_quote = memo.get(MEMO_QUOTE_ID) == priced.quote_id
@@ -308,6 +363,13 @@ async def start_deal(
             deal_id,
             f"deal {deal_id} already exists for opportunity {priced.opportunity_id} with quote "
             f"{memo.get(MEMO_QUOTE_ID)!r}; a different quote cannot replace a running contract",
+        )
+    running_phase = description.typed_search_attributes.get(PHASE_KEY)
+    if running_phase is not None and running_phase != phase:
+        raise DealConflict(
+            deal_id,
+            f"deal {deal_id} already runs in phase {running_phase}; it cannot be joined as "
+            f"phase {phase} (a deal's phase is fixed when it starts)",
         )
     return StartResult(deal_id=deal_id, created=False)
 

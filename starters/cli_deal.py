@@ -239,12 +239,25 @@ def start(
         priced = price_quote(raw, products, datetime.now(UTC))
     except QuoteRejected as exc:
         _reject(exc, json_output)
-    result = _run(
-        settings,
-        lambda client: deals.start_deal(
-            client, settings, priced, phase=cast(Phase, phase), started_by=_actor(actor)
-        ),
-    )
+    from workers.compose import LazyCrmReader, opportunity_check
+
+    crm = LazyCrmReader(settings)
+    try:
+        result = _run(
+            settings,
+            lambda client: deals.start_deal(
+                client,
+                settings,
+                priced,
+                phase=cast(Phase, phase),
+                started_by=_actor(actor),
+                # The CRM must hold the quote's opportunity before a contract goes out; the
+                # sandbox gives it to the CRM emulator.
+                opportunities=opportunity_check(settings, crm),
+            ),
+        )
+    finally:
+        crm.close()
     _print_started(result, priced, json_output)
 
 

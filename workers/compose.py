@@ -12,9 +12,12 @@ vendor is one builder per port it implements and one entry in that port's table
 from __future__ import annotations
 
 import contextlib
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
+
+import httpx
 
 from integrations.docusign.activities import DocusignESignature
 from integrations.docusign.client import build_docusign_client
@@ -26,9 +29,10 @@ from integrations.salesforce.mapping import FieldMap
 from integrations.stripe.activities import StripeBilling
 from integrations.stripe.client import build_stripe_client
 from qtc import errors, ports
-from qtc.models import Quote
+from qtc.models import PricedQuote, Quote
 from runtime.settings import Settings
-from runtime.vendor_errors import non_retryable
+from runtime.vendor_errors import non_retryable, unreachable
+from service.crm import CrmOpportunityCheck
 
 
 class CrmImplementation(ports.Crm, ports.CrmReader, Protocol):
@@ -158,3 +162,78 @@ class LazyContractReader:
 
     def close(self) -> None:
         self._closing.close()
+
+
+# The sandbox's CRM emulators that can be given an opportunity (their documented control endpoint
+# ``POST <base>/_sandbox/opportunities``); an emulator added later adds its base URL here.
+SANDBOX_CRM_BASES: dict[str, Callable[[Settings], str]] = {
+    "salesforce": lambda settings: settings.salesforce_instance_url,
+}
+
+
+class SandboxOpportunities:
+    """Sandbox only: the CRM emulator is given the opportunity a hand-written quote names, from
+    the quote's data, before the deal starts, so the deal can run to its end (the emulator keeps an
+    opportunity it already holds as it is). Over HTTP, through the emulator's documented control
+    endpoint: the product never imports the emulators. A CRM at that address that is not an
+    emulator (404) is checked like a real one."""
+
+    def __init__(self, settings: Settings, base_url: str, fallback: ports.OpportunityCheck) -> None:
+        from integrations.salesforce.client import salesforce_ca_file
+
+        ca_file = salesforce_ca_file(settings) if settings.crm == "salesforce" else None
+        self._url = base_url.rstrip("/") + "/_sandbox/opportunities"
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
+        )
+        self._name = settings.crm
+        self._fallback = fallback
+
+    def ensure_opportunity(self, quote: PricedQuote) -> None:
+        body = {
+            "quote": {
+                "quote_id": quote.quote_id,
+                "opportunity_id": quote.opportunity_id,
+                "currency": quote.currency,
+                "account": quote.account.model_dump(mode="json", exclude_none=True),
+                "signer": quote.signer.model_dump(mode="json"),
+                "term_months": quote.term_months,
+                "billing_frequency": quote.billing_frequency,
+                "billing_anchor": quote.billing_anchor,
+                "payment_terms_days": quote.payment_terms_days,
+                "uplift_percent": str(quote.uplift_percent),
+                "valid_until": quote.valid_until.isoformat(),
+                "lines": [
+                    {
+                        "sku": line.sku,
+                        "quantity": line.quantity,
+                        "discount_percent": str(line.discount_percent),
+                    }
+                    for line in quote.lines
+                    if not line.auto_added  # CPQ adds it again when the CRM's quote is priced
+                ],
+            }
+        }
+        try:
+            response = httpx.post(self._url, json=body, verify=self._verify, timeout=10)
+        except httpx.HTTPError as exc:
+            raise unreachable(f"the {self._name} emulator", exc) from exc
+        if response.status_code == 404:
+            self._fallback.ensure_opportunity(quote)
+            return
+        if response.is_error:
+            raise non_retryable(
+                errors.VENDOR_INVALID_REQUEST,
+                f"the {self._name} emulator refused opportunity {quote.opportunity_id}: "
+                f"{response.status_code} {response.text[:300]}",
+            )
+
+
+def opportunity_check(settings: Settings, reader: ports.CrmReader) -> ports.OpportunityCheck:
+    """What the entry points run before a deal starts from a hand-written quote: in the sandbox
+    the CRM emulator is given the opportunity; everywhere else the CRM must already hold it."""
+    checked = CrmOpportunityCheck(reader)
+    base = SANDBOX_CRM_BASES.get(settings.crm)
+    if settings.sandbox and base is not None:
+        return SandboxOpportunities(settings, base(settings), checked)
+    return checked

@@ -17,7 +17,9 @@ Endpoints (``vXX.X`` is any of ``API_VERSIONS``):
   username/password (same credentials).
 - ``/_sandbox/faults`` (a rule's ``rate_429`` is rendered as Salesforce's 403
   ``REQUEST_LIMIT_EXCEEDED``, ``rate_500`` as 500 ``UNKNOWN_EXCEPTION``), ``/_sandbox/reset``
-  (seed data back, faults off, stats zeroed), ``/_sandbox/stats``.
+  (seed data back, faults off, stats zeroed), ``/_sandbox/stats``, and
+  ``POST /_sandbox/opportunities`` ``{"quote": <a QTC quote>}``: the org is given the quote's
+  opportunity under its id, with its account and line items (201; 200 when it already holds it).
 
 Every REST call needs ``Authorization: Bearer <session id>`` (default ``sandbox-session``); errors
 are Salesforce's JSON list ``[{"message", "errorCode"}]`` with its status codes, so
@@ -50,6 +52,7 @@ from starlette.routing import Route
 
 from runtime.asgi import MAX_BODY_BYTES, BodyLimitMiddleware
 from sandbox.common import FaultConfig, Faults, StateStore, read_json_model
+from sandbox.salesforce.from_quote import GiveOpportunity, give_opportunity
 from sandbox.salesforce.org import MAX_BATCH_SIZE, Org, SalesforceError, not_found
 from sandbox.salesforce.schema import SCHEMA, SObjectType
 from sandbox.salesforce.seed import ORG_ID, USER_ID, seed_state
@@ -448,6 +451,20 @@ def create_app(
         errors.clear()
         return JSONResponse({"reset": True})
 
+    async def give_opportunity_endpoint(request: Request) -> Response:
+        try:
+            body = await read_json_model(request, GiveOpportunity)
+        except ValidationError as exc:
+            return JSONResponse({"error": exc.errors(include_url=False)}, status_code=400)
+        try:
+            created = give_opportunity(org, body.quote)
+        except SalesforceError as exc:
+            return error_response(exc)
+        return JSONResponse(
+            {"opportunity_id": body.quote.opportunity_id, "created": created},
+            status_code=201 if created else 200,
+        )
+
     async def get_stats(request: Request) -> Response:
         return JSONResponse(
             {
@@ -472,6 +489,7 @@ def create_app(
             Route("/_sandbox/faults", get_faults, methods=["GET"]),
             Route("/_sandbox/reset", reset, methods=["POST"]),
             Route("/_sandbox/stats", get_stats, methods=["GET"]),
+            Route("/_sandbox/opportunities", give_opportunity_endpoint, methods=["POST"]),
         ],
         middleware=[Middleware(BodyLimitMiddleware, limit=max_body_bytes, too_large=_too_large)],
     )

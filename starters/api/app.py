@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qtc.catalog import load_catalog
-from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
+from qtc.ports import ContractReader, CrmReader, OpportunityCheck, OpportunityStageReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
@@ -27,7 +27,7 @@ from starters.api import metrics, routes_deals, routes_quotes, routes_webhooks
 from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
-from workers.compose import LazyContractReader, LazyCrmReader
+from workers.compose import LazyContractReader, LazyCrmReader, opportunity_check
 
 access_log = structlog.get_logger("qtc.api.access")
 tracer = trace.get_tracer("qtc.api")
@@ -80,6 +80,7 @@ def create_app(
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
     contracts: ContractReader | None = None,
+    opportunities: OpportunityCheck | None = None,
 ) -> FastAPI:
     """Build the API.
 
@@ -91,6 +92,9 @@ def create_app(
             ``StageName`` are decided with it.
         contracts: Reads a contract by its id (blocking; default: the e-signature service
             ``QTC_ESIGN`` names, built on first use).
+        opportunities: Checks, before ``POST /v1/deals`` starts a deal, that the CRM holds the
+            quote's opportunity (the sandbox gives it to the CRM emulator). Default: through the
+            configured CRM; with a stand-in ``crm`` and no ``opportunities``, not checked.
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
@@ -113,7 +117,9 @@ def create_app(
             "`application/problem+json`."
         ),
     )
-    crm = crm or LazyCrmReader(settings)
+    if crm is None:
+        crm = LazyCrmReader(settings)
+        opportunities = opportunities or opportunity_check(settings, crm)
     app.state.qtc = ApiState(
         settings=settings,
         catalog=load_catalog(settings.catalog),
@@ -123,6 +129,7 @@ def create_app(
         crm=crm,
         contracts=contracts or LazyContractReader(settings),
         opportunity_stages=crm if isinstance(crm, OpportunityStageReader) else None,
+        opportunities=opportunities,
     )
     app.state.sdk_metrics_url = (
         f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None

@@ -29,7 +29,7 @@ from runtime.settings import ApiPrincipal
 from service import deals
 from starters.api.auth import authenticated, require_role
 from starters.api.pricing import price_or_reject
-from starters.api.problems import problem_schema
+from starters.api.problems import Problem, problem_schema
 from starters.api.state import State, TemporalClient
 
 router = APIRouter(tags=["deals"])
@@ -102,12 +102,43 @@ async def start_deal(
     client: TemporalClient,
 ) -> StartDealResponse:
     priced = price_or_reject(body.quote, state.catalog, datetime.now(UTC))
-    result = await deals.start_deal(
-        client, state.settings, priced, phase=body.phase, started_by=principal.person
-    )
+    try:
+        result = await deals.start_deal(
+            client,
+            state.settings,
+            priced,
+            phase=body.phase,
+            started_by=principal.person,
+            opportunities=state.opportunities,
+        )
+    except deals.OpportunityUnavailable as err:
+        raise opportunity_problem(state.settings.crm, err) from err
     response.status_code = 201 if result.created else 200
     response.headers["Location"] = f"/v1/deals/{result.deal_id}"
     return StartDealResponse(deal_id=result.deal_id, created=result.created, status=priced.status)
+
+
+def opportunity_problem(crm: str, err: deals.OpportunityUnavailable) -> Problem:
+    """Why a quote's deal was not started: its opportunity is not in the CRM (422, pointing at
+    ``/opportunity_id``), or the CRM could not be asked (503, retry) or refused (502)."""
+    if err.reason in ("not_found", "not_quotable"):
+        return Problem(
+            422,
+            "opportunity-not-in-crm",
+            str(err),
+            errors=[
+                {"pointer": "/opportunity_id", "code": "unknown_opportunity", "message": str(err)}
+            ],
+        )
+    if err.reason == "unavailable":
+        return Problem(
+            503,
+            "crm-unavailable",
+            f"The CRM ({crm}) could not be asked whether it holds the opportunity; nothing was "
+            "started. Retry later.",
+            headers={"Retry-After": "30"},
+        )
+    return Problem(502, "crm-refused", f"The CRM ({crm}) refused the read: {err}")
 
 
 @router.get("/v1/deals/{deal_id}", summary="A deal's status", responses=_PROBLEMS)

@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from qtc.models import Catalog
-from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
+from qtc.ports import ContractReader, CrmReader, OpportunityCheck, OpportunityStageReader
 from runtime.settings import Settings
 from service.deals import TemporalUnavailable
 
@@ -89,6 +89,9 @@ class ApiState:
     # Reads an opportunity's stage, for Outbound Messages that leave StageName out; None when the
     # CRM reader given cannot (such notifications are then refused, never acknowledged).
     opportunity_stages: OpportunityStageReader | None
+    # Run before a deal starts from a quote written outside the CRM (POST /v1/deals): the CRM
+    # must hold its opportunity (the sandbox's emulator is given it). None: not checked.
+    opportunities: OpportunityCheck | None = None
     outbound_seen: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:
