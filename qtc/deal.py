@@ -199,6 +199,9 @@ class DealStatus(Model):
     erp_customer_id: str | None = None
     erp_invoice_id: str | None = None
     invoice_preview: ScheduledInvoice | None = None
+    # Every scheduled invoice of the term, dated at the signature (invoice_preview is the first):
+    # what finance bills a phase-1 deal by hand from. Empty before the signature.
+    invoice_schedule: list[ScheduledInvoice] = Field(default_factory=list)
     start_date: date | None = None
     provisioned_features: dict[str, dict[str, FeatureValue]] | None = None
     last_error: DealError | None = None

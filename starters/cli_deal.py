@@ -556,6 +556,8 @@ def _print_status(item: DealStatus) -> None:
     console.print(history)
     if item.invoice_preview is not None:
         console.print(_invoice_table(item.invoice_preview, item.currency))
+    if len(item.invoice_schedule) > 1:
+        console.print(_schedule_table(item))
     if item.last_error is not None:
         error = item.last_error
         console.print(
@@ -564,6 +566,20 @@ def _print_status(item: DealStatus) -> None:
         )
     for note in item.notes[-5:]:
         console.print(f"[dim]{note.at.isoformat(timespec='seconds')} {note.kind}: {note.message}")
+
+
+def _schedule_table(item: DealStatus) -> Table:
+    table = Table(title="Invoice schedule (every invoice of the term)", title_justify="left")
+    for column in ("#", "date", "period", "total"):
+        table.add_column(column, justify="right" if column in ("#", "total") else "left")
+    for number, invoice in enumerate(item.invoice_schedule, start=1):
+        table.add_row(
+            str(number),
+            str(invoice.date),
+            f"{invoice.period_start} → {invoice.period_end}",
+            format_minor(invoice.total_minor, item.currency),
+        )
+    return table
 
 
 def _invoice_table(invoice: ScheduledInvoice, currency: str) -> Table:

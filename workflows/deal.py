@@ -56,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from qtc.errors import NON_RETRYABLE_ERROR_TYPES
     from qtc.models import Model, PricedQuote
+    from qtc.money import format_minor
     from qtc.operator import STEP_SUMMARIES, blocked, current_details
     from qtc.ports import (
         ACT_CREATE_BILLING_CUSTOMER,
@@ -369,6 +370,7 @@ class DealWorkflow:
         )
         self._status.start_date = self._priced.start_date
         self._status.invoice_preview = self._priced.invoices[0] if self._priced.invoices else None
+        self._status.invoice_schedule = list(self._priced.invoices)
         self._raise_if_lost()
         self._closed_won_started = True
         await self._activity(
@@ -469,7 +471,8 @@ class DealWorkflow:
         self._enter(
             "awaiting_invoice_review",
             note=(
-                f"first invoice {preview.total_minor} {self._priced.currency} on {preview.date}"
+                f"first invoice {format_minor(preview.total_minor, self._priced.currency)} on "
+                f"{preview.date}"
                 if preview
                 else None
             ),
