@@ -4,7 +4,7 @@ scheduled invoice of its term, not only the first; amounts in notes are money, n
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -24,6 +24,7 @@ async def test_a_phase_1_deal_shows_every_invoice_of_its_term_dated_at_the_signa
     # The README's phase-1 example: 36 months billed annually, three invoices.
     example = json.loads((REPO_ROOT / "examples" / "quote-phase1.json").read_text("utf-8"))
     example["opportunity_id"] = new_opportunity_id()
+    example["valid_until"] = (now + timedelta(days=30)).date().isoformat()  # the test server's now
     priced = price_quote(example, load_catalog(REPO_ROOT / "catalog.toml"), now)
     handle = await start_deal(env.client, worker.task_queue, priced, phase=1)
     await sign(handle, now)
