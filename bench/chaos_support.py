@@ -52,7 +52,7 @@ EXAMPLES = REPO_ROOT / "examples"
 EXAMPLE_QUOTES = ("quote-phase3.json", "quote-monthly-stub.json")
 # Seeded opportunities that hold a complete quote in the CRM (sandbox/salesforce/seed.py): the
 # Outbound Message path clones them, because that path prices what Salesforce holds.
-SEED_OPPORTUNITIES = ("006000000000001AAA", "006000000000002AAA", "006000000000005AAA")
+SEED_OPPORTUNITIES = ("006000000000001AAA", "006000000000002AAA", "006000000000006AAA")
 SALES_TOKEN = next(t for t, (_, role) in SANDBOX_TOKENS.items() if role == "sales")
 ORG_ID = "00D000000000001AAA"
 WORKER_START_TIMEOUT_S = 60.0

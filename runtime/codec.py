@@ -107,6 +107,27 @@ class AesGcmCodec(PayloadCodec):
             ) from err
 
 
+class EncryptedPayloadGuard(PayloadCodec):
+    """The codec of a process with encryption off: payloads pass as they are, and an encrypted
+    one (written by a worker with encryption on) is refused with the settings that would read it,
+    instead of the SDK's "Unknown payload encoding binary/encrypted" traceback."""
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            if payload.metadata.get("encoding") == ENCODING:
+                key_id = payload.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", "replace")
+                raise CodecKeyError(
+                    f"this deal's data is encrypted (key {key_id!r}) but payload encryption is "
+                    "off here: set QTC_CODEC_ENABLED=true and QTC_CODEC_KEYS (with "
+                    "QTC_CODEC_ACTIVE_KEY_ID) as the worker has them; the sandbox's own key "
+                    "needs QTC_CODEC_ENABLED=true alone"
+                )
+        return list(payloads)
+
+
 def codec_from_settings(settings: Settings) -> AesGcmCodec:
     """The codec for the configured keys (the sandbox key in the sandbox when none are set).
 
@@ -120,7 +141,7 @@ def codec_from_settings(settings: Settings) -> AesGcmCodec:
 def build_data_converter(settings: Settings) -> DataConverter:
     """The data converter every client and worker uses: pydantic JSON, encrypted when on."""
     if not settings.codec_on:
-        return pydantic_data_converter
+        return dataclasses.replace(pydantic_data_converter, payload_codec=EncryptedPayloadGuard())
     return dataclasses.replace(
         pydantic_data_converter,
         payload_codec=codec_from_settings(settings),

@@ -41,6 +41,7 @@ from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
 from qtc.errors import CatalogError, QuoteRejected, QuoteUnreadable
 from qtc.models import Catalog, PricedQuote, ScheduledInvoice
 from qtc.money import format_minor
+from runtime.codec import CodecKeyError
 from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from runtime.temporal import connect
@@ -140,6 +141,9 @@ def _run(settings: Settings, work: Callable[[Client], Awaitable[T]]) -> T:
         typer.echo(f"qtc: {exc}", err=True)
         raise typer.Exit(EXIT_CONFLICT) from None
     except deals.DealServiceError as exc:
+        typer.echo(f"qtc: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
+    except CodecKeyError as exc:
         typer.echo(f"qtc: {exc}", err=True)
         raise typer.Exit(EXIT_FAILED) from None
 

@@ -2,7 +2,9 @@
 
 Six open opportunities, ``006000000000001AAA`` ... ``006000000000006AAA``, all in
 "Negotiation/Review", each with line items on the catalog's SKUs and every QTC field filled, so a
-deal can be started from any of them. Quote validity runs to 2030-12-31 so the seed never expires.
+deal can be started from any of them. Each is the example quote with the same id (``examples/``):
+customer, currency, terms, signer and lines agree, so starting a deal from the CRM or from the file
+gives the same deal. Quote validity runs to 2030-12-31 so the seed never expires.
 """
 
 from __future__ import annotations
@@ -23,15 +25,18 @@ PRODUCTS: tuple[tuple[str, str, str], ...] = (
     ("ANALYTICS-ADDON", "Analytics Add-on", "Add-ons"),
     ("EXTRA-STORAGE-TB", "Extra Storage (TB)", "Add-ons"),
 )
+# The catalog's list prices (catalog.toml), for the line items' UnitPrice.
 LIST_PRICES: dict[str, dict[str, float]] = {
-    "PLATFORM-PRO": {"USD": 120.0, "EUR": 110.0},
-    "PLATFORM-STARTER": {"USD": 40.0, "EUR": 37.0},
-    "IMPL-SERVICES": {"USD": 5000.0, "EUR": 4600.0},
-    "SUPPORT-PREMIUM": {"USD": 1500.0, "EUR": 1400.0},
-    "ANALYTICS-ADDON": {"USD": 15.0, "EUR": 14.0},
-    "EXTRA-STORAGE-TB": {"USD": 50.0, "EUR": 46.0},
+    "PLATFORM-PRO": {"USD": 120.0, "EUR": 110.0, "GBP": 95.0},
+    "PLATFORM-STARTER": {"USD": 45.0, "EUR": 42.0, "GBP": 36.0},
+    "IMPL-SERVICES": {"USD": 5000.0, "EUR": 4600.0, "GBP": 4000.0},
+    "SUPPORT-PREMIUM": {"USD": 1500.0, "EUR": 1400.0, "GBP": 1200.0},
+    "ANALYTICS-ADDON": {"USD": 25.0, "EUR": 23.0},
+    "EXTRA-STORAGE-TB": {"USD": 40.0, "EUR": 37.0, "GBP": 32.0},
 }
 
+# One account per opportunity, each the legal entity of the example quote with the same
+# opportunity id (examples/): a deal started from the CRM is the deal the example starts.
 ACCOUNTS: tuple[dict[str, Any], ...] = (
     {
         "Name": "Acme Robotics, Inc.",
@@ -46,65 +51,93 @@ ACCOUNTS: tuple[dict[str, Any], ...] = (
         "QTC_Tax_Id__c": "12-3456789",
     },
     {
-        "Name": "Globex GmbH",
+        "Name": "Globex Logistics LLC",
         "Industry": "Logistics",
-        "BillingStreet": "Friedrichstrasse 100",
-        "BillingCity": "Berlin",
-        "BillingState": None,
-        "BillingPostalCode": "10117",
-        "BillingCountryCode": "DE",
-        "QTC_Billing_Email__c": "rechnungen@globex.example",
-        "QTC_Tax_Id_Type__c": "eu_vat",
-        "QTC_Tax_Id__c": "DE123456789",
+        "BillingStreet": "200 Harbor Blvd",
+        "BillingCity": "Long Beach",
+        "BillingState": "CA",
+        "BillingPostalCode": "90802",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "billing@globex.example",
+        "QTC_Tax_Id_Type__c": "us_ein",
+        "QTC_Tax_Id__c": "98-7654321",
     },
     {
-        "Name": "Initech LLC",
+        "Name": "Initech Ltd",
         "Industry": "Software",
-        "BillingStreet": "4120 Freidrich Ln",
-        "BillingCity": "San Jose",
-        "BillingState": "CA",
-        "BillingPostalCode": "95134",
-        "BillingCountryCode": "US",
-        "QTC_Billing_Email__c": "billing@initech.example",
-        "QTC_Tax_Id_Type__c": None,
-        "QTC_Tax_Id__c": None,
+        "BillingStreet": "10 Finsbury Square",
+        "BillingCity": "London",
+        "BillingState": None,
+        "BillingPostalCode": "EC2A 1AF",
+        "BillingCountryCode": "GB",
+        "QTC_Billing_Email__c": "accounts@initech.example",
+        "QTC_Tax_Id_Type__c": "gb_vat",
+        "QTC_Tax_Id__c": "GB123456789",
     },
     {
         "Name": "Umbrella Health Corp.",
         "Industry": "Healthcare",
-        "BillingStreet": "500 Boylston St",
-        "BillingCity": "Boston",
-        "BillingState": "MA",
-        "BillingPostalCode": "02116",
+        "BillingStreet": "500 Raccoon Ave",
+        "BillingCity": "Denver",
+        "BillingState": "CO",
+        "BillingPostalCode": "80202",
         "BillingCountryCode": "US",
-        "QTC_Billing_Email__c": "accounts.payable@umbrella.example",
+        "QTC_Billing_Email__c": "payables@umbrella.example",
         "QTC_Tax_Id_Type__c": "us_ein",
-        "QTC_Tax_Id__c": "98-7654321",
+        "QTC_Tax_Id__c": "45-6789012",
+    },
+    {
+        "Name": "Soylent Foods Co.",
+        "Industry": "Food",
+        "BillingStreet": "1 Green Way",
+        "BillingCity": "Portland",
+        "BillingState": "OR",
+        "BillingPostalCode": "97201",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "ap@soylent.example",
+        "QTC_Tax_Id_Type__c": None,
+        "QTC_Tax_Id__c": None,
+    },
+    {
+        "Name": "Kraftwerk Maschinenbau GmbH",
+        "Industry": "Manufacturing",
+        "BillingStreet": "Industriestrasse 7",
+        "BillingCity": "Stuttgart",
+        "BillingState": None,
+        "BillingPostalCode": "70565",
+        "BillingCountryCode": "DE",
+        "QTC_Billing_Email__c": "rechnung@kraftwerk.example",
+        "QTC_Tax_Id_Type__c": "eu_vat",
+        "QTC_Tax_Id__c": "DE123456789",
     },
 )
+# The signers of the example quotes.
 CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
     (0, "Jane", "Doe", "jane@acme.example", "VP Operations"),
-    (1, "Klaus", "Weber", "k.weber@globex.example", "Geschaeftsfuehrer"),
+    (1, "Hank", "Scorpio", "hank@globex.example", "CEO"),
     (2, "Bill", "Lumbergh", "bill@initech.example", "Division VP"),
-    (3, "Alice", "Marcus", "alice.marcus@umbrella.example", "Chief Information Officer"),
+    (3, "Alice", "Abernathy", "alice@umbrella.example", "Chief Information Officer"),
+    (4, "Robert", "Thorn", "thorn@soylent.example", "Procurement"),
+    (5, "Greta", "Weber", "greta.weber@kraftwerk.example", "Geschaeftsfuehrerin"),
 )
 
 # (account index, name, currency, term, frequency, anchor, payment days, uplift, close date,
-#  quote id, lines as (sku, quantity, discount percent))
+#  quote id, lines as (sku, quantity, discount percent)); the terms and lines of the example quote
+# with the same id. Q-1005 is the rejected example: its unknown SKU has no product here.
 OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
     (0, "Acme Robotics - Platform Pro 3y", "USD", 36, "annual", "start", 30, 7, "2026-03-31",
      "Q-1001", (("PLATFORM-PRO", 50, 10), ("SUPPORT-PREMIUM", 1, 0))),
-    (1, "Globex - Platform Pro 2y", "EUR", 24, "quarterly", "start", 30, 5, "2026-04-30",
-     "Q-1002", (("PLATFORM-PRO", 20, 0), ("IMPL-SERVICES", 1, 0), ("ANALYTICS-ADDON", 20, 5))),
-    (2, "Initech - Starter monthly", "USD", 12, "monthly", "start", 15, 0, "2026-02-28",
-     "Q-1003", (("PLATFORM-STARTER", 10, 0), ("SUPPORT-PREMIUM", 1, 0))),
-    (3, "Umbrella Health - Enterprise rollout", "USD", 36, "annual", "first_of_month", 45, 7,
-     "2026-06-30", "Q-1004",
-     (("PLATFORM-PRO", 200, 25), ("IMPL-SERVICES", 1, 0), ("EXTRA-STORAGE-TB", 5, 0))),
-    (1, "Globex - Storage expansion", "EUR", 12, "annual", "start", 30, 0, "2026-05-31",
-     "Q-1005", (("PLATFORM-PRO", 10, 0), ("EXTRA-STORAGE-TB", 2, 0))),
-    (0, "Acme Robotics - Analytics upsell", "USD", 24, "monthly", "start", 60, 5, "2026-07-31",
-     "Q-1006", (("PLATFORM-PRO", 100, 15), ("ANALYTICS-ADDON", 100, 0), ("SUPPORT-PREMIUM", 1, 0))),
+    (1, "Globex Logistics - Platform Pro 2y", "USD", 24, "quarterly", "start", 45, 5, "2026-04-30",
+     "Q-1002",
+     (("PLATFORM-PRO", 120, 15), ("ANALYTICS-ADDON", 40, 5), ("EXTRA-STORAGE-TB", 10, 0))),
+    (2, "Initech - Platform Pro monthly", "GBP", 12, "monthly", "start", 30, None, "2026-02-28",
+     "Q-1003", (("PLATFORM-PRO", 25, 5), ("SUPPORT-PREMIUM", 1, 0), ("EXTRA-STORAGE-TB", 2, 0))),
+    (3, "Umbrella Health - Enterprise rollout", "USD", 36, "annual", "start", 30, 6,
+     "2026-06-30", "Q-1004", (("PLATFORM-PRO", 400, 28), ("SUPPORT-PREMIUM", 1, 10))),
+    (4, "Soylent Foods - Platform trial", "USD", 18, "annual", "start", 90, 12, "2026-05-31",
+     "Q-1005", (("PLATFORM-PRO", 3, 55), ("PLATFORM-STARTER", 10, 0))),
+    (5, "Kraftwerk - Platform Pro monthly", "EUR", 12, "monthly", "first_of_month", 15, 0,
+     "2026-07-31", "Q-1006", (("PLATFORM-PRO", 30, 12), ("ANALYTICS-ADDON", 10, 0))),
 )  # fmt: skip
 
 

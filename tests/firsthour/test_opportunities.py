@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from qtc import errors
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.models import PricedQuote
+from qtc.models import PricedQuote, Quote
 from runtime.settings import Settings
 from sandbox.runner import RunningEmulators
 from service import deals
@@ -102,3 +102,21 @@ def test_outside_the_sandbox_a_missing_opportunity_is_refused_before_anything_st
     assert refused.value.reason == "not_found"
     assert "006NOSUCHOPP0000AAA" in str(refused.value)
     assert "no contract was sent" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "example", sorted(p.name for p in (REPO_ROOT / "examples").glob("quote-*.json"))
+)
+def test_each_example_quote_is_the_seeded_opportunity_with_its_id(
+    reset_emulators: RunningEmulators, example: str
+) -> None:
+    written = Quote.model_validate_json((REPO_ROOT / "examples" / example).read_bytes())
+    reader = LazyCrmReader(settings_for(reset_emulators))
+    try:
+        seeded = reader.read_quote(written.opportunity_id)
+    finally:
+        reader.close()
+    if example == "quote-rejected.json":
+        # Its unknown SKU has no product in the org; everything else is the example's.
+        seeded = seeded.model_copy(update={"lines": written.lines})
+    assert seeded == written
