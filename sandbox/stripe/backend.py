@@ -213,9 +213,7 @@ class StripeBackend:
             self._expand(out, None, path.split("."), 0, path)
         return out
 
-    def _expand(
-        self, node: Any, cls: type | None, parts: list[str], depth: int, full: str
-    ) -> None:
+    def _expand(self, node: Any, cls: type | None, parts: list[str], depth: int, full: str) -> None:
         """Expand ``parts`` in ``node`` (an object of SDK class ``cls``) as Stripe does: only
         properties its specification marks expandable, ids replaced by their objects, includable
         properties added."""

@@ -180,10 +180,8 @@ def _not_one_of(path: str, choices: tuple[Any, ...]) -> StripeError:
     """Stripe's answer to a value outside a parameter's enum: it lists the values, naming the
     parameter (``Invalid tax_exempt: must be one of exempt, none, or reverse``)."""
     named = [str(c) for c in choices if c != ""] or ['""']
-    if len(named) < 3:
-        listed = " or ".join(named)
-    else:
-        listed = f"{', '.join(named[:-1])}, or {named[-1]}"
+    head, last = ", ".join(named[:-1]), named[-1]
+    listed = last if not head else f"{head} or {last}" if len(named) == 2 else f"{head}, or {last}"
     return invalid_request(f"Invalid {path}: must be one of {listed}", param=path)
 
 
