@@ -197,9 +197,20 @@ class DocuSignEmulator:
         return info
 
     def _envelope(self, request: Request) -> dict[str, Any]:
-        envelope = self.envelopes.get(request.path_params["envelope_id"])
+        envelope_id = request.path_params["envelope_id"]
+        env.check_envelope_id(envelope_id)
+        envelope = self.envelopes.get(envelope_id)
         if envelope is None:
             raise env.envelope_not_found()
+        return envelope
+
+    def _sandbox_envelope(self, request: Request) -> dict[str, Any]:
+        """An envelope for the sandbox's own routes, which answer a plain 404 when it is missing."""
+        envelope = self.envelopes.get(request.path_params["envelope_id"])
+        if envelope is None:
+            raise DocuSignError(
+                404, "ENVELOPE_DOES_NOT_EXIST", "The sandbox holds no envelope with this id."
+            )
         return envelope
 
     # --- OAuth ------------------------------------------------------------------------------
@@ -303,6 +314,8 @@ class DocuSignEmulator:
     async def list_status_changes(self, request: Request) -> Response:
         query = request.query_params
         wanted_ids = {i for i in query.get("envelope_ids", "").split(",") if i}
+        for envelope_id in wanted_ids:
+            env.check_envelope_id(envelope_id)
         if "from_date" not in query and not wanted_ids:
             raise env.invalid_parameter(
                 "Query parameter 'from_date' must be set to a valid DateTime, or 'envelope_ids' "
@@ -317,7 +330,11 @@ class DocuSignEmulator:
             raise env.invalid_parameter(
                 f"Query parameters must be valid DateTimes and integers ({exc})."
             ) from exc
-        statuses = {s.lower() for s in query.get("status", "").split(",") if s} - {"any"}
+        statuses = {s.lower() for s in query.get("status", "").split(",") if s}
+        unknown = sorted(statuses - env.ENVELOPE_STATUSES)
+        if unknown:
+            raise env.invalid_parameter(f"Invalid value specified for status: {unknown[0]}.")
+        statuses -= {"any"}
         custom_field = query.get("custom_field")
         include = set(query.get("include", "").split(","))
 
@@ -358,7 +375,7 @@ class DocuSignEmulator:
             ask = SignRequest.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
             raise env.invalid_body(str(exc.errors()[0]["msg"])) from exc
-        envelope = self._envelope(request)
+        envelope = self._sandbox_envelope(request)
         if envelope["status"] not in {"sent", "delivered"}:
             raise DocuSignError(
                 409,
