@@ -298,8 +298,8 @@ def create_envelope(definition: EnvelopeDefinitionIn, now: datetime) -> dict[str
     template = TEMPLATES.get(definition.template_id)
     if template is None:
         raise DocuSignError(400, "TEMPLATE_ID_INVALID", "Invalid template ID.")
-    for role in definition.template_roles:
-        if role.email and not EMAIL.fullmatch(role.email):
+    for offered in definition.template_roles:
+        if offered.email and not EMAIL.fullmatch(offered.email):
             raise DocuSignError(
                 400,
                 "INVALID_EMAIL_ADDRESS_FOR_RECIPIENT",

@@ -206,6 +206,9 @@ class StripeBackend:
         """A copy of ``obj`` as the API returns it: lines trimmed, ``expand[]`` paths expanded."""
         out = _json_copy(obj)
         if out.get("object") == "invoice":
+            # Kept for the emulator's own look-ups; since API version 2025-03-31 Stripe shows an
+            # invoice's subscription only under ``parent.subscription_details``.
+            out.pop("subscription", None)
             lines = out["lines"]["data"]
             out["lines"]["has_more"] = len(lines) > EMBEDDED_LINES
             out["lines"]["data"] = lines[:EMBEDDED_LINES]

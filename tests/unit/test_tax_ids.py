@@ -12,6 +12,7 @@ from qtc import tax_ids
 from qtc.catalog import load_catalog
 from qtc.cpq import parse_quote, price_quote
 from qtc.errors import QuoteRejected
+from sandbox.salesforce.seed import ACCOUNTS
 from tests.unit.builders import REPO_ROOT, SIGNED, quote_dict
 
 
@@ -136,3 +137,20 @@ def test_every_eu_state_has_a_vat_format_and_example() -> None:
         assert sample is not None, country
         assert tax_ids.check(country, "eu_vat", sample) == [], country
         assert tax_ids.country_of_value("eu_vat", sample) == country
+
+
+@pytest.mark.parametrize(
+    "example", sorted(p.name for p in (REPO_ROOT / "examples").glob("*.json")), ids=str
+)
+def test_every_example_quote_holds_a_tax_id_the_billing_system_accepts(example: str) -> None:
+    try:
+        parse_quote((REPO_ROOT / "examples" / example).read_bytes())
+    except QuoteRejected as rejected:
+        assert not [v for v in rejected.violations if v.pointer.startswith("/account/tax_id")]
+
+
+def test_every_seeded_crm_account_holds_a_tax_id_the_billing_system_accepts() -> None:
+    for account in ACCOUNTS:
+        tax_type, value = account["QTC_Tax_Id_Type__c"], account["QTC_Tax_Id__c"]
+        if tax_type or value:
+            assert tax_ids.check(account["BillingCountryCode"], tax_type, value) == [], account
