@@ -1,7 +1,9 @@
 """The DocuSign emulator's HTTP surface: eSignature REST v2.1, OAuth, and sandbox controls.
 
-REST routes answer like DocuSign, including errors (``{"errorCode", "message"}`` with 400/401/404),
-so the real SDK raises ``ApiException`` with the body a real account would send.
+REST routes answer like DocuSign, including errors (``{"errorCode", "message"}``, 400 for what the
+specification documents as errorDetails, an envelope that does not exist included, and 401 for
+authentication), so the real SDK raises ``ApiException`` with the body a real account would send.
+An envelope id that is not a GUID is ``INVALID_REQUEST_PARAMETER`` before anything is looked up.
 
 OAuth and https. ``ApiClient.request_jwt_user_token`` and ``get_user_info`` always build
 ``https://{oauth_host}/oauth/...``: the SDK cannot be told to use plain HTTP for OAuth. This
