@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 import secrets
 import string
 from collections.abc import Callable, Iterable
@@ -63,6 +64,7 @@ KINDS = (
     "event",
 )
 _INTERVALS = ("day", "week", "month", "year")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MIXED_PLANS = "Currency and interval fields must match across all plans on this subscription."
 _MAX_INTERVAL_DAYS = {"day": 1, "week": 7, "month": 31, "year": 366}
 # Stripe's test-mode payment methods, so card outcomes can be exercised without card data.
@@ -413,6 +415,7 @@ class StripeBackend:
     # --- customers -----------------------------------------------------------------------------
 
     def create_customer(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+        _check_email(p)
         cid = _new_id("cus_", 14)
         prefix = p.get("invoice_prefix") or secrets.token_hex(4).upper()
         cust = shapes.customer(cid, self.now(), p, prefix)
@@ -467,6 +470,7 @@ class StripeBackend:
 
     def update_customer(self, ctx: Ctx, p: dict[str, Any], customer_id: str) -> dict[str, Any]:
         cust = self.get("customer", customer_id)
+        _check_email(p)
         for key in ("email", "name", "phone", "description"):
             if key in p:
                 cust[key] = p[key] or None
@@ -1755,6 +1759,12 @@ class StripeBackend:
 
         items = [e for e in self.objects("event").values() if keep(e)]
         return self.list_response(items, p, "/v1/events", expand)
+
+
+def _check_email(p: dict[str, Any]) -> None:
+    email = p.get("email")
+    if email and not _EMAIL.fullmatch(email):
+        raise parameter_invalid("email", f"Invalid email address: {email}", "email_invalid")
 
 
 def _created_matches(created: int, condition: Any) -> bool:

@@ -157,6 +157,12 @@ PROBES = [
         "Stripe error codes: tax_id_invalid; customer tax IDs: the published format per type",
     ),
     Probe(
+        "stripe: customer email that is no address",
+        lambda c: c.stripe.v1.customers.create(params={"email": "ap at acme"}),
+        Answer(400, "email_invalid", "email"),
+        "Stripe error codes: email_invalid",
+    ),
+    Probe(
         "stripe: schedule for an unknown customer",
         lambda c: _schedule(c, customer="cus_doesnotexist"),
         Answer(400, "resource_missing", "customer"),
