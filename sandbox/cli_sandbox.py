@@ -126,9 +126,10 @@ def up(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where the stack keeps its Temporal database, emulator state and logs "
-            "[default: <QTC_STATE_DIR>/sandbox, i.e. .qtc/sandbox; with --emulators-only "
-            "<QTC_STATE_DIR>/emulators]. The emulators' TLS CA is always under "
+            # No square brackets: the help is rich markup, which would swallow them.
+            help="Where the stack keeps its Temporal database, emulator state and logs. "
+            "Default: <QTC_STATE_DIR>/sandbox, that is .qtc/sandbox (with --emulators-only: "
+            "<QTC_STATE_DIR>/emulators). The emulators' TLS CA is always under "
             "<QTC_STATE_DIR>/emulators/tls, where other qtc commands find it.",
         ),
     ] = None,

@@ -25,3 +25,15 @@ def test_the_result_table_starts_on_its_own_line_off_a_terminal() -> None:
     [title] = [line for line in lines if "Demo deals: final state" in line]
     assert title.strip().startswith("Demo deals: final state"), title
     assert not any("┘" in line and "Demo deals" in line for line in lines)
+
+
+def test_sandbox_up_help_states_where_the_state_goes() -> None:
+    from typer.testing import CliRunner
+
+    from starters.cli import app
+
+    shown = CliRunner().invoke(app, ["sandbox", "up", "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0
+    assert "Default: <QTC_STATE_DIR>/sandbox, that is .qtc/sandbox" in " ".join(
+        shown.output.split()
+    )

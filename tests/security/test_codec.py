@@ -12,7 +12,7 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
-from runtime.codec import AesGcmCodec, CodecKeyError, build_data_converter
+from runtime.codec import AesGcmCodec, CodecKeyError, EncryptedPayloadGuard, build_data_converter
 from runtime.settings import SANDBOX_CODEC_KEY_B64, SANDBOX_CODEC_KEY_ID, Settings
 
 KEY_1 = os.urandom(32)
@@ -146,7 +146,10 @@ def test_production_with_encryption_on_and_no_keys_refuses_to_start() -> None:
 def test_production_may_switch_encryption_off_explicitly() -> None:
     settings = production(codec_keys=None, codec_enabled=False)
 
-    assert build_data_converter(settings) is pydantic_data_converter
+    converter = build_data_converter(settings)
+    # Plain pydantic JSON; the only codec refuses encrypted payloads with the settings to set.
+    assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+    assert isinstance(converter.payload_codec, EncryptedPayloadGuard)
 
 
 def test_the_published_sandbox_key_is_refused_outside_the_sandbox() -> None:
