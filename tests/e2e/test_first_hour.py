@@ -180,6 +180,40 @@ def test_the_readme_walked_through_on_a_sandbox_beside_another_stack(
     assert again.returncode == 4, again.stderr
     assert "phase 1" in again.stderr
 
+    # Finance review as the README writes it (`qtc review approve deal-006... --note "ok" --as
+    # you@company`), after switching the emulator's Connect format with the README's curl.
+    connect = re.search(
+        r"`(curl -X POST http://127\.0\.0\.1:12113/_sandbox/connect [^`]+)`", README
+    )
+    assert connect is not None
+    docusign = f"127.0.0.1:{sandbox.base + PORT_OFFSETS['sandbox_docusign_port']}"
+    switched = subprocess.run(
+        ["bash", "-c", connect.group(1).replace("127.0.0.1:12113", docusign)],
+        capture_output=True,
+        text=True,
+    )
+    assert switched.returncode == 0 and '"xml"' in switched.stdout, switched
+    phase2 = sandbox.qtc("deal", "start", "examples/quote-phase2.json", "--phase", "2")
+    assert phase2.returncode == 0, phase2.stderr
+    sandbox.sign("deal-006000000000002AAA")
+    sandbox.wait_for("deal-006000000000002AAA", "awaiting_invoice_review")
+    listed = sandbox.qtc("review", "list")
+    assert "deal-006000000000002AAA" in listed.stdout, listed
+    approved = sandbox.qtc(
+        "review", "approve", "deal-006000000000002AAA", "--note", "ok", "--as", "you@company"
+    )
+    assert approved.returncode == 0, approved.stderr
+    reviewed = sandbox.wait_for("deal-006000000000002AAA", "completed")
+    assert reviewed["invoice_review"]["reviewer"] == "you@company"
+    history = [entry["stage"] for entry in reviewed["stage_history"]]
+    # The README's state diagram: out of review to billing_account_created, then billing.
+    review_at = history.index("awaiting_invoice_review")
+    assert history[review_at + 1 : review_at + 3] == [
+        "billing_account_created",
+        "subscription_created",
+    ]
+    assert "awaiting_invoice_review --> billing_account_created: approve_invoice" in README
+
     # The Closed-Won starter reaches the Salesforce emulator (its CA is where the CLI looks).
     from_crm = sandbox.qtc("deal", "start-from-crm", "006000000000004AAA", "--phase", "1")
     assert from_crm.returncode == 0, from_crm.stderr
