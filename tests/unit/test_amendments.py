@@ -485,4 +485,4 @@ def test_the_original_may_be_a_deal_status_document(original: PricedQuote) -> No
 
 def test_violation_codes_include_the_amendment_codes() -> None:
     for code in ("amendment_outside_term", "amendment_field_not_allowed", "original_not_billed"):
-        Violation(pointer="", code=code, message="x")  # type: ignore[arg-type]
+        Violation.model_validate({"pointer": "", "code": code, "message": "x"})
