@@ -157,3 +157,12 @@ class DealStatus(Model):
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
     notes: list[DealNote] = Field(default_factory=list)
+    # The first invoice as the billing system issued it: what the customer owes (tax included),
+    # the tax it computed (prices are net of tax) and the amount before tax. None before it is
+    # sent, and the tax figures None where no tax was reported.
+    invoice_total_minor: int | None = None
+    invoice_tax_minor: int | None = None
+    invoice_total_excluding_tax_minor: int | None = None
+    # The priced quote re-dated to the signature: what was signed, and what an amendment is
+    # priced against. None before the signature (and in statuses recorded before it was kept).
+    priced_quote: PricedQuote | None = None

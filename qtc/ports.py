@@ -115,7 +115,8 @@ class SubscriptionCreated(Model):
 class SendInvoiceInput(Model):
     deal_id: str
     customer_id: str
-    subscription_id: str
+    # None for a services order (one-time lines only): it has no subscription.
+    subscription_id: str | None = None
     priced: PricedQuote
 
 
@@ -123,8 +124,15 @@ class InvoiceSent(Model):
     invoice_id: str
     number: str | None = None
     invoice_url: str | None = renamed_from("hosted_invoice_url")
+    # What the customer owes, tax included when the billing system computed tax.
     total_minor: int
     status: str
+    # Tax the billing system added (prices are net of tax), the amount before it, and why it
+    # applied (``standard_rated``, ``reverse_charge``, ``not_collecting``...). None in results
+    # recorded before tax was reported.
+    tax_minor: int | None = None
+    total_excluding_tax_minor: int | None = None
+    tax_reasons: list[str] | None = None
 
 
 class ProvisionInput(Model):

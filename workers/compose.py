@@ -44,7 +44,7 @@ def _docusign(settings: Settings, closing: contextlib.ExitStack) -> ports.ESigna
 
 
 def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
-    return StripeBilling(build_stripe_client(settings))
+    return StripeBilling(build_stripe_client(settings), tax=settings.tax == "on")
 
 
 CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {

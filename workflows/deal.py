@@ -335,6 +335,7 @@ class DealWorkflow:
         )
         self._status.start_date = self._priced.start_date
         self._status.invoice_preview = self._priced.invoices[0] if self._priced.invoices else None
+        self._status.priced_quote = self._priced
         self._raise_if_lost()
         self._closed_won_started = True
         await self._activity(
@@ -367,33 +368,37 @@ class DealWorkflow:
             return
         await self._wait_for_start_date()
 
-        subscription = await self._activity(
-            ACT_CREATE_SUBSCRIPTION,
-            CreateSubscriptionInput(
-                deal_id=self._deal_id, customer_id=customer.customer_id, priced=self._priced
-            ),
-            SubscriptionCreated,
-        )
-        self._status.billing_subscription_id = subscription.subscription_id
-        self._status.billing_schedule_id = subscription.schedule_id
-        self._status.billing_invoice_id = subscription.invoice_id
-        self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
+        subscription_id: str | None = None
+        # A services order (one-time lines only) has no subscription: its one invoice is made
+        # and sent by the invoice step. Quotes without a recurring line were refused before
+        # services orders existed, so no recorded history takes this branch differently.
+        if not _is_services_order(self._priced):
+            subscription = await self._activity(
+                ACT_CREATE_SUBSCRIPTION,
+                CreateSubscriptionInput(
+                    deal_id=self._deal_id, customer_id=customer.customer_id, priced=self._priced
+                ),
+                SubscriptionCreated,
+            )
+            subscription_id = subscription.subscription_id
+            self._status.billing_subscription_id = subscription.subscription_id
+            self._status.billing_schedule_id = subscription.schedule_id
+            self._status.billing_invoice_id = subscription.invoice_id
+            self._enter(
+                "subscription_created", note=f"subscription {subscription.subscription_id}"
+            )
 
         invoice = await self._activity(
             ACT_SEND_FIRST_INVOICE,
             SendInvoiceInput(
                 deal_id=self._deal_id,
                 customer_id=customer.customer_id,
-                subscription_id=subscription.subscription_id,
+                subscription_id=subscription_id,
                 priced=self._priced,
             ),
             InvoiceSent,
         )
-        self._status.invoice_sent_at = workflow.now()
-        self._status.billing_invoice_id = invoice.invoice_id
-        self._status.invoice_number = invoice.number
-        self._status.billing_invoice_url = invoice.invoice_url
-        self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
+        self._record_invoice(invoice)
 
         provisioned = await self._activity(
             ACT_PROVISION_PRODUCT,
@@ -411,13 +416,28 @@ class DealWorkflow:
                 deal_id=self._deal_id,
                 opportunity_id=self._priced.opportunity_id,
                 billing_customer_id=customer.customer_id,
-                billing_subscription_id=subscription.subscription_id,
+                billing_subscription_id=subscription_id,
                 billing_invoice_id=invoice.invoice_id,
                 billing_invoice_url=invoice.invoice_url,
             ),
             None,
         )
         self._enter("completed", note=f"phase {self._input.phase}: billing ids written to CRM")
+
+    def _record_invoice(self, invoice: InvoiceSent) -> None:
+        self._status.invoice_sent_at = workflow.now()
+        self._status.billing_invoice_id = invoice.invoice_id
+        self._status.invoice_number = invoice.number
+        self._status.billing_invoice_url = invoice.invoice_url
+        self._status.invoice_total_minor = invoice.total_minor
+        self._status.invoice_tax_minor = invoice.tax_minor
+        self._status.invoice_total_excluding_tax_minor = invoice.total_excluding_tax_minor
+        tax = f", tax {invoice.tax_minor}" if invoice.tax_minor else ""
+        self._enter(
+            "invoice_sent",
+            note=f"invoice {invoice.number or invoice.invoice_id}: total "
+            f"{invoice.total_minor} {self._priced.currency}{tax}",
+        )
 
     async def _get_invoice_reviewed(self) -> bool:
         preview = self._status.invoice_preview
@@ -702,6 +722,10 @@ class DealWorkflow:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _is_services_order(priced: PricedQuote) -> bool:
+    return not any(line.kind == "recurring" for line in priced.lines)
 
 
 def _by(what: str, who: str, note: str | None) -> str:

@@ -152,6 +152,16 @@ def _expanded_first_invoice(schedule: stripe.SubscriptionSchedule) -> stripe.Inv
     return latest if latest.billing_reason == "subscription_create" else None
 
 
+def _tax_figures(invoice: stripe.Invoice) -> dict[str, Any]:
+    """The invoice's tax and its amount before tax, as Stripe computed them."""
+    taxes = invoice.total_taxes or []
+    return {
+        "tax_minor": sum(t.amount for t in taxes if t.tax_behavior == "exclusive"),
+        "total_excluding_tax_minor": invoice.total_excluding_tax,
+        "tax_reasons": sorted({str(t.taxability_reason) for t in taxes}),
+    }
+
+
 # Stripe keeps an idempotency key for at least 24 hours; 4 hours are left for clocks that differ.
 KEYS_COVER_S = 20 * 3600
 
@@ -175,8 +185,17 @@ MANUAL_SEND_CHECK_AFTER_S = 50 * 60
 class StripeBilling:
     """Stripe activities of the deal workflow; the worker builds one with its Stripe client."""
 
-    def __init__(self, client: stripe.StripeClient, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        clock: Callable[[], float] = time.time,
+        *,
+        tax: bool = False,
+    ) -> None:
         self._stripe = client.v1
+        # QTC_TAX=on: Stripe Tax computes tax on every invoice; prices stay net of tax, and the
+        # invoice is reconciled on its amount excluding tax.
+        self._tax = tax
         # Stripe's time as far as this worker can tell; tests pass the emulator's moved clock.
         self._clock = clock
         # Products are shared by every deal and never removed once priced, so one look-up per
@@ -245,7 +264,7 @@ class StripeBilling:
         """
         deal_id, priced = input.deal_id, input.priced
         with stripe_failures():
-            params = plan.schedule_params(deal_id, input.customer_id, priced)
+            params = plan.schedule_params(deal_id, input.customer_id, priced, tax=self._tax)
             self._ensure_products(deal_id, priced)
             invoice_id: str | None = None
             if plan.has_stub(priced):
@@ -355,7 +374,7 @@ class StripeBilling:
         invoice = self._find_stub_invoice(customer_id, deal_id)
         if invoice is None:
             invoice = self._stripe.invoices.create(
-                params=plan.stub_invoice_params(deal_id, customer_id, priced),
+                params=plan.stub_invoice_params(deal_id, customer_id, priced, tax=self._tax),
                 options={"idempotency_key": f"qtc:{deal_id}:first-invoice"},
             )
         if invoice.status != "draft":
@@ -367,7 +386,7 @@ class StripeBilling:
             ).auto_paging_iter()
         }
         for index, item in enumerate(
-            plan.stub_invoice_items(deal_id, customer_id, invoice.id, priced)
+            plan.stub_invoice_items(deal_id, customer_id, invoice.id, priced, tax=self._tax)
         ):
             if str(index) not in present:
                 self._stripe.invoice_items.create(
@@ -452,10 +471,16 @@ class StripeBilling:
                 invoice_url=invoice.hosted_invoice_url,
                 total_minor=invoice.total,
                 status=str(invoice.status),
+                **_tax_figures(invoice),
             )
 
     def _first_invoice(self, input: SendInvoiceInput) -> stripe.Invoice:
         priced = input.priced
+        if plan.is_services_order(priced):
+            # No subscription: the one-off invoice is made here, found again on a retry.
+            self._ensure_products(input.deal_id, priced)
+            invoice_id = self._ensure_stub_invoice(input.deal_id, input.customer_id, priced)
+            return self._stripe.invoices.retrieve(invoice_id)
         if plan.has_stub(priced):
             stub = self._find_stub_invoice(input.customer_id, input.deal_id)
             if stub is None:
@@ -467,7 +492,7 @@ class StripeBilling:
                 )
             return stub
         subscription_id: str | None = input.subscription_id
-        if input.subscription_id.startswith("sub_sched_"):
+        if input.subscription_id and input.subscription_id.startswith("sub_sched_"):
             schedule = self._stripe.subscription_schedules.retrieve(input.subscription_id)
             subscription_id = _id(schedule.subscription)
         invoice = self._subscription_first_invoice(subscription_id) if subscription_id else None
@@ -526,8 +551,11 @@ class StripeBilling:
             )
             for line in self._invoice_lines(invoice)
         ]
+        total = invoice.total
+        if self._tax and invoice.total_excluding_tax is not None:
+            total = invoice.total_excluding_tax
         mismatch = plan.reconcile(
-            invoice.id, priced.invoices[0], priced.currency, actual, invoice.total, invoice.currency
+            invoice.id, priced.invoices[0], priced.currency, actual, total, invoice.currency
         )
         if mismatch is not None:
             log.warning("stripe invoice mismatch", **mismatch.model_dump(mode="json"))

@@ -23,7 +23,7 @@ from typing import Any
 import stripe
 
 from sandbox.common import StateStore
-from sandbox.stripe import search, shapes
+from sandbox.stripe import search, shapes, tax
 from sandbox.stripe.billing import line_amount, period_containing, prorate, shift
 from sandbox.stripe.errors import (
     card_declined,
@@ -410,6 +410,7 @@ class StripeBackend:
         tid = _new_id("txi_")
         country = _TAX_ID_COUNTRY.get(type_) or (value[:2].upper() if type_ == "eu_vat" else None)
         obj = shapes.tax_id(tid, self.now(), cust["id"], type_, value, country)
+        obj["verification"]["status"] = tax.verification_status(type_, value)
         self.objects("tax_id")[tid] = obj
         self._emit(ctx, "customer.tax_id.created", obj)
         return obj
@@ -704,6 +705,9 @@ class StripeBackend:
             proration_behavior=p.get("proration_behavior", "create_prorations"),
             payment_behavior=p.get("payment_behavior", "allow_incomplete"),
             schedule_id=None,
+            automatic_tax=self._automatic_tax(
+                cust, p.get("automatic_tax"), "automatic_tax[enabled]"
+            ),
         )
 
     def _collection(
@@ -738,6 +742,7 @@ class StripeBackend:
         proration_behavior: str,
         payment_behavior: str,
         schedule_id: str | None,
+        automatic_tax: bool = False,
     ) -> dict[str, Any]:
         pm = cust["invoice_settings"]["default_payment_method"]
         if (
@@ -775,6 +780,12 @@ class StripeBackend:
             schedule_id=schedule_id,
             status="active",
         )
+        if automatic_tax:
+            sub["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
         self.objects("subscription")[sub_id] = sub
         cust["currency"] = cust["currency"] or sub["currency"]
         inv = self._new_invoice(
@@ -992,6 +1003,12 @@ class StripeBackend:
                 )
             )
             phase_start = phase_end
+        automatic_tax = self._automatic_tax(
+            cust, defaults.get("automatic_tax"), "default_settings[automatic_tax][enabled]"
+        ) or any(
+            self._automatic_tax(cust, ph.get("automatic_tax"), f"phases[{i}][automatic_tax]")
+            for i, ph in enumerate(phases_in)
+        )
         sched = shapes.schedule(
             _new_id("sub_sched_"),
             now,
@@ -1003,6 +1020,12 @@ class StripeBackend:
             metadata=_metadata({}, p.get("metadata")),
             phases=phases,
         )
+        if automatic_tax:
+            sched["default_settings"]["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
         self.objects("subscription_schedule")[sched["id"]] = sched
         self._emit(ctx, "subscription_schedule.created", sched)
         if start <= now:
@@ -1074,6 +1097,7 @@ class StripeBackend:
             proration_behavior=first["proration_behavior"],
             payment_behavior="allow_incomplete",
             schedule_id=sched["id"],
+            automatic_tax=sched["default_settings"]["automatic_tax"]["enabled"],
         )
         sched["subscription"] = sub["id"]
         self._emit(ctx, "subscription_schedule.updated", sched)
@@ -1231,6 +1255,8 @@ class StripeBackend:
             metadata=metadata or {},
             description=description,
         )
+        if sub is not None and sub["automatic_tax"]["enabled"]:
+            inv["automatic_tax"]["enabled"] = True
         self.objects("invoice")[inv_id] = inv
         return inv
 
@@ -1276,14 +1302,39 @@ class StripeBackend:
 
     def _recompute(self, inv: dict[str, Any]) -> None:
         subtotal = sum(line["amount"] for line in inv["lines"]["data"])
+        added = included = 0
+        if inv["automatic_tax"]["enabled"]:
+            cust = self.objects("customer")[inv["customer"]]
+            added, included = tax.apply(
+                inv, cust, self.customer_tax_ids(cust["id"]), self._line_tax_behavior
+            )
+        total = subtotal + added
         inv.update(
             subtotal=subtotal,
-            subtotal_excluding_tax=subtotal,
-            total=subtotal,
-            total_excluding_tax=subtotal,
-            amount_due=subtotal,
-            amount_remaining=subtotal - inv["amount_paid"],
+            subtotal_excluding_tax=subtotal - included,
+            total=total,
+            total_excluding_tax=subtotal - included,
+            amount_due=total,
+            amount_remaining=total - inv["amount_paid"],
         )
+
+    def _line_tax_behavior(self, line: dict[str, Any]) -> str:
+        details = (line.get("pricing") or {}).get("price_details") or {}
+        price = self.objects("price").get(details.get("price") or "")
+        return str(price["tax_behavior"]) if price is not None else "unspecified"
+
+    def _automatic_tax(self, cust: dict[str, Any], setting: Any, param: str) -> bool:
+        """Whether ``automatic_tax[enabled]`` was asked for; Stripe refuses it for a customer
+        whose location it cannot determine."""
+        enabled = bool((setting or {}).get("enabled"))
+        if enabled and not tax.has_location(cust):
+            raise invalid_request(
+                "The customer's location isn't recognized. Set a valid customer address in "
+                "order to automatically calculate tax.",
+                param=param,
+                code="customer_tax_location_invalid",
+            )
+        return enabled
 
     def create_invoice(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
         if not p.get("customer"):
@@ -1322,6 +1373,10 @@ class StripeBackend:
         )
         if sub is not None:
             inv["subscription"] = sub["id"]
+        if "automatic_tax" in p:
+            inv["automatic_tax"]["enabled"] = self._automatic_tax(
+                cust, p["automatic_tax"], "automatic_tax[enabled]"
+            )
         if "due_date" in p:
             inv["due_date"] = p["due_date"]
         if p.get("pending_invoice_items_behavior") == "include":
