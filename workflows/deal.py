@@ -384,9 +384,7 @@ class DealWorkflow:
             self._status.billing_subscription_id = subscription.subscription_id
             self._status.billing_schedule_id = subscription.schedule_id
             self._status.billing_invoice_id = subscription.invoice_id
-            self._enter(
-                "subscription_created", note=f"subscription {subscription.subscription_id}"
-            )
+            self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
 
         invoice = await self._activity(
             ACT_SEND_FIRST_INVOICE,
