@@ -480,6 +480,17 @@ def _print_status(item: DealStatus) -> None:
     console.print(history)
     if item.invoice_preview is not None:
         console.print(_invoice_table(item.invoice_preview, item.currency))
+    if item.invoice_total_minor is not None:
+        net = item.invoice_total_excluding_tax_minor
+        console.print(
+            f"Invoice as issued: total {format_minor(item.invoice_total_minor, item.currency)}"
+            + (
+                f" (excluding tax {format_minor(net, item.currency)}, tax "
+                f"{format_minor(item.invoice_tax_minor or 0, item.currency)})"
+                if net is not None
+                else ""
+            )
+        )
     if item.last_error is not None:
         error = item.last_error
         console.print(
