@@ -478,6 +478,33 @@ def amended_contract(original: PricedQuote, amendment: PricedAmendment) -> Price
     )
 
 
+def amendment_deal_quote(original: PricedQuote, amendment: PricedAmendment) -> PricedQuote:
+    """The priced quote an amendment deal carries: the contract after the amendment (its lines,
+    MRR and ARR), under the amendment's own quote, opportunity, signer, validity, approvals and
+    payment terms; its invoices are the amendment invoice, then the later ones.
+
+    What the contract shows and what the status previews is the amendment; what the product
+    backend is told is the whole contract after it.
+    """
+    return amended_contract(original, amendment).model_copy(
+        update={
+            "status": amendment.status,
+            "quote_id": amendment.quote_id,
+            "opportunity_id": amendment.opportunity_id,
+            "signed_at": amendment.signed_at,
+            "start_date": amendment.effective_date,
+            "payment_terms_days": amendment.payment_terms_days,
+            "valid_until": amendment.valid_until,
+            "signer": amendment.signer,
+            "invoices": amendment.invoices,
+            "tcv_minor": amendment.tcv_delta_minor,
+            "first_invoice_total_minor": amendment.first_invoice_total_minor,
+            "adjustments": amendment.adjustments,
+            "approvals_needed": amendment.approvals_needed,
+        }
+    )
+
+
 def amendment_to_json(priced: PricedAmendment) -> dict[str, Any]:
     """The public JSON of a priced amendment: integer minor units, decimals as strings, no nulls."""
     return priced.model_dump(mode="json", exclude_none=True)

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from qtc.amendments import PricedAmendment
 from qtc.models import FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
 
 Phase = Literal[1, 2, 3]
@@ -59,7 +60,24 @@ def deal_id_for(opportunity_id: str) -> str:
 # --- workflow input, signals, query ----------------------------------------------------------
 
 
+class AmendmentTerms(Model):
+    """What an amendment deal carries about the deal it amends, read when it was started."""
+
+    original_deal_id: str
+    # The original's priced quote as signed: its terms and periods govern the amendment.
+    original: PricedQuote
+    # The amendment as priced when its deal started; re-dated to its own signature.
+    amendment: PricedAmendment
+    # The original's billing records: the amendment bills the same customer and changes the
+    # same subscription, never a second one.
+    billing_customer_id: str
+    billing_subscription_id: str | None = None
+    billing_schedule_id: str | None = None
+
+
 class DealInput(Model):
+    # For an amendment deal: ``qtc.amendments.amendment_deal_quote`` of the original and the
+    # amendment (the contract after it, under the amendment's quote and opportunity).
     priced: PricedQuote
     phase: Phase = 3
     started_by: str | None = None
@@ -71,6 +89,8 @@ class DealInput(Model):
     # The CRM the opportunity lives in (``salesforce``, ``hubspot``), as the starter's settings
     # say; shown in the status. None for deals started before it was recorded.
     crm: str | None = None
+    # Set for an amendment deal: it bills the original's customer and subscription.
+    amends: AmendmentTerms | None = None
 
 
 class QuoteDecision(Model):
@@ -166,3 +186,6 @@ class DealStatus(Model):
     # The priced quote re-dated to the signature: what was signed, and what an amendment is
     # priced against. None before the signature (and in statuses recorded before it was kept).
     priced_quote: PricedQuote | None = None
+    # An amendment deal: the deal it amends, and the amendment as priced at its signature.
+    amends: str | None = None
+    priced_amendment: PricedAmendment | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol
 
+from qtc.amendments import PricedAmendment
 from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
 
 # Search attributes: the names are defined here once; ``runtime.search_attributes`` turns them into
@@ -39,6 +40,8 @@ ACT_CREATE_BILLING_CUSTOMER = "create_billing_customer"
 ACT_CREATE_SUBSCRIPTION = "create_subscription"
 ACT_SEND_FIRST_INVOICE = "send_first_invoice"
 ACT_PROVISION_PRODUCT = "provision_product"
+ACT_AMEND_SUBSCRIPTION = "amend_subscription"
+ACT_SEND_AMENDMENT_INVOICE = "send_amendment_invoice"
 
 
 class ReadOpportunityInput(Model):
@@ -135,6 +138,33 @@ class InvoiceSent(Model):
     tax_reasons: list[str] | None = None
 
 
+class AmendSubscriptionInput(Model):
+    deal_id: str  # the amendment deal
+    original_deal_id: str
+    customer_id: str
+    subscription_id: str | None = None
+    schedule_id: str | None = None
+    # The original as signed, and the amendment as priced at its signature.
+    original: PricedQuote
+    amendment: PricedAmendment
+
+
+class SubscriptionAmended(Model):
+    subscription_id: str | None = None
+    schedule_id: str | None = None
+    # The first day the new quantities are billed (the end of the current period); None when
+    # the amendment adds no recurring line and the subscription is left as it was.
+    changed_from: date | None = None
+
+
+class SendAmendmentInvoiceInput(Model):
+    deal_id: str  # the amendment deal
+    original_deal_id: str
+    customer_id: str
+    # ``qtc.amendments.amendment_deal_quote``: ``invoices[0]`` is the amendment invoice.
+    priced: PricedQuote
+
+
 class ProvisionInput(Model):
     deal_id: str
     tenant_id: str
@@ -190,6 +220,16 @@ class Billing(Protocol):
     def create_subscription(self, input: CreateSubscriptionInput) -> SubscriptionCreated: ...
 
     def send_first_invoice(self, input: SendInvoiceInput) -> InvoiceSent: ...
+
+    def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
+        """Change the original's subscription from the end of the current period on to the
+        quantities after the amendment (idempotent: the change is absolute, not a delta)."""
+        ...
+
+    def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:
+        """Issue, reconcile and send the amendment invoice (proration and one-time lines) to
+        the original's customer, once."""
+        ...
 
 
 class ProductBackend(Protocol):

@@ -91,6 +91,8 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
         billing.create_billing_customer,
         billing.create_subscription,
         billing.send_first_invoice,
+        billing.amend_subscription,
+        billing.send_amendment_invoice,
         backend.provision_product,
     ]
 

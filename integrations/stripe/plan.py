@@ -260,17 +260,87 @@ def schedule_params(
     }
 
 
+def amended_phases(
+    original_deal_id: str,
+    amendment_deal_id: str,
+    original: PricedQuote,
+    after: PricedQuote,
+    changed_from: date,
+    first_start: date,
+    *,
+    tax: bool = False,
+) -> list[dict[str, Any]]:
+    """The schedule's phases from ``first_start`` (the current phase's start, or the term start
+    when the schedule has not started) on, for ``subscription_schedules.update``: each contract
+    year at the original's quantities before ``changed_from`` and at the quantities after the
+    amendment from it, the year that holds ``changed_from`` split there. Prices stay each year's.
+    """
+    years = contract_years(original)
+    before = schedule_phases(original_deal_id, original, tax=tax)
+    later = schedule_phases(original_deal_id, after, tax=tax)
+    phases: list[dict[str, Any]] = []
+
+    def add(start: date, end: date, source: SubscriptionScheduleCreateParamsPhase, k: int) -> None:
+        if end <= first_start:
+            return
+        phase: dict[str, Any] = {
+            "items": source["items"],
+            "end_date": utc_midnight(end),
+            "proration_behavior": "none",
+            "metadata": {META_DEAL_ID: original_deal_id, "contract_year": str(k + 1)},
+        }
+        if source is later[k]:
+            phase["metadata"]["amended_by"] = amendment_deal_id
+        if not phases:
+            phase["start_date"] = utc_midnight(max(start, first_start))
+        phases.append(phase)
+
+    for k, (year_start, year_end) in enumerate(years):
+        if year_end <= changed_from:
+            add(year_start, year_end, before[k], k)
+        elif year_start >= changed_from:
+            add(year_start, year_end, later[k], k)
+        else:
+            add(year_start, changed_from, before[k], k)
+            add(changed_from, year_end, later[k], k)
+    return phases
+
+
+def phase_quantities(phase: Any) -> dict[str, int]:
+    """SKU -> quantity of a schedule phase as Stripe returns it (items tagged with their SKU)."""
+    result: dict[str, int] = {}
+    for item in phase.items:
+        sku = (item.metadata or {}).get(META_SKU)
+        if sku is not None:
+            result[sku] = result.get(sku, 0) + int(item.quantity or 0)
+    return result
+
+
+def recurring_quantities(priced: PricedQuote) -> dict[str, int]:
+    return {line.sku: line.quantity for line in priced.lines if line.kind == "recurring"}
+
+
 def stub_invoice_params(
-    deal_id: str, customer_id: str, priced: PricedQuote, *, tax: bool = False
+    deal_id: str,
+    customer_id: str,
+    priced: PricedQuote,
+    *,
+    tax: bool = False,
+    amendment_of: str | None = None,
 ) -> InvoiceCreateParams:
-    """The separate first invoice of a deal with a stub period, or of a services order (one-time
-    lines only), filled by ``stub_invoice_items``."""
+    """The separate first invoice of a deal with a stub period, of a services order (one-time
+    lines only) or of an amendment (of the deal ``amendment_of``), filled by
+    ``stub_invoice_items``."""
     first = priced.invoices[0]
-    description = (
-        f"Stub period {first.period_start} to {first.period_end}"
-        if has_stub(priced)
-        else f"Services order {priced.quote_id}"
-    )
+    if amendment_of is not None:
+        description = (
+            f"Amendment {priced.quote_id} to {amendment_of}: "
+            f"{first.period_start} to {first.period_end}"
+        )
+    elif has_stub(priced):
+        description = f"Stub period {first.period_start} to {first.period_end}"
+    else:
+        description = f"Services order {priced.quote_id}"
     params: InvoiceCreateParams = {
         "customer": customer_id,
         "currency": priced.currency,

@@ -965,7 +965,46 @@ class StripeBackend:
         default_method = defaults.get("collection_method")
         if default_method:
             self._collection(default_method, default_days, "default_settings[invoice_settings][")
-        phases = []
+        phases = self._build_phases(ctx, phases_in, start, default_method, default_days)
+        automatic_tax = self._automatic_tax(
+            cust, defaults.get("automatic_tax"), "default_settings[automatic_tax][enabled]"
+        ) or any(
+            self._automatic_tax(cust, ph.get("automatic_tax"), f"phases[{i}][automatic_tax]")
+            for i, ph in enumerate(phases_in)
+        )
+        sched = shapes.schedule(
+            _new_id("sub_sched_"),
+            now,
+            customer_id=cust["id"],
+            default_settings=shapes.schedule_default_settings(
+                default_method, default_days, defaults.get("billing_cycle_anchor", "automatic")
+            ),
+            end_behavior=p.get("end_behavior", "release"),
+            metadata=_metadata({}, p.get("metadata")),
+            phases=phases,
+        )
+        if automatic_tax:
+            sched["default_settings"]["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
+        self.objects("subscription_schedule")[sched["id"]] = sched
+        self._emit(ctx, "subscription_schedule.created", sched)
+        if start <= now:
+            self._start_schedule(sched, ctx)
+        return sched
+
+    def _build_phases(
+        self,
+        ctx: Ctx,
+        phases_in: list[dict[str, Any]],
+        start: int,
+        default_method: str | None,
+        default_days: int | None,
+    ) -> list[dict[str, Any]]:
+        """Phases as given, each starting where the previous one ends, validated as Stripe does."""
+        phases: list[dict[str, Any]] = []
         phase_start = start
         for i, ph in enumerate(phases_in):
             path = f"phases[{i}]"
@@ -1003,34 +1042,7 @@ class StripeBackend:
                 )
             )
             phase_start = phase_end
-        automatic_tax = self._automatic_tax(
-            cust, defaults.get("automatic_tax"), "default_settings[automatic_tax][enabled]"
-        ) or any(
-            self._automatic_tax(cust, ph.get("automatic_tax"), f"phases[{i}][automatic_tax]")
-            for i, ph in enumerate(phases_in)
-        )
-        sched = shapes.schedule(
-            _new_id("sub_sched_"),
-            now,
-            customer_id=cust["id"],
-            default_settings=shapes.schedule_default_settings(
-                default_method, default_days, defaults.get("billing_cycle_anchor", "automatic")
-            ),
-            end_behavior=p.get("end_behavior", "release"),
-            metadata=_metadata({}, p.get("metadata")),
-            phases=phases,
-        )
-        if automatic_tax:
-            sched["default_settings"]["automatic_tax"] = {
-                "enabled": True,
-                "liability": {"type": "self", "account": None},
-                "disabled_reason": None,
-            }
-        self.objects("subscription_schedule")[sched["id"]] = sched
-        self._emit(ctx, "subscription_schedule.created", sched)
-        if start <= now:
-            self._start_schedule(sched, ctx)
-        return sched
+        return phases
 
     def _phase_end(
         self, ph: dict[str, Any], path: str, start: int, recurring: dict[str, Any], *, last: bool
@@ -1164,17 +1176,69 @@ class StripeBackend:
             raise invalid_request(
                 f"You cannot update a subscription schedule that is {sched['status']}.", param="id"
             )
-        if "phases" in p or "default_settings" in p:
+        if "default_settings" in p:
             raise invalid_request(
-                "The sandbox does not emulate changing phases or default_settings of an existing "
+                "The sandbox does not emulate changing default_settings of an existing "
                 "schedule; release it and create a new one.",
-                param="phases" if "phases" in p else "default_settings",
+                param="default_settings",
             )
+        if "phases" in p:
+            self._replace_phases(ctx, sched, p["phases"] or [])
         sched["metadata"] = _metadata(sched["metadata"], p.get("metadata"))
         if "end_behavior" in p:
             sched["end_behavior"] = p["end_behavior"]
         self._emit(ctx, "subscription_schedule.updated", sched)
         return sched
+
+    def _replace_phases(
+        self, ctx: Ctx, sched: dict[str, Any], phases_in: list[dict[str, Any]]
+    ) -> None:
+        """``phases`` on update: the current phase (if the schedule has started) and every later
+        one, replacing what was there; past phases are kept. As on Stripe, the first phase given
+        must start when the current phase did, and items of the current phase take effect at
+        once, without proration here (the callers in this project pass ``none``)."""
+        if not phases_in:
+            raise parameter_missing("phases")
+        if len(phases_in) > MAX_PHASES:
+            raise parameter_invalid(
+                "phases", f"A subscription schedule can have at most {MAX_PHASES} phases."
+            )
+        given = phases_in[0].get("start_date")
+        if given is None:
+            raise parameter_missing("phases[0][start_date]")
+        now = self.now()
+        start = now if given == "now" else int(given)
+        current = sched["current_phase"]
+        if sched["status"] == "active" and current and start != current["start_date"]:
+            raise invalid_request(
+                "You can not modify the start date of the current phase.",
+                param="phases[0][start_date]",
+            )
+        defaults = sched["default_settings"]
+        phases = self._build_phases(
+            ctx,
+            phases_in,
+            start,
+            defaults["collection_method"],
+            defaults["invoice_settings"]["days_until_due"],
+        )
+        sched["phases"] = [ph for ph in sched["phases"] if ph["end_date"] <= start] + phases
+        if sched["status"] == "active" and current:
+            sub = self.objects("subscription")[sched["subscription"]]
+            first = phases[0]
+            current["end_date"] = first["end_date"]
+            period_item = sub["items"]["data"][0]
+            period = (period_item["current_period_start"], period_item["current_period_end"])
+            sub["items"]["data"] = [
+                shapes.subscription_item(
+                    _new_id("si_", 14), now, sub["id"], price, qty, meta, period
+                )
+                for price, qty, meta in self._phase_items(first)
+            ]
+            self._emit(ctx, "customer.subscription.updated", sub)
+        elif sched["status"] == "not_started" and start <= now:
+            self._start_schedule(sched, ctx)
+        self.invalidate_tick()
 
     def release_schedule(self, ctx: Ctx, sched_id: str) -> dict[str, Any]:
         sched = self.get("subscription_schedule", sched_id)
