@@ -310,7 +310,8 @@ def phase_quantities(phase: Any) -> dict[str, int]:
     """SKU -> quantity of a schedule phase as Stripe returns it (items tagged with their SKU)."""
     result: dict[str, int] = {}
     for item in phase.items:
-        sku = (item.metadata or {}).get(META_SKU)
+        metadata = (item.metadata or {}).to_dict() if item.metadata else {}
+        sku = metadata.get(META_SKU)
         if sku is not None:
             result[sku] = result.get(sku, 0) + int(item.quantity or 0)
     return result
