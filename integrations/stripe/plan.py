@@ -310,7 +310,7 @@ def phase_quantities(phase: Any) -> dict[str, int]:
     """SKU -> quantity of a schedule phase as Stripe returns it (items tagged with their SKU)."""
     result: dict[str, int] = {}
     for item in phase.items:
-        metadata = (item.metadata or {}).to_dict() if item.metadata else {}
+        metadata: dict[str, str] = item.metadata.to_dict() if item.metadata else {}
         sku = metadata.get(META_SKU)
         if sku is not None:
             result[sku] = result.get(sku, 0) + int(item.quantity or 0)
