@@ -33,7 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
 from qtc import ports
-from qtc.deal import DealInput, DealStatus, Phase, SignatureCompleted, Stage
+from qtc.deal import AmendmentTerms, DealInput, DealStatus, Phase, SignatureCompleted, Stage
 from qtc.models import Model, PricedQuote
 from runtime.search_attributes import ARR_KEY, CUSTOMER_KEY, MINOR_PER_MAJOR, PHASE_KEY, STAGE_KEY
 from runtime.settings import Settings
@@ -188,6 +188,7 @@ async def start_deal(
     *,
     phase: Phase,
     started_by: str,
+    amends: AmendmentTerms | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -203,6 +204,7 @@ async def start_deal(
         priced: The priced quote; it travels in the workflow input.
         phase: Rollout phase (1, 2 or 3).
         started_by: Who asked (a person or a webhook name), recorded on the deal.
+        amends: For an amendment deal (``service.amendments``): the deal it amends.
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -229,6 +231,7 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    amends=amends,
                 ),
                 id=deal_id,
                 task_queue=settings.temporal_task_queue,

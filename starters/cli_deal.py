@@ -33,6 +33,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
 from qtc import ports
+from qtc.amendments import PricedAmendment, amendment_to_json
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, violations_to_json
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
@@ -43,6 +44,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from runtime.temporal import connect
 from service import deals
+from service.amendments import start_amendment
 
 EXIT_FAILED = 1
 EXIT_REJECTED = 2
@@ -239,6 +241,59 @@ def start(
         ),
     )
     _print_started(result, priced, json_output)
+
+
+@app.command("amend")
+def amend(
+    original: Annotated[str, typer.Argument(help="The deal amended (deal-<opportunity id>).")],
+    file: Annotated[Path, typer.Argument(help="Amendment JSON file (docs/architecture.md).")],
+    phase: PhaseOption = 3,
+    json_output: JsonOption = False,
+    catalog: CatalogOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Price the amendment FILE against the billed deal ORIGINAL and start its deal: its own
+    contract and signature, then the same billing customer, the subscription changed from the
+    next period and the amendment invoice sent at once."""
+    settings = get_settings()
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_QUOTE_BYTES + 1)
+    except OSError as exc:
+        _exit(f"cannot read {file}: {exc.strerror or exc}")
+    products = _load_catalog(catalog, settings)
+    target = _deal_id(original)
+
+    async def work(client: Client) -> tuple[deals.StartResult, PricedAmendment] | QuoteRejected:
+        try:
+            return await start_amendment(
+                client,
+                settings,
+                target,
+                raw,
+                products,
+                phase=cast(Phase, phase),
+                started_by=_actor(actor),
+            )
+        except QuoteRejected as exc:
+            return exc
+
+    outcome = _run(settings, work)
+    if isinstance(outcome, QuoteRejected):
+        _reject(outcome, json_output)
+    result, priced = outcome
+    if json_output:
+        _echo_json(
+            {**result.model_dump(mode="json"), "priced_amendment": amendment_to_json(priced)}
+        )
+        return
+    verb = "started" if result.created else "already running (joined)"
+    typer.echo(
+        f"{result.deal_id} {verb}: amends {target}, amendment invoice "
+        f"{format_minor(priced.first_invoice_total_minor, priced.currency)} if signed today"
+    )
+    if priced.status == "needs_approval":
+        typer.echo("the amendment needs deal-desk approval before the contract is sent")
 
 
 @app.command("start-from-crm")
