@@ -25,13 +25,23 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.deal import QUERY_STATUS, DealInput, DealStatus, Phase, SignatureCompleted, Stage
+from qtc.deal import (
+    QUERY_STATUS,
+    AmendmentTerms,
+    DealInput,
+    DealStatus,
+    Phase,
+    SignatureCompleted,
+    Stage,
+)
 from qtc.models import Account, Address, PricedLine, PricedQuote, Signer, TaxId
 from qtc.ports import (
+    ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_MARK_CLOSED_WON,
     ACT_PROVISION_PRODUCT,
+    ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
     ACT_VOID_CONTRACT,
@@ -40,6 +50,7 @@ from qtc.ports import (
     SA_CUSTOMER,
     SA_PHASE,
     SA_STAGE,
+    AmendSubscriptionInput,
     BillingCustomer,
     ContractSent,
     ContractVoided,
@@ -49,8 +60,10 @@ from qtc.ports import (
     MarkClosedWonInput,
     Provisioned,
     ProvisionInput,
+    SendAmendmentInvoiceInput,
     SendContractInput,
     SendInvoiceInput,
+    SubscriptionAmended,
     SubscriptionCreated,
     VoidContractInput,
     WriteBackInput,
@@ -238,6 +251,25 @@ class FakeVendors:
             status="open",
         )
 
+    @activity.defn(name=ACT_AMEND_SUBSCRIPTION)
+    async def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
+        self._attempt(ACT_AMEND_SUBSCRIPTION, input)
+        return SubscriptionAmended(
+            subscription_id=input.subscription_id,
+            schedule_id=input.schedule_id,
+            changed_from=input.amendment.current_period.end,
+        )
+
+    @activity.defn(name=ACT_SEND_AMENDMENT_INVOICE)
+    async def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:
+        self._attempt(ACT_SEND_AMENDMENT_INVOICE, input)
+        return InvoiceSent(
+            invoice_id=f"in_{input.deal_id}",
+            number="ACME-0002",
+            total_minor=input.priced.first_invoice_total_minor,
+            status="open",
+        )
+
     @activity.defn(name=ACT_PROVISION_PRODUCT)
     async def provision_product(self, input: ProvisionInput) -> Provisioned:
         self._attempt(ACT_PROVISION_PRODUCT, input)
@@ -256,6 +288,8 @@ class FakeVendors:
             self.create_billing_customer,
             self.create_subscription,
             self.send_first_invoice,
+            self.amend_subscription,
+            self.send_amendment_invoice,
             self.provision_product,
             self.write_back_billing_ids,
             *LOCAL_ACTIVITIES,
@@ -277,12 +311,14 @@ async def start_deal(
     review_reminder_hours: int | None = None,
     start_signal: str | None = None,
     start_signal_arg: Any = None,
+    amends: AmendmentTerms | None = None,
 ) -> WorkflowHandle[DealWorkflow, DealStatus]:
     deal_input = DealInput(
         priced=priced,
         phase=phase,
         started_by="sam.sales@sandbox.example",
         review_reminder_hours=review_reminder_hours,
+        amends=amends,
     )
     workflow_id = workflow_id_for(priced.opportunity_id)
     if start_signal is None:
