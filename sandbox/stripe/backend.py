@@ -1650,6 +1650,12 @@ class StripeBackend:
                     "No upcoming invoices for a canceled subscription.",
                     code="invoice_upcoming_none",
                 )
+            # The next period bills what the schedule's next phase holds, if it starts by then.
+            owner = self.objects("subscription_schedule").get(sub["schedule"] or "")
+            period_end = sub["items"]["data"][0]["current_period_end"]
+            current = owner["current_phase"] if owner is not None else None
+            if owner is not None and current and current["end_date"] <= period_end:
+                self._advance_phase(owner, sub, ctx)
             self._renew(sub, ctx)
             return self.objects("invoice")[sub["latest_invoice"]]
         details = p.get("subscription_details") or {}
