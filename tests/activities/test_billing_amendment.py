@@ -159,7 +159,10 @@ def test_ten_more_seats_mid_period_bill_a_proration_now_and_the_new_quantity_nex
     assert invoice.total == deal_quote.invoices[0].total_minor == 10 * 5400
     [line] = invoice.lines.data
     assert (line.quantity, line.amount) == (10, 54000)
-    # The next period is billed in advance on 15 March with 60 seats.
+    # Stripe's preview of the upcoming invoice already shows the new quantity...
+    upcoming = client.v1.invoices.create_preview(params={"subscription": billed.subscription_id})
+    assert [(li.quantity, li.amount) for li in upcoming.lines.data] == [(60, 60 * 10800)]
+    # ...and the next period is billed in advance on 15 March with 60 seats.
     billed.clock.to(datetime(2027, 3, 15, 1, 0, tzinfo=UTC))
     latest = client.v1.invoices.list(params={"subscription": billed.subscription_id}).data[0]
     assert latest.period_start == int(datetime(2027, 2, 15, tzinfo=UTC).timestamp())
