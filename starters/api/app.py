@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,9 +18,10 @@ from qtc.catalog import load_catalog
 from qtc.ports import CrmReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
-from runtime.temporal import connect
+from runtime.temporal import connect, metrics_runtime
 from starters import codec_api
-from starters.api import routes_deals, routes_quotes, routes_webhooks
+from starters.api import metrics, routes_deals, routes_quotes, routes_webhooks
+from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
 from workers.compose import LazyCrmReader
@@ -50,6 +52,9 @@ class AccessLogMiddleware:
         try:
             await self.app(scope, receive, record)
         finally:
+            # The route's template, not the raw path: one series per endpoint, not per deal id.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            REQUESTS.labels(scope["method"], route, str(status)).inc()
             access_log.info(
                 "http_request",
                 method=scope["method"],
@@ -76,8 +81,12 @@ def create_app(
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
     """
 
+    # The SDK's client metrics, served by its runtime on a loopback port of this process and
+    # appended to /metrics; the port is picked free now, the exporter starts with the connection.
+    sdk_metrics_port = _free_loopback_port()
+
     async def default_factory() -> Any:
-        return await connect(settings)
+        return await connect(settings, runtime=metrics_runtime(f"127.0.0.1:{sdk_metrics_port}"))
 
     app = FastAPI(
         title="Quote-to-Cash API",
@@ -96,7 +105,11 @@ def create_app(
         ),
         crm=crm or LazyCrmReader(settings),
     )
+    app.state.sdk_metrics_url = (
+        f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None
+    )
     install_problem_handlers(app, settings)
+    app.include_router(metrics.router)
     app.include_router(routes_quotes.router)
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
@@ -138,3 +151,10 @@ def _too_large(settings: Settings) -> Callable[[], Response]:
         ).response()
 
     return respond
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
