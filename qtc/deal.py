@@ -94,6 +94,9 @@ class DealInput(Model):
     crm: str | None = None
     # Set for an amendment deal: it bills the original's customer and subscription.
     amends: AmendmentTerms | None = None
+    # QTC_TAX=on when the deal started: the invoice a finance reviewer sees comes with the tax
+    # the billing system would add.
+    tax: bool = False
     # Run every step as a regular activity, never local (``QTC_DEAL_STEPS=remote``): more work
     # for the Temporal server per deal, every attempt visible in the Web UI from the first.
     remote_steps: bool = False
@@ -230,6 +233,10 @@ class DealStatus(Model):
     invoice_total_minor: int | None = None
     invoice_tax_minor: int | None = None
     invoice_total_excluding_tax_minor: int | None = None
+    # With tax on, the tax and total the billing system would charge for ``invoice_preview``,
+    # asked before a finance review. None otherwise.
+    invoice_preview_tax_minor: int | None = None
+    invoice_preview_total_minor: int | None = None
     # The priced quote re-dated to the signature: what was signed, and what an amendment is
     # priced against. None before the signature (and in statuses recorded before it was kept).
     priced_quote: PricedQuote | None = None

@@ -18,6 +18,8 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol
 
+from pydantic import Field
+
 from qtc.amendments import PricedAmendment
 from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
 
@@ -47,6 +49,7 @@ ACT_SEND_FIRST_INVOICE = "send_first_invoice"
 ACT_PROVISION_PRODUCT = "provision_product"
 ACT_AMEND_SUBSCRIPTION = "amend_subscription"
 ACT_SEND_AMENDMENT_INVOICE = "send_amendment_invoice"
+ACT_PREVIEW_INVOICE_TAX = "preview_invoice_tax"
 
 
 class ReadOpportunityInput(Model):
@@ -173,6 +176,22 @@ class SendAmendmentInvoiceInput(Model):
     priced: PricedQuote
 
 
+class PreviewTaxInput(Model):
+    deal_id: str
+    customer_id: str
+    # ``priced.invoices[0]`` is the invoice (net of tax) about to be reviewed.
+    priced: PricedQuote
+
+
+class TaxPreview(Model):
+    """What the billing system would charge for the invoice: its tax and total."""
+
+    tax_minor: int
+    total_excluding_tax_minor: int
+    total_minor: int
+    tax_reasons: list[str] = Field(default_factory=list)
+
+
 class ProvisionInput(Model):
     deal_id: str
     tenant_id: str
@@ -232,6 +251,11 @@ class Billing(Protocol):
     def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
         """Change the original's subscription from the end of the current period on to the
         quantities after the amendment (idempotent: the change is absolute, not a delta)."""
+        ...
+
+    def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        """The tax the billing system would add to the invoice (nothing is created); asked only
+        when tax is on, for the invoice a finance reviewer is about to approve."""
         ...
 
     def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:

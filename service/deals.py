@@ -271,6 +271,7 @@ async def start_deal(
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
                     amends=amends,
+                    tax=settings.tax == "on",
                     remote_steps=settings.deal_steps == "remote",
                 ),
                 id=deal_id,

@@ -595,6 +595,12 @@ def _print_status(item: DealStatus) -> None:
     console.print(history)
     if item.invoice_preview is not None:
         console.print(_invoice_table(item.invoice_preview, item.currency))
+    if item.invoice_preview_total_minor is not None:
+        console.print(
+            f"Under review, with tax: total "
+            f"{format_minor(item.invoice_preview_total_minor, item.currency)} (tax "
+            f"{format_minor(item.invoice_preview_tax_minor or 0, item.currency)})"
+        )
     if item.invoice_total_minor is not None:
         net = item.invoice_total_excluding_tax_minor
         console.print(

@@ -93,6 +93,7 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
         billing.send_first_invoice,
         billing.amend_subscription,
         billing.send_amendment_invoice,
+        billing.preview_invoice_tax,
         backend.provision_product,
     ]
 

@@ -64,6 +64,7 @@ with workflow.unsafe.imports_passed_through():
         ACT_CREATE_BILLING_CUSTOMER,
         ACT_CREATE_SUBSCRIPTION,
         ACT_MARK_CLOSED_WON,
+        ACT_PREVIEW_INVOICE_TAX,
         ACT_PROVISION_PRODUCT,
         ACT_SEND_AMENDMENT_INVOICE,
         ACT_SEND_CONTRACT,
@@ -78,6 +79,7 @@ with workflow.unsafe.imports_passed_through():
         CreateSubscriptionInput,
         InvoiceSent,
         MarkClosedWonInput,
+        PreviewTaxInput,
         Provisioned,
         ProvisionInput,
         SendAmendmentInvoiceInput,
@@ -85,6 +87,7 @@ with workflow.unsafe.imports_passed_through():
         SendInvoiceInput,
         SubscriptionAmended,
         SubscriptionCreated,
+        TaxPreview,
         VoidContractInput,
         WriteBackInput,
     )
@@ -125,6 +128,7 @@ _START_TO_CLOSE: dict[str, timedelta] = {
     ACT_PROVISION_PRODUCT: timedelta(seconds=30),
     ACT_AMEND_SUBSCRIPTION: timedelta(seconds=30),
     ACT_SEND_AMENDMENT_INVOICE: timedelta(seconds=30),
+    ACT_PREVIEW_INVOICE_TAX: timedelta(seconds=30),
 }
 # The worker heartbeats every activity while its process lives (workers/heartbeat.py): a crashed
 # worker's step is retried after this, not after its whole start-to-close timeout.
@@ -623,6 +627,18 @@ class DealWorkflow:
 
     async def _get_invoice_reviewed(self) -> bool:
         preview = self._status.invoice_preview
+        customer_id = self._status.billing_customer_id
+        # Deals started with tax on (none before tax existed) show the reviewer the tax too.
+        if self._input.tax and preview is not None and customer_id is not None:
+            taxed = await self._activity(
+                ACT_PREVIEW_INVOICE_TAX,
+                PreviewTaxInput(
+                    deal_id=self._deal_id, customer_id=customer_id, priced=self._priced
+                ),
+                TaxPreview,
+            )
+            self._status.invoice_preview_tax_minor = taxed.tax_minor
+            self._status.invoice_preview_total_minor = taxed.total_minor
         self._enter(
             "awaiting_invoice_review",
             note=(

@@ -33,6 +33,7 @@ from qtc.ports import (
     ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
+    ACT_PREVIEW_INVOICE_TAX,
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_FIRST_INVOICE,
     AmendSubscriptionInput,
@@ -40,10 +41,12 @@ from qtc.ports import (
     CreateCustomerInput,
     CreateSubscriptionInput,
     InvoiceSent,
+    PreviewTaxInput,
     SendAmendmentInvoiceInput,
     SendInvoiceInput,
     SubscriptionAmended,
     SubscriptionCreated,
+    TaxPreview,
 )
 from runtime.vendor_errors import non_retryable, retry_after_from_headers, retryable
 
@@ -754,3 +757,47 @@ class StripeBilling:
             )
             invoice = self._stripe.invoices.retrieve(invoice_id)
             return self._reconcile_and_send(input.deal_id, invoice, input.priced)
+
+    # --- tax -------------------------------------------------------------------------------
+
+    @activity.defn(name=ACT_PREVIEW_INVOICE_TAX)
+    def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        """Stripe Tax's answer for the invoice under review, from an invoice preview: nothing is
+        created, so asking twice is harmless."""
+        invoice = input.priced.invoices[0]
+        currency = input.priced.currency
+        net = invoice.total_minor
+        if not self._tax or not invoice.lines:
+            return TaxPreview(tax_minor=0, total_excluding_tax_minor=net, total_minor=net)
+        with stripe_failures():
+            self._ensure_products(input.deal_id, input.priced)
+            items = [
+                {
+                    "price_data": {
+                        "currency": currency,
+                        "product": plan.product_id_for(line.sku),
+                        "unit_amount": line.unit_amount_minor,
+                        "tax_behavior": "exclusive",
+                    },
+                    "quantity": line.quantity,
+                }
+                for line in invoice.lines
+            ]
+            preview = self._stripe.invoices.create_preview(
+                params=cast(
+                    Any,
+                    {
+                        "customer": input.customer_id,
+                        "currency": currency,
+                        "automatic_tax": {"enabled": True},
+                        "invoice_items": items,
+                    },
+                )
+            )
+            figures = _tax_figures(preview)
+            return TaxPreview(
+                tax_minor=figures["tax_minor"],
+                total_excluding_tax_minor=preview.total_excluding_tax or net,
+                total_minor=preview.total,
+                tax_reasons=figures["tax_reasons"],
+            )

@@ -1658,6 +1658,8 @@ class StripeBackend:
                 self._advance_phase(owner, sub, ctx)
             self._renew(sub, ctx)
             return self.objects("invoice")[sub["latest_invoice"]]
+        if p.get("invoice_items") and not p.get("subscription_details"):
+            return self._preview_one_off(ctx, p)
         details = p.get("subscription_details") or {}
         if not p.get("customer"):
             raise parameter_missing("customer")
@@ -1682,6 +1684,45 @@ class StripeBackend:
             schedule_id=None,
         )
         return self.objects("invoice")[sub["latest_invoice"]]
+
+    def _preview_one_off(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+        """A preview of a one-off invoice of ``invoice_items`` for the customer, taxed when
+        ``automatic_tax[enabled]`` is asked for (the caller keeps nothing of it)."""
+        if not p.get("customer"):
+            raise parameter_missing("customer")
+        cust = self.get("customer", p["customer"], "customer")
+        adds = self._resolve_add_invoice_items(ctx, p["invoice_items"], "invoice_items")
+        now = self.now()
+        inv = self._new_invoice(
+            ctx,
+            cust,
+            None,
+            billing_reason="manual",
+            period=(now, now),
+            collection_method="send_invoice",
+            days_until_due=0,
+            auto_advance=False,
+            currency=p.get("currency") or adds[0][0]["currency"],
+        )
+        for price, quantity, metadata in adds:
+            self._new_invoice_item(
+                ctx,
+                cust,
+                price=price,
+                quantity=quantity,
+                amount=None,
+                currency=price["currency"],
+                description=None,
+                metadata=metadata,
+                period=(now, now),
+                subscription_id=None,
+                invoice=inv,
+            )
+        inv["automatic_tax"]["enabled"] = self._automatic_tax(
+            cust, p.get("automatic_tax"), "automatic_tax[enabled]"
+        )
+        self._recompute(inv)
+        return inv
 
     # --- invoice items -------------------------------------------------------------------------
 

@@ -16,7 +16,13 @@ from integrations.stripe.activities import StripeBilling
 from integrations.stripe.client import build_stripe_client
 from qtc.deal import deal_id_for
 from qtc.models import PricedQuote
-from qtc.ports import CreateCustomerInput, CreateSubscriptionInput, InvoiceSent, SendInvoiceInput
+from qtc.ports import (
+    CreateCustomerInput,
+    CreateSubscriptionInput,
+    InvoiceSent,
+    PreviewTaxInput,
+    SendInvoiceInput,
+)
 from runtime.settings import Settings
 from sandbox.stripe.testing import serve_stripe_emulator
 from tests.activities.billing_deals import days_ago, priced, stub_deal
@@ -154,3 +160,22 @@ def test_a_services_order_is_one_invoice_and_no_subscription(
     ]
     assert client.v1.subscriptions.list(params={"customer": customer}).data == []
     assert client.v1.subscription_schedules.list(params={"customer": customer}).data == []
+
+
+def test_the_reviewer_is_shown_the_tax_stripe_would_add_before_anything_is_billed(
+    taxed: StripeBilling, client: stripe.StripeClient
+) -> None:
+    quote = fresh(priced(days_ago(0), account=account("GB")))
+    env = ActivityEnvironment()
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer = env.run(
+        taxed.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote)
+    )
+    preview = env.run(
+        taxed.preview_invoice_tax,
+        PreviewTaxInput(deal_id=deal_id, customer_id=customer.customer_id, priced=quote),
+    )
+    net = quote.first_invoice_total_minor
+    assert (preview.total_excluding_tax_minor, preview.tax_minor) == (net, net // 5)
+    assert preview.total_minor == net + net // 5
+    assert client.v1.invoices.list(params={"customer": customer.customer_id}).data == []

@@ -40,6 +40,7 @@ from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_MARK_CLOSED_WON,
+    ACT_PREVIEW_INVOICE_TAX,
     ACT_PROVISION_PRODUCT,
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
@@ -54,6 +55,7 @@ from qtc.ports import (
     CreateSubscriptionInput,
     InvoiceSent,
     MarkClosedWonInput,
+    PreviewTaxInput,
     Provisioned,
     ProvisionInput,
     SendAmendmentInvoiceInput,
@@ -61,6 +63,7 @@ from qtc.ports import (
     SendInvoiceInput,
     SubscriptionAmended,
     SubscriptionCreated,
+    TaxPreview,
     VoidContractInput,
     WriteBackInput,
 )
@@ -265,6 +268,14 @@ class FakeVendors:
             status="open",
         )
 
+    @activity.defn(name=ACT_PREVIEW_INVOICE_TAX)
+    async def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        self._attempt(ACT_PREVIEW_INVOICE_TAX, input)
+        net = input.priced.invoices[0].total_minor
+        return TaxPreview(
+            tax_minor=net // 5, total_excluding_tax_minor=net, total_minor=net + net // 5
+        )
+
     @activity.defn(name=ACT_PROVISION_PRODUCT)
     async def provision_product(self, input: ProvisionInput) -> Provisioned:
         self._attempt(ACT_PROVISION_PRODUCT, input)
@@ -285,6 +296,7 @@ class FakeVendors:
             self.send_first_invoice,
             self.amend_subscription,
             self.send_amendment_invoice,
+            self.preview_invoice_tax,
             self.provision_product,
             self.write_back_billing_ids,
             *LOCAL_ACTIVITIES,

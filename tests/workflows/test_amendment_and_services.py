@@ -11,12 +11,19 @@ from temporalio.worker import Worker
 
 from qtc.amendments import amendment_deal_quote, price_amendment
 from qtc.catalog import load_catalog
-from qtc.deal import SIGNAL_SIGNATURE_COMPLETED, AmendmentTerms, DealStatus, deal_id_for
+from qtc.deal import (
+    SIGNAL_SIGNATURE_COMPLETED,
+    AmendmentTerms,
+    DealInput,
+    DealStatus,
+    deal_id_for,
+)
 from qtc.models import PricedLine
 from qtc.ports import (
     ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_MARK_CLOSED_WON,
+    ACT_PREVIEW_INVOICE_TAX,
     ACT_PROVISION_PRODUCT,
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
@@ -33,6 +40,7 @@ from tests.workflows.support import (
     start_deal,
     wait_for_stage,
 )
+from workflows.deal import DealWorkflow
 
 CATALOG = load_catalog(REPO_ROOT / "catalog.toml")
 
@@ -166,3 +174,29 @@ async def test_a_services_order_is_invoiced_without_a_subscription(
     assert "subscription_created" not in [entry.stage for entry in status.stage_history]
     assert status.billing_subscription_id is None
     assert status.invoice_total_minor == 1000000
+
+
+async def test_with_tax_on_the_finance_reviewer_sees_the_tax_billing_would_add(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors
+) -> None:
+    now = await env.get_current_time()
+    quote = priced_quote(opportunity_id=new_opportunity_id(), priced_at=now, valid_until=now.date())
+    deal_input = DealInput(priced=quote, phase=2, started_by="sam", tax=True)
+    handle = await env.client.start_workflow(
+        DealWorkflow.run,
+        deal_input,
+        id=deal_id_for(quote.opportunity_id),
+        task_queue=worker.task_queue,
+    )
+    status = await wait_for_stage(handle, "awaiting_signature")
+    assert status.envelope_id is not None
+    await handle.signal(SIGNAL_SIGNATURE_COMPLETED, signature(status.envelope_id, now))
+    review = await wait_for_stage(handle, "awaiting_invoice_review")
+    assert review.invoice_preview is not None
+    net = review.invoice_preview.total_minor
+    assert (review.invoice_preview_tax_minor, review.invoice_preview_total_minor) == (
+        net // 5,
+        net + net // 5,
+    )
+    [asked] = fakes.inputs(ACT_PREVIEW_INVOICE_TAX)
+    assert asked.customer_id == review.billing_customer_id
