@@ -319,6 +319,7 @@ async def start_deal(
     start_signal: str | None = None,
     start_signal_arg: Any = None,
     amends: AmendmentTerms | None = None,
+    tax: bool = False,
 ) -> WorkflowHandle[DealWorkflow, DealStatus]:
     deal_input = DealInput(
         priced=priced,
@@ -326,6 +327,7 @@ async def start_deal(
         started_by="sam.sales@sandbox.example",
         review_reminder_hours=review_reminder_hours,
         amends=amends,
+        tax=tax,
     )
     workflow_id = workflow_id_for(priced.opportunity_id)
     if start_signal is None:
