@@ -9,6 +9,7 @@ from temporalio.service import TLSConfig
 
 from runtime.codec import build_data_converter
 from runtime.settings import Settings
+from runtime.tracing import tracing_interceptors
 
 
 def metrics_runtime(bind_address: str) -> Runtime:
@@ -21,7 +22,7 @@ def metrics_runtime(bind_address: str) -> Runtime:
     )
 
 
-def _tls(settings: Settings, api_key: str | None) -> bool | TLSConfig:
+def tls_for(settings: Settings, api_key: str | None) -> bool | TLSConfig:
     """TLS for the frontend: mTLS with a client certificate (self-hosted or Temporal Cloud's
     certificate auth), plain TLS with an API key or ``QTC_TEMPORAL_TLS``, else none."""
     cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
@@ -55,10 +56,15 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         config = ClientConfigProfile.load(
             profile=settings.temporal_profile
         ).to_client_connect_config()
-        return await Client.connect(**config, data_converter=converter, runtime=runtime)
+        return await Client.connect(
+            **config,
+            data_converter=converter,
+            runtime=runtime,
+            interceptors=tracing_interceptors(),
+        )
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     try:
-        tls = _tls(settings, api_key)
+        tls = tls_for(settings, api_key)
     except OSError as exc:
         raise ValueError(f"cannot read a Temporal TLS file: {exc}") from exc
     return await Client.connect(
@@ -68,4 +74,5 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         tls=tls,
         data_converter=converter,
         runtime=runtime,
+        interceptors=tracing_interceptors(),
     )

@@ -35,6 +35,7 @@ from temporalio.worker import Worker
 from runtime.search_attributes import SEARCH_ATTRIBUTES
 from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
+from runtime.tracing import configure_tracing
 from workers.compose import build_activities
 from workers.heartbeat import LivenessHeartbeats
 from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow
@@ -123,6 +124,7 @@ async def run_worker(
         WorkerStartError: Temporal cannot be reached, or refused the worker (a namespace that
             does not exist, a server gone for good).
     """
+    configure_tracing("qtc-worker")
     if client is None:
         runtime = None
         if settings.worker_metrics_port is not None:

@@ -11,22 +11,26 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qtc.catalog import load_catalog
-from qtc.ports import CrmReader
+from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
+from runtime.tracing import configure_tracing
 from starters import codec_api
 from starters.api import metrics, routes_deals, routes_quotes, routes_webhooks
 from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
-from workers.compose import LazyCrmReader
+from workers.compose import LazyContractReader, LazyCrmReader
 
 access_log = structlog.get_logger("qtc.api.access")
+tracer = trace.get_tracer("qtc.api")
 
 
 class AccessLogMiddleware:
@@ -49,38 +53,50 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            # The route's template, not the raw path: one series per endpoint, not per deal id.
-            route = getattr(scope.get("route"), "path", "unmatched")
-            REQUESTS.labels(scope["method"], route, str(status)).inc()
-            access_log.info(
-                "http_request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+        # The request's span is the root of a deal's trace: the Temporal client's tracing
+        # interceptor continues it into the workflow and every activity.
+        with tracer.start_as_current_span(
+            f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(scope, receive, record)
+            finally:
+                # The route's template, not the raw path: one series per endpoint, not per deal.
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.response.status_code", status)
+                REQUESTS.labels(scope["method"], route, str(status)).inc()
+                access_log.info(
+                    "http_request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
 
 
 def create_app(
     settings: Settings,
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
+    contracts: ContractReader | None = None,
 ) -> FastAPI:
     """Build the API.
 
     Args:
         settings: The process settings (tokens, secrets, catalog path, Temporal address).
         client_factory: Connects to Temporal; called on first use (default: ``connect(settings)``).
-        opportunity_reader: Reads an opportunity as a ``Quote`` (blocking; default: Salesforce
-            through ``integrations.salesforce.activities``).
+        crm: Reads an opportunity as a ``Quote`` (blocking; default: the CRM ``QTC_CRM`` names,
+            built on first use); when it also reads stages, Outbound Messages without
+            ``StageName`` are decided with it.
+        contracts: Reads a contract by its id (blocking; default: the e-signature service
+            ``QTC_ESIGN`` names, built on first use).
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
     """
 
+    configure_tracing("qtc-api")
     # The SDK's client metrics, served by its runtime on a loopback port of this process and
     # appended to /metrics; the port is picked free now, the exporter starts with the connection.
     sdk_metrics_port = _free_loopback_port()
@@ -97,13 +113,16 @@ def create_app(
             "`application/problem+json`."
         ),
     )
+    crm = crm or LazyCrmReader(settings)
     app.state.qtc = ApiState(
         settings=settings,
         catalog=load_catalog(settings.catalog),
         temporal=TemporalGateway(
             client_factory or default_factory, timedelta(seconds=settings.api_temporal_timeout_s)
         ),
-        crm=crm or LazyCrmReader(settings),
+        crm=crm,
+        contracts=contracts or LazyContractReader(settings),
+        opportunity_stages=crm if isinstance(crm, OpportunityStageReader) else None,
     )
     app.state.sdk_metrics_url = (
         f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None
