@@ -91,7 +91,7 @@ def test_every_seeded_opportunity_is_open_with_line_items_on_catalog_skus(sf: Sa
         "FROM Opportunity ORDER BY Id"
     )
 
-    assert [r["Id"] for r in result["records"]] == [f"00600000000000{n}AAA" for n in range(1, 7)]
+    assert [r["Id"] for r in result["records"]] == [f"00600000000000{n}AAA" for n in range(1, 10)]
     assert {r["StageName"] for r in result["records"]} == {"Negotiation/Review"}
     codes = {
         li["Product2"]["ProductCode"]
