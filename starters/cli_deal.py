@@ -512,6 +512,11 @@ def review_list(json_output: JsonOption = False) -> None:
         )
         if item.invoice_preview is not None:
             console.print(_invoice_table(item.invoice_preview, item.currency))
+        if item.invoice_preview_total_minor is not None:
+            console.print(
+                f"with tax: {format_minor(item.invoice_preview_total_minor, item.currency)} "
+                f"(tax {format_minor(item.invoice_preview_tax_minor or 0, item.currency)})"
+            )
 
 
 def _review_row(item: DealStatus) -> dict[str, Any]:
@@ -526,6 +531,9 @@ def _review_row(item: DealStatus) -> dict[str, Any]:
         "invoice_preview": (
             item.invoice_preview.model_dump(mode="json") if item.invoice_preview else None
         ),
+        "invoice_preview_tax_minor": item.invoice_preview_tax_minor,
+        "invoice_preview_total_minor": item.invoice_preview_total_minor,
+        "amends": item.amends,
     }
 
 

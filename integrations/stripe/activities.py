@@ -659,6 +659,8 @@ class StripeBilling:
         )
         if not any(line.kind == "recurring" for line in amendment.lines):
             return unchanged
+        if amendment.current_period.end >= input.original.term_end:
+            return unchanged  # signed in the last period: no later period to bill differently
         after = amended_contract(input.original, amendment)
         changed_from = amendment.current_period.end
         with stripe_failures():

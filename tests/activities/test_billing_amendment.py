@@ -94,7 +94,9 @@ def billed() -> Iterator[Billed]:
         )
 
 
-def amend(billed: Billed, lines: list[dict[str, object]]) -> tuple[str, PricedQuote]:
+def amend(
+    billed: Billed, lines: list[dict[str, object]], at: datetime = AMENDED
+) -> tuple[str, PricedQuote]:
     amendment = price_amendment(
         {
             "quote_id": "Q-1001-A1",
@@ -106,9 +108,9 @@ def amend(billed: Billed, lines: list[dict[str, object]]) -> tuple[str, PricedQu
         },
         billed.original,
         CATALOG,
-        AMENDED,
+        at,
     )
-    billed.clock.to(AMENDED)
+    billed.clock.to(at)
     env = ActivityEnvironment()
     deal_id = deal_id_for(amendment.opportunity_id)
     original_deal = deal_id_for(billed.original.opportunity_id)
@@ -185,3 +187,15 @@ def test_a_schedule_changed_by_someone_else_is_not_overwritten(billed: Billed) -
     with pytest.raises(Exception) as caught:
         amend(billed, [{"sku": "PLATFORM-PRO", "quantity": 5}])
     assert getattr(caught.value, "type", None) == VENDOR_CONFLICT
+
+
+def test_an_amendment_in_the_last_period_bills_its_proration_and_leaves_the_schedule(
+    billed: Billed,
+) -> None:
+    last_period = datetime(2027, 12, 20, 10, 0, tzinfo=UTC)
+    invoice_id, deal_quote = amend(billed, [{"sku": "PLATFORM-PRO", "quantity": 10}], last_period)
+    assert deal_quote.invoices[0].period_end.isoformat() == "2028-01-15"
+    assert len(deal_quote.invoices) == 1
+    assert (
+        billed.client.v1.invoices.retrieve(invoice_id).total == deal_quote.invoices[0].total_minor
+    )
