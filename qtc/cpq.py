@@ -14,7 +14,8 @@ Choices the rules leave open:
 - A SKU without a price in the quote currency is ``currency_not_supported`` on its line's ``sku``;
   so is a required SKU that cannot be sold in that currency (reported on the line requiring it).
 - Two lines with the same SKU: the second is ``duplicate_sku``, and every other rule still runs
-  on it (its quantity, discount and currency), so one rejection lists everything to fix.
+  on it (quantity, discount, currency, requirements, exclusions), so one rejection lists
+  everything to fix.
   Mutually exclusive SKUs are reported once, on the later line, whichever of the two names the
   exclusion.
 - JSON objects with a repeated key, ``NaN``/``Infinity``, input over ``MAX_QUOTE_BYTES``, non-UTF-8
@@ -117,7 +118,7 @@ def price_quote(
         requested_start=parsed.start,
         uplift_percent=uplift,
     )
-    lines = [line.priced(parsed.currency) for line in resolved.lines]
+    lines = [line.priced(parsed.currency) for line in resolved.lines if not line.duplicate]
     try:
         schedule = price_schedule(lines, terms, signed_at)
     except (OverflowError, ValueError) as exc:
@@ -181,6 +182,8 @@ class _Line:
     pointer: str  # where a problem with the line is reported; a requirer's line for auto-added
     auto_added: bool = False
     reason: str | None = None
+    # A second line of a SKU: checked against every rule, never priced (the quote is rejected).
+    duplicate: bool = False
 
     def priced(self, currency: str) -> PricedLine:
         return PricedLine(
@@ -342,12 +345,15 @@ def _resolve_lines(quote: Quote, catalog: Catalog, *, currency_sold: bool) -> _R
                     "a sales rep may give; the deal desk must approve it",
                 )
             )
-        if not duplicate:
-            # The quote is rejected anyway; a second line of the SKU must not be priced twice or
-            # reported again as excluded by the first.
-            result.lines.append(
-                _Line(sku=sku, quantity=quote_line.quantity, discount=discount, pointer=pointer)
+        result.lines.append(
+            _Line(
+                sku=sku,
+                quantity=quote_line.quantity,
+                discount=discount,
+                pointer=pointer,
+                duplicate=duplicate,
             )
+        )
 
     _attach_required(result, catalog, currency, currency_sold=currency_sold)
     _check_exclusions(result)
@@ -404,6 +410,8 @@ def _attach_required(
 def _check_exclusions(result: _Resolved) -> None:
     for j, later in enumerate(result.lines):
         for earlier in result.lines[:j]:
+            if earlier.sku.code == later.sku.code:
+                continue  # a repeated SKU is a duplicate, not an exclusion
             if later.sku.code in earlier.sku.excludes or earlier.sku.code in later.sku.excludes:
                 what = f"{later.sku.code} ({later.reason})" if later.auto_added else later.sku.code
                 result.violations.append(

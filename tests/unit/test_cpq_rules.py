@@ -202,6 +202,28 @@ def test_a_duplicate_line_is_still_checked_against_every_rule(catalog: Catalog) 
     ]
 
 
+def test_a_duplicate_line_is_checked_for_exclusions_like_any_line(catalog: Catalog) -> None:
+    raw = quote_dict(
+        lines=[
+            line("PLATFORM-STARTER", 10),
+            line("SUPPORT-PREMIUM", 1),
+            line("PLATFORM-STARTER", 60),
+        ]
+    )
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/lines/2/sku", "duplicate_sku"),
+        ("/lines/2/quantity", "quantity_out_of_range"),
+    ]
+    raw = quote_dict(
+        lines=[line("PLATFORM-PRO", 50), line("PLATFORM-STARTER", 10), line("PLATFORM-PRO", 5)]
+    )
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/lines/1/sku", "excluded_sku"),
+        ("/lines/2/sku", "duplicate_sku"),
+        ("/lines/2/sku", "excluded_sku"),
+    ]
+
+
 def test_a_duplicate_line_in_a_currency_its_sku_lacks_is_reported_too(catalog: Catalog) -> None:
     raw = quote_dict(currency="gbp", lines=[line("ANALYTICS-ADDON", 5), line("ANALYTICS-ADDON", 6)])
     assert codes_at(rejected(raw, catalog)) == [
