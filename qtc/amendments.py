@@ -180,9 +180,16 @@ def parse_amendment(raw: bytes | str | dict[str, Any]) -> AmendmentQuote:
     return parsed
 
 
-def original_from_json(raw: bytes | str | dict[str, Any]) -> PricedQuote:
+def original_from_json(
+    raw: bytes | str | dict[str, Any], catalog: Catalog | None = None
+) -> PricedQuote:
     """The original's priced quote: as ``qtc quote price --json`` prints it, or a deal's status
     document holding it under ``priced_quote``.
+
+    A priced quote written by another tool may carry only the published figures (dates, lines
+    with their unit amounts, invoices, totals). With a ``catalog``, what the arithmetic needs
+    and such a document leaves out is read from it: the term and billing frequency from the
+    dates, list prices from the catalog, the uplift from the yearly unit amounts.
 
     Raises:
         QuoteRejected: ``invalid_field`` naming what is missing or malformed, pointers relative
@@ -196,7 +203,105 @@ def original_from_json(raw: bytes | str | dict[str, Any]) -> PricedQuote:
     try:
         return PricedQuote.model_validate(data)
     except ValidationError as exc:
+        completed = _completed(data, catalog) if catalog is not None else None
+        if completed is not None:
+            return completed
         raise QuoteRejected(_violations_from(exc.errors(), data)) from exc
+
+
+def _uplift_of(lines: list[dict[str, Any]], period_months: int, currency: str) -> Decimal | None:
+    """The yearly uplift (in hundredths of a percent) that reproduces every recurring line's
+    yearly unit amounts exactly, or None when none does."""
+    yearly = [
+        (
+            Decimal(str(line["list_price"])) * (1 - Decimal(str(line["discount_percent"])) / 100),
+            [int(a) for a in line["unit_amounts_by_year_minor"]],
+        )
+        for line in lines
+        if line.get("kind") == "recurring" and len(line.get("unit_amounts_by_year_minor") or []) > 1
+    ]
+    if not yearly:
+        return Decimal(0)
+    largest = max((amounts for _, amounts in yearly), key=lambda amounts: amounts[0])
+    guess = ((Decimal(largest[1]) / Decimal(largest[0]) - 1) * 10000).to_integral_value()
+    for step in range(0, 201):
+        for hundredths in (guess + step, guess - step):
+            candidate = hundredths / 100
+            if candidate < 0:
+                continue
+            with localcontext() as ctx:
+                ctx.prec = _PRECISION
+                growth = 1 + candidate / 100
+                if all(
+                    to_minor(net * period_months * growth**k, currency) == amount
+                    for net, amounts in yearly
+                    for k, amount in enumerate(amounts)
+                ):
+                    return candidate.normalize()
+    return None
+
+
+def _completed(data: dict[str, Any], catalog: Catalog) -> PricedQuote | None:
+    """``data`` with what only our own priced quotes carry filled in, or None if it still is
+    not a priced quote."""
+    try:
+        start = date.fromisoformat(str(data["start_date"]))
+        term_start = date.fromisoformat(str(data["term_start"]))
+        term_end = date.fromisoformat(str(data["term_end"]))
+        currency = str(data["currency"])
+        term_months = (term_end.year - term_start.year) * 12 + term_end.month - term_start.month
+        regular = [
+            inv
+            for inv in data.get("invoices") or []
+            if date.fromisoformat(str(inv["period_start"])) >= term_start
+        ]
+        first = regular[0] if regular else None
+        if first is not None:
+            p_start = date.fromisoformat(str(first["period_start"]))
+            p_end = date.fromisoformat(str(first["period_end"]))
+            months = (p_end.year - p_start.year) * 12 + p_end.month - p_start.month
+        else:
+            months = 12
+        frequency = {1: "monthly", 3: "quarterly"}.get(months, "annual")
+        lines = []
+        for line in data["lines"]:
+            sku = catalog.sku(str(line["sku"]))
+            filled = dict(line)
+            filled.setdefault("name", sku.name if sku is not None else line["sku"])
+            if "list_price" not in filled:
+                if sku is None or currency not in sku.prices:
+                    return None
+                filled["list_price"] = str(sku.prices[currency])
+            filled.setdefault("discount_percent", "0")
+            lines.append(filled)
+        uplift = _uplift_of(lines, PERIOD_MONTHS[frequency], currency)
+        if uplift is None:
+            return None
+        account = {
+            "legal_name": "(original)",
+            "billing_email": "billing@original.invalid",
+            "address": {"line1": "-", "city": "-", "postal_code": "-", "country": "US"},
+        }
+        defaults: dict[str, Any] = {
+            "quote_id": "(original)",
+            "opportunity_id": "original",
+            "signed_at": f"{start.isoformat()}T00:00:00Z",
+            "term_months": term_months,
+            "billing_frequency": frequency,
+            "billing_anchor": "first_of_month" if start != term_start else "start",
+            "payment_terms_days": 30,
+            "uplift_percent": str(uplift.normalize()),
+            "valid_until": "9999-12-31",
+            "account": account,
+            "signer": {"name": "(original)", "email": "signer@original.invalid"},
+            "mrr_minor": 0,
+            "arr_minor": 0,
+            "tcv_minor": 0,
+            "first_invoice_total_minor": 0,
+        }
+        return PricedQuote.model_validate({**defaults, **data, "lines": lines})
+    except (KeyError, TypeError, ValueError, ArithmeticError, ValidationError):
+        return None
 
 
 # --- the periods of the original -------------------------------------------------------------

@@ -111,7 +111,7 @@ def _price_amendment(
     json_output: bool,
 ) -> None:
     try:
-        original = original_from_json(original_raw)
+        original = original_from_json(original_raw, products)
     except QuoteRejected as exc:
         _fail(f"--original is not a priced quote: {exc}")
     try:

@@ -31,7 +31,7 @@ def price_amendment_or_reject(
     malformed original is reported with pointers under ``/original``)."""
     if not isinstance(original, PricedQuote):
         try:
-            original = amendments.original_from_json(original)
+            original = amendments.original_from_json(original, catalog)
         except QuoteRejected as rejected:
             for violation in rejected.violations:
                 violation.pointer = f"/original{violation.pointer}"

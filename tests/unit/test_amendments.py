@@ -6,6 +6,7 @@ from __future__ import annotations
 import calendar
 import json
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -486,3 +487,35 @@ def test_the_original_may_be_a_deal_status_document(original: PricedQuote) -> No
 def test_violation_codes_include_the_amendment_codes() -> None:
     for code in ("amendment_outside_term", "amendment_field_not_allowed", "original_not_billed"):
         Violation.model_validate({"pointer": "", "code": code, "message": "x"})
+
+
+def test_an_original_with_only_the_published_figures_prices_the_same(catalog: Catalog) -> None:
+    raw = quote_dict(
+        uplift_percent="7.25",
+        billing_frequency="monthly",
+        lines=[add("ANALYTICS-ADDON", 7, "3.5"), add("PLATFORM-PRO", 9)],
+    )
+    original = price_quote(raw, catalog, SIGNED)
+    published = {
+        "status",
+        "currency",
+        "start_date",
+        "term_start",
+        "term_end",
+        "lines",
+        "invoices",
+        "mrr_minor",
+        "arr_minor",
+        "tcv_minor",
+        "first_invoice_total_minor",
+    }
+    slim = {k: v for k, v in priced_to_json(original).items() if k in published}
+    for line in slim["lines"]:
+        for key in ("name", "list_price", "features"):
+            line.pop(key, None)
+    doc = amendment([add("PLATFORM-PRO", 10), add("EXTRA-STORAGE-TB", 3, "5")])
+    rebuilt = original_from_json(json.dumps(slim), catalog)
+    assert rebuilt.uplift_percent == Decimal("7.25")
+    assert price_amendment(doc, rebuilt, catalog, AMENDED_AT) == price_amendment(
+        doc, original, catalog, AMENDED_AT
+    )
