@@ -77,6 +77,20 @@ async def start_amendment(
         raise QuoteRejected([Violation(pointer="/amends", code="original_not_billed", message=why)])
     original = status.priced_quote
     priced = price_amendment(amendment, original, catalog, now or datetime.now(UTC))
+    if status.billing_subscription_id is None and status.billing_schedule_id is None:
+        # A services order has no subscription to add recurring lines to.
+        refused = [
+            Violation(
+                pointer=f"/lines/{i}/sku",
+                code="invalid_field",
+                message=f"{original_deal_id} is a services order without a subscription; "
+                f"{line.sku} is recurring and must be sold as a new deal",
+            )
+            for i, line in enumerate(amendment.lines)
+            if any(p.sku == line.sku and p.kind == "recurring" for p in priced.lines)
+        ]
+        if refused:
+            raise QuoteRejected(refused)
     terms = AmendmentTerms(
         original_deal_id=original_deal_id,
         original=original,
