@@ -40,6 +40,7 @@ from qtc import deal as contract
 from qtc import errors, ports
 from qtc.deal import (
     AccountCorrection,
+    AmendmentTerms,
     Cancel,
     DealInput,
     DealStatus,
@@ -285,6 +286,7 @@ async def start_deal(
     phase: Phase,
     started_by: str,
     opportunities: ports.OpportunityCheck | None = None,
+    amends: AmendmentTerms | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -302,6 +304,7 @@ async def start_deal(
         started_by: Who asked (a person or a webhook name), recorded on the deal.
         opportunities: For a quote written outside the CRM: checks, before anything starts, that
             the CRM holds its opportunity (a deal started from the CRM has just read it).
+        amends: For an amendment deal (``service.amendments``): the deal it amends.
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -332,6 +335,8 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    amends=amends,
+                    tax=settings.tax == "on",
                     remote_steps=settings.deal_steps == "remote",
                 ),
                 id=deal_id,

@@ -1,6 +1,6 @@
 """The sandbox org's seed data: loaded at start (when there is no state file) and on reset.
 
-Six open opportunities, ``006000000000001AAA`` ... ``006000000000006AAA``, all in
+Nine open opportunities, ``006000000000001AAA`` ... ``006000000000009AAA``, all in
 "Negotiation/Review", each with line items on the catalog's SKUs and every QTC field filled, so a
 deal can be started from any of them. Each is the example quote with the same id (``examples/``):
 customer, currency, terms, signer and lines agree, so starting a deal from the CRM or from the file
@@ -110,6 +110,18 @@ ACCOUNTS: tuple[dict[str, Any], ...] = (
         "QTC_Tax_Id_Type__c": "eu_vat",
         "QTC_Tax_Id__c": "DE123456789",
     },
+    {
+        "Name": "Initech LLC",
+        "Industry": "Software",
+        "BillingStreet": "4120 Freidrich Ln",
+        "BillingCity": "San Jose",
+        "BillingState": "CA",
+        "BillingPostalCode": "95134",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "billing@initech.example",
+        "QTC_Tax_Id_Type__c": None,
+        "QTC_Tax_Id__c": None,
+    },
 )
 # The signers of the example quotes.
 CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
@@ -119,6 +131,7 @@ CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
     (3, "Alice", "Abernathy", "alice@umbrella.example", "Chief Information Officer"),
     (4, "Robert", "Thorn", "thorn@soylent.example", "Procurement"),
     (5, "Greta", "Weber", "greta.weber@kraftwerk.example", "Geschaeftsfuehrerin"),
+    (6, "Bill", "Lumbergh", "bill@initech.example", "Division VP"),
 )
 
 # (account index, name, currency, term, frequency, anchor, payment days, uplift, close date,
@@ -138,6 +151,12 @@ OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
      "Q-1005", (("PLATFORM-PRO", 3, 55), ("PLATFORM-STARTER", 10, 0))),
     (5, "Kraftwerk - Platform Pro monthly", "EUR", 12, "monthly", "first_of_month", 15, 0,
      "2026-07-31", "Q-1006", (("PLATFORM-PRO", 30, 12), ("ANALYTICS-ADDON", 10, 0))),
+    (0, "Acme Robotics - Platform Pro monthly", "USD", 12, "monthly", "start", 30, 5,
+     "2026-08-31", "Q-1101", (("PLATFORM-PRO", 50, 10),)),
+    (0, "Acme Robotics - 10 more seats (amendment)", "USD", 12, "monthly", "start", 30, 5,
+     "2026-09-30", "Q-1101-A1", (("PLATFORM-PRO", 10, 0),)),
+    (6, "Initech - onboarding services", "USD", 12, "annual", "start", 15, None, "2026-09-30",
+     "Q-1103", (("IMPL-SERVICES", 2, 0),)),
 )  # fmt: skip
 
 
