@@ -101,6 +101,7 @@ def test_every_seeded_opportunity_is_open_with_line_items_on_catalog_skus(sf: Sa
     assert codes == {
         "PLATFORM-PRO",
         "PLATFORM-STARTER",
+        "IMPL-SERVICES",
         "SUPPORT-PREMIUM",
         "ANALYTICS-ADDON",
         "EXTRA-STORAGE-TB",
@@ -121,6 +122,8 @@ def test_string_equality_ignores_case_like_soql(sf: Salesforce) -> None:
 
     assert sorted(r["Id"] for r in result["records"]) == [
         "006000000000001AAA",
+        "006000000000007AAA",
+        "006000000000008AAA",
     ]
 
 
