@@ -137,16 +137,32 @@ def test_the_readme_walked_through_on_a_sandbox_beside_another_stack(
     assert f"{sandbox.api}/docs" in sandbox.printed
     assert "do not point at each other" not in sandbox.printed
 
-    # Every shell example of the README, as written (`make` runs this suite; the API's port is
-    # the one the port base gave it).
+    # Every shell example of the README, as written, in a directory laid out as a fresh clone
+    # (files a command writes stay out of the repository). `make` runs this suite; the API's port
+    # is the one the port base gave it. The amendment example needs its original billed first,
+    # and `deal-006...` in it stands for that deal.
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    for name in (".venv", "examples", "catalog.toml"):
+        (clone / name).symlink_to(ROOT / name)
+    amendable = "deal-006000000000007AAA"
+    original = sandbox.qtc("deal", "start", "examples/quote-amendable.json", "--phase", "3")
+    assert original.returncode == 0, original.stderr
+    sandbox.sign(amendable)
+    sandbox.wait_for(amendable, "completed")
     commands = readme_shell_commands()
     assert any(c.startswith("curl") for c in commands)
     for command in commands:
         if command.startswith("make "):
             continue
         command = command.replace("http://127.0.0.1:8000", sandbox.api)
+        command = command.replace("deal-006... ", f"{amendable} ")
         ran = subprocess.run(
-            ["bash", "-c", command], cwd=ROOT, env=sandbox.env, capture_output=True, text=True
+            ["bash", "-o", "pipefail", "-c", command],
+            cwd=clone,
+            env=sandbox.env,
+            capture_output=True,
+            text=True,
         )
         assert ran.returncode == 0, (command, ran.stdout, ran.stderr)
         if command.startswith("curl"):
