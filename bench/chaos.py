@@ -51,8 +51,8 @@ from bench.chaos_support import (
 )
 from bench.common import BenchPorts, bench_settings, stop_on_sigterm
 from qtc import deal as contract
-from qtc.logging import configure_logging
-from qtc.settings import Settings
+from runtime.logging import configure_logging
+from runtime.settings import Settings
 
 # Sandbox default ports, in BenchPorts order; a run uses these plus an offset (or ephemeral ones).
 DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114)

@@ -33,15 +33,16 @@ import httpx
 import stripe
 from simple_salesforce import format_soql
 
-from activities.crm import CrmActivities, build_salesforce_client
 from bench.common import DOCUSIGN_TOKEN, BenchStack, Sandbox
+from integrations.salesforce.activities import SalesforceCrm
+from integrations.salesforce.client import build_salesforce_client
 from qtc import deal as contract
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.deal import ReadOpportunityInput
 from qtc.models import Quote
-from qtc.settings import SANDBOX_TOKENS, Settings
-from starters.stack import Child, StackError
+from qtc.ports import ReadOpportunityInput
+from runtime.settings import SANDBOX_TOKENS, Settings
+from sandbox.stack import Child, StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "examples"
@@ -213,7 +214,7 @@ class World:
         """
         # simple-salesforce builds its object proxies in __getattr__, which mypy cannot see.
         sf: Any = build_salesforce_client(self.settings)
-        crm = CrmActivities(sf)
+        crm = SalesforceCrm(sf)
         examples = [json.loads((EXAMPLES / name).read_text()) for name in EXAMPLE_QUOTES]
         planned = []
         for number in range(deals):

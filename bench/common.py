@@ -1,6 +1,6 @@
 """What both benchmarks share: the stack on its own ports, deal factories, sampling, percentiles.
 
-The stack is the demo's (``starters.stack.Stack``: dev server on a SQLite file in WAL mode,
+The stack is the demo's (``sandbox.stack.Stack``: dev server on a SQLite file in WAL mode,
 emulators, worker and API as child processes configured through ``QTC_*`` variables) on ports that
 do not collide with a running demo, with two differences that a benchmark needs: the emulators keep
 their state in memory (a write-through JSON file of 10,000 envelopes would measure the disk, not
@@ -34,13 +34,14 @@ import psutil
 from temporalio.client import Client
 
 from qtc import deal as contract
+from qtc import ports
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from qtc.deal import DealStatus
 from qtc.models import PricedQuote
-from qtc.settings import Settings
-from starters.deals import start_deal
-from starters.stack import Child, Stack, StackError, free_ports
+from runtime.settings import Settings
+from sandbox.stack import Child, Stack, StackError, free_ports
+from service.deals import start_deal
 
 T = TypeVar("T")
 
@@ -493,7 +494,7 @@ async def wait_for_stage(
     quiet: bool,
     workflow: str = contract.WORKFLOW_NAME,
 ) -> None:
-    query = f"WorkflowType = '{workflow}' AND {contract.SA_STAGE} = '{stage}'"
+    query = f"WorkflowType = '{workflow}' AND {ports.SA_STAGE} = '{stage}'"
     last = -1
 
     async def ready() -> bool:

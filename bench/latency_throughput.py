@@ -60,11 +60,12 @@ from bench.common import (
     wait_for_stage,
 )
 from qtc import deal as contract
-from qtc.logging import configure_logging
+from qtc import ports
 from qtc.models import PricedQuote
 from qtc.pricing import reprice_for_signature
-from qtc.settings import Settings
-from starters.temporal_client import connect
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+from runtime.temporal import connect
 from workers.main import build_activities
 
 
@@ -164,26 +165,26 @@ def run_direct(settings: Settings, quotes: list[PricedQuote], pace_s: float) -> 
             deal_id = contract.deal_id_for(priced.opportunity_id)
             dated = reprice_for_signature(priced, webhook_at)
             env.run(
-                acts[contract.ACT_MARK_CLOSED_WON],
-                contract.MarkClosedWonInput(
+                acts[ports.ACT_MARK_CLOSED_WON],
+                ports.MarkClosedWonInput(
                     deal_id=deal_id,
                     opportunity_id=priced.opportunity_id,
                     close_date=webhook_at.date(),
                 ),
             )
             customer = env.run(
-                acts[contract.ACT_CREATE_BILLING_CUSTOMER],
-                contract.CreateCustomerInput(deal_id=deal_id, priced=dated),
+                acts[ports.ACT_CREATE_BILLING_CUSTOMER],
+                ports.CreateCustomerInput(deal_id=deal_id, priced=dated),
             )
             subscription = env.run(
-                acts[contract.ACT_CREATE_SUBSCRIPTION],
-                contract.CreateSubscriptionInput(
+                acts[ports.ACT_CREATE_SUBSCRIPTION],
+                ports.CreateSubscriptionInput(
                     deal_id=deal_id, customer_id=customer.customer_id, priced=dated
                 ),
             )
             invoice = env.run(
-                acts[contract.ACT_SEND_FIRST_INVOICE],
-                contract.SendInvoiceInput(
+                acts[ports.ACT_SEND_FIRST_INVOICE],
+                ports.SendInvoiceInput(
                     deal_id=deal_id,
                     customer_id=customer.customer_id,
                     subscription_id=subscription.subscription_id,
@@ -192,21 +193,19 @@ def run_direct(settings: Settings, quotes: list[PricedQuote], pace_s: float) -> 
             )
             invoice_ms = (time.monotonic() - began) * 1000
             provisioned = env.run(
-                acts[contract.ACT_PROVISION_PRODUCT],
-                contract.ProvisionInput(
-                    deal_id=deal_id, tenant_id=customer.customer_id, priced=dated
-                ),
+                acts[ports.ACT_PROVISION_PRODUCT],
+                ports.ProvisionInput(deal_id=deal_id, tenant_id=customer.customer_id, priced=dated),
             )
             provisioned_ms = (time.monotonic() - began) * 1000
             env.run(
-                acts[contract.ACT_WRITE_BACK_BILLING_IDS],
-                contract.WriteBackInput(
+                acts[ports.ACT_WRITE_BACK_BILLING_IDS],
+                ports.WriteBackInput(
                     deal_id=deal_id,
                     opportunity_id=priced.opportunity_id,
-                    stripe_customer_id=customer.customer_id,
-                    stripe_subscription_id=subscription.subscription_id,
-                    stripe_invoice_id=invoice.invoice_id,
-                    hosted_invoice_url=invoice.hosted_invoice_url,
+                    billing_customer_id=customer.customer_id,
+                    billing_subscription_id=subscription.subscription_id,
+                    billing_invoice_id=invoice.invoice_id,
+                    billing_invoice_url=invoice.invoice_url,
                 ),
             )
             assert provisioned.tenant_id == customer.customer_id

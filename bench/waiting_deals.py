@@ -48,9 +48,10 @@ from bench.common import (
     wait_for_stage,
 )
 from qtc import deal as contract
-from qtc.logging import configure_logging
-from qtc.settings import Settings
-from starters.temporal_client import connect
+from qtc import ports
+from runtime.logging import configure_logging
+from runtime.settings import Settings
+from runtime.temporal import connect
 
 # The worker's own default (QTC_WORKER_MAX_CACHED_WORKFLOWS): the memory target is about the
 # worker as shipped. With at most 20 workflow tasks at once, a burst over a cache this size drains
@@ -201,7 +202,7 @@ async def drain(
     measured = timings(done, await sandbox.webhook_times())
     parked = await count(
         client,
-        f"WorkflowType = '{contract.WORKFLOW_NAME}' AND {contract.SA_STAGE} = 'needs_attention'",
+        f"WorkflowType = '{contract.WORKFLOW_NAME}' AND {ports.SA_STAGE} = 'needs_attention'",
     )
     drain_s = (max(t.completed_at for t in measured) - t0).total_seconds()
     return {

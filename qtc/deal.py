@@ -1,9 +1,9 @@
-"""The contract between the deal workflow, its activities and everything that starts or signals it.
+"""The contract between the deal workflow and everything that starts, signals or queries it.
 
-Every workflow input, signal, query result and activity input/output is one pydantic model, so
-fields can be added later without breaking running workflows (add with a default, never remove).
-Names of activities, signals and queries are constants here so the workflow, the worker, the API
-and the CLI cannot drift apart.
+Every workflow input, signal and query result is one pydantic model, so fields can be added later
+without breaking running workflows (add with a default, never remove; a rename keeps the old name
+as an accepted alias). Names of signals and queries are constants here so the workflow, the API and
+the CLI cannot drift apart. What the workflow needs from outside systems is in ``qtc.ports``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from qtc.models import FeatureValue, Model, PricedQuote, ScheduledInvoice
+from qtc.models import FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
 
 Phase = Literal[1, 2, 3]
 Stage = Literal[
@@ -40,12 +40,6 @@ TERMINAL_STAGES: frozenset[str] = frozenset(
 WORKFLOW_NAME = "DealWorkflow"
 TASK_QUEUE_DEFAULT = "qtc-deals"
 
-# Search attributes (registered on the server; see workers/ and sandbox start-up).
-SA_STAGE = "QtcStage"  # Keyword
-SA_CUSTOMER = "QtcCustomer"  # Text
-SA_ARR = "QtcArr"  # Double, in major units of the deal currency
-SA_PHASE = "QtcPhase"  # Int
-
 # Signals and queries.
 SIGNAL_APPROVE_QUOTE = "approve_quote"
 SIGNAL_REJECT_QUOTE = "reject_quote"
@@ -55,17 +49,6 @@ SIGNAL_REJECT_INVOICE = "reject_invoice"
 SIGNAL_MARK_LOST = "mark_lost"
 SIGNAL_RESUME = "resume"
 QUERY_STATUS = "status"
-
-# Activity names (verb-object, unique across the worker).
-ACT_READ_OPPORTUNITY = "read_opportunity"
-ACT_MARK_CLOSED_WON = "mark_closed_won"
-ACT_WRITE_BACK_BILLING_IDS = "write_back_billing_ids"
-ACT_SEND_CONTRACT = "send_contract"
-ACT_VOID_CONTRACT = "void_contract"
-ACT_CREATE_BILLING_CUSTOMER = "create_billing_customer"
-ACT_CREATE_SUBSCRIPTION = "create_subscription"
-ACT_SEND_FIRST_INVOICE = "send_first_invoice"
-ACT_PROVISION_PRODUCT = "provision_product"
 
 
 def deal_id_for(opportunity_id: str) -> str:
@@ -151,111 +134,23 @@ class DealStatus(Model):
     signature: SignatureCompleted | None = None
     quote_decision: QuoteDecision | None = None
     invoice_review: InvoiceReview | None = None
-    stripe_customer_id: str | None = None
-    stripe_subscription_id: str | None = None
-    stripe_schedule_id: str | None = None
-    stripe_invoice_id: str | None = None
+    # Which vendor holds each system's records (``salesforce``, ``stripe``, ...); None in statuses
+    # recorded before the names were kept.
+    crm: str | None = None
+    esign: str | None = None
+    billing: str | None = None
+    erp: str | None = None
+    billing_customer_id: str | None = renamed_from("stripe_customer_id")
+    billing_subscription_id: str | None = renamed_from("stripe_subscription_id")
+    billing_schedule_id: str | None = renamed_from("stripe_schedule_id")
+    billing_invoice_id: str | None = renamed_from("stripe_invoice_id")
     invoice_number: str | None = None
-    hosted_invoice_url: str | None = None
+    billing_invoice_url: str | None = renamed_from("hosted_invoice_url")
+    erp_customer_id: str | None = None
+    erp_invoice_id: str | None = None
     invoice_preview: ScheduledInvoice | None = None
     start_date: date | None = None
     provisioned_features: dict[str, dict[str, FeatureValue]] | None = None
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
     notes: list[DealNote] = Field(default_factory=list)
-
-
-# --- activity inputs and outputs -----------------------------------------------------------
-
-
-class ReadOpportunityInput(Model):
-    opportunity_id: str
-
-
-class MarkClosedWonInput(Model):
-    deal_id: str
-    opportunity_id: str
-    close_date: date
-
-
-class WriteBackInput(Model):
-    deal_id: str
-    opportunity_id: str
-    stripe_customer_id: str
-    stripe_subscription_id: str | None = None
-    stripe_invoice_id: str | None = None
-    hosted_invoice_url: str | None = None
-
-
-class SendContractInput(Model):
-    deal_id: str
-    priced: PricedQuote
-
-
-class ContractSent(Model):
-    envelope_id: str
-    status: str
-
-
-class VoidContractInput(Model):
-    deal_id: str
-    envelope_id: str
-    reason: str
-
-
-class ContractVoided(Model):
-    """What voiding found: ``voided``, or the final state the envelope was already in
-    (``completed``: it was signed, at ``completed_at``; ``declined``)."""
-
-    envelope_id: str
-    status: str
-    completed_at: datetime | None = None
-    signer_name: str | None = None
-    signer_email: str | None = None
-
-
-class CreateCustomerInput(Model):
-    deal_id: str
-    priced: PricedQuote
-
-
-class BillingCustomer(Model):
-    customer_id: str
-
-
-class CreateSubscriptionInput(Model):
-    deal_id: str
-    customer_id: str
-    priced: PricedQuote
-
-
-class SubscriptionCreated(Model):
-    subscription_id: str
-    schedule_id: str | None = None
-    invoice_id: str | None = None
-
-
-class SendInvoiceInput(Model):
-    deal_id: str
-    customer_id: str
-    subscription_id: str
-    priced: PricedQuote
-
-
-class InvoiceSent(Model):
-    invoice_id: str
-    number: str | None = None
-    hosted_invoice_url: str | None = None
-    total_minor: int
-    status: str
-
-
-class ProvisionInput(Model):
-    deal_id: str
-    tenant_id: str
-    priced: PricedQuote
-
-
-class Provisioned(Model):
-    tenant_id: str
-    features: dict[str, dict[str, FeatureValue]]

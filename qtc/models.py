@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints
 
 
 class Model(BaseModel):
-    """Base for every domain model: unknown fields are an error, values are not coerced silently."""
+    """Base for every domain model: unknown fields are an error, values are not coerced silently.
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    A field may also be read under its former name (``renamed_from``), so a workflow input, result
+    or status recorded before a rename still loads.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+def renamed_from(old_name: str, *, required: bool = False) -> Any:
+    """A field that was called ``old_name`` in earlier versions: read under either name, written
+    under the new one. Optional fields default to None."""
+    return Field(... if required else None, validation_alias=old_name)
 
 
 NonEmpty = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]

@@ -28,8 +28,8 @@ import structlog
 import uvicorn
 from starlette.types import ASGIApp
 
-from qtc.logging import configure_logging
-from qtc.settings import Settings, get_settings
+from runtime.logging import configure_logging
+from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import entry_points
 
 import typer
 
-from starters import cli_deal, cli_demo, cli_quote, cli_sandbox, cli_serve, cli_sign
+from starters import cli_deal, cli_quote, cli_serve
+
+# Commands that other installed packages add to ``qtc``: the sandbox adds ``demo``, ``sandbox``
+# and ``sign`` this way, so the product never imports the emulators and an image built without
+# them simply has no such commands.
+PLUGIN_GROUP = "qtc.cli"
 
 app = typer.Typer(
     name="qtc",
@@ -16,13 +22,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(cli_quote.app, name="quote")
-app.add_typer(cli_sandbox.app, name="sandbox")
-app.command("sign")(cli_sign.sign)
 app.command("serve")(cli_serve.serve)
 app.command("worker")(cli_deal.worker)
 app.add_typer(cli_deal.app, name="deal")
 app.add_typer(cli_deal.review_app, name="review")
-app.command("demo")(cli_demo.demo)
+
+
+def _add_plugins(target: typer.Typer) -> None:
+    for plugin in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = plugin.load()
+        except ModuleNotFoundError:
+            continue  # declared by the package metadata but not shipped (the production image)
+        register(target)
+
+
+_add_plugins(app)
 
 
 def main() -> None:

@@ -32,16 +32,17 @@ from temporalio.common import SearchAttributeKey
 from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
+from qtc import ports
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, violations_to_json
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
 from qtc.errors import CatalogError, QuoteRejected
-from qtc.logging import configure_logging
 from qtc.models import Catalog, PricedQuote, ScheduledInvoice
 from qtc.money import format_minor
-from qtc.settings import Settings, get_settings
-from starters import deals
-from starters.temporal_client import connect
+from runtime.logging import configure_logging
+from runtime.settings import Settings, get_settings
+from runtime.temporal import connect
+from service import deals
 
 EXIT_FAILED = 1
 EXIT_REJECTED = 2
@@ -51,7 +52,7 @@ EXIT_CONFLICT = 4
 # Long enough for a loaded server, short enough that a wrong address fails within a breath.
 CONNECT_TIMEOUT_S = 10.0
 REVIEW_STAGE: Stage = "awaiting_invoice_review"
-STAGE_KEY = SearchAttributeKey.for_keyword(contract.SA_STAGE)
+STAGE_KEY = SearchAttributeKey.for_keyword(ports.SA_STAGE)
 STAGES: tuple[str, ...] = get_args(Stage)
 
 T = TypeVar("T")
@@ -270,9 +271,10 @@ def start_from_crm(
     actor: ActorOption = None,
 ) -> None:
     """Read OPPORTUNITY_ID from Salesforce, price it and start its deal (the Closed-Won starter)."""
-    from activities.crm import FieldMap, build_salesforce_client
-    from starters.closed_won import OpportunityUnavailable
-    from starters.closed_won import start_from_crm as start_deal_from_crm
+    from integrations.salesforce.client import build_salesforce_client
+    from integrations.salesforce.mapping import FieldMap
+    from service.crm import OpportunityUnavailable
+    from service.crm import start_from_crm as start_deal_from_crm
     from workers.main import salesforce_ca_file
 
     settings = get_settings()
@@ -430,7 +432,7 @@ def _review_row(item: DealStatus) -> dict[str, Any]:
         "customer": item.customer,
         "currency": item.currency,
         "arr_minor": item.arr_minor,
-        "stripe_customer_id": item.stripe_customer_id,
+        "billing_customer_id": item.billing_customer_id,
         "invoice_preview": (
             item.invoice_preview.model_dump(mode="json") if item.invoice_preview else None
         ),
@@ -484,12 +486,12 @@ def _print_status(item: DealStatus) -> None:
     ids.add_column("id", overflow="fold")
     for label, value in (
         ("DocuSign envelope", item.envelope_id),
-        ("Stripe customer", item.stripe_customer_id),
-        ("Stripe subscription", item.stripe_subscription_id),
-        ("Stripe schedule", item.stripe_schedule_id),
-        ("Stripe invoice", item.stripe_invoice_id),
+        ("Billing customer", item.billing_customer_id),
+        ("Billing subscription", item.billing_subscription_id),
+        ("Billing schedule", item.billing_schedule_id),
+        ("Billing invoice", item.billing_invoice_id),
         ("Invoice number", item.invoice_number),
-        ("Hosted invoice", item.hosted_invoice_url),
+        ("Invoice URL", item.billing_invoice_url),
     ):
         if value:
             ids.add_row(label, value)

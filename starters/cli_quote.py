@@ -21,7 +21,7 @@ from qtc.cpq import MAX_QUOTE_BYTES, price_quote, priced_to_json, violations_to_
 from qtc.errors import CatalogError, QuoteRejected
 from qtc.models import PricedQuote, Violation
 from qtc.money import format_minor
-from qtc.settings import get_settings
+from runtime.settings import get_settings
 
 app = typer.Typer(
     help="Price quotes against the product catalog.",

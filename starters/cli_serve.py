@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 import uvicorn
 
-from qtc.logging import configure_logging
-from qtc.settings import get_settings
+from runtime.logging import configure_logging
+from runtime.settings import get_settings
 from starters.api import create_app
 
 

@@ -41,10 +41,10 @@ from google.protobuf import json_format
 from starlette.responses import Response
 from temporalio.api.common.v1 import Payloads
 
-from qtc.settings import ApiPrincipal, Role, Settings
+from runtime.codec import AesGcmCodec, CodecKeyError, codec_from_settings
+from runtime.settings import ApiPrincipal, Role, Settings
 from starters.api.auth import bearer, principal_for
 from starters.api.problems import Problem, problem_schema
-from starters.codec import AesGcmCodec, CodecKeyError, codec_from_settings
 
 log = structlog.get_logger("qtc.codec")
 

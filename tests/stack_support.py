@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qtc.settings import Settings
-from starters.stack import free_ports
+from runtime.settings import Settings
+from sandbox.stack import free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
-    """A loopback port nothing listens on right now (see ``starters.stack.free_ports``)."""
+    """A loopback port nothing listens on right now (see ``sandbox.stack.free_ports``)."""
     return free_ports(1)[0]
 
 

@@ -33,12 +33,16 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.billing import BillingActivities, build_stripe_client
-from activities.crm import CrmActivities, FieldMap, build_salesforce_client
-from activities.esign import EsignActivities, build_docusign_client
-from activities.provisioning import ProvisioningActivities
-from qtc.settings import Settings
-from starters.temporal_client import connect
+from integrations.docusign.activities import DocusignESignature
+from integrations.docusign.client import build_docusign_client
+from integrations.product_backend.activities import HttpProductBackend
+from integrations.salesforce.activities import SalesforceCrm
+from integrations.salesforce.client import build_salesforce_client
+from integrations.salesforce.mapping import FieldMap
+from integrations.stripe.activities import StripeBilling
+from integrations.stripe.client import build_stripe_client
+from runtime.settings import Settings
+from runtime.temporal import connect
 from workers.heartbeat import LivenessHeartbeats
 from workflows.deal import LOCAL_ACTIVITIES, SEARCH_ATTRIBUTES, DealWorkflow
 
@@ -78,16 +82,14 @@ def build_activities(
     """
     sf_settings = settings.model_copy(update={"salesforce_ca_file": salesforce_ca_file(settings)})
     sf = build_salesforce_client(sf_settings)
-    crm = CrmActivities(sf, FieldMap.from_settings(settings))
-    esign = EsignActivities.from_settings(build_docusign_client(settings), settings)
-    billing = BillingActivities(build_stripe_client(settings))
+    crm = SalesforceCrm(sf, FieldMap.from_settings(settings))
+    esign = DocusignESignature.from_settings(build_docusign_client(settings), settings)
+    billing = StripeBilling(build_stripe_client(settings))
     http = httpx.Client(timeout=settings.provisioning_timeout_s)
     if closing is not None:
         closing.callback(http.close)
         closing.callback(sf.session.close)
-    provisioning = ProvisioningActivities(
-        http, settings.provisioning_url, settings.provisioning_secret
-    )
+    provisioning = HttpProductBackend(http, settings.provisioning_url, settings.provisioning_secret)
     return [
         crm.read_opportunity,
         crm.mark_closed_won,

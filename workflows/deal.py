@@ -25,19 +25,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 with workflow.unsafe.imports_passed_through():
     from qtc.dates import as_utc
     from qtc.deal import (
-        ACT_CREATE_BILLING_CUSTOMER,
-        ACT_CREATE_SUBSCRIPTION,
-        ACT_MARK_CLOSED_WON,
-        ACT_PROVISION_PRODUCT,
-        ACT_SEND_CONTRACT,
-        ACT_SEND_FIRST_INVOICE,
-        ACT_VOID_CONTRACT,
-        ACT_WRITE_BACK_BILLING_IDS,
         QUERY_STATUS,
-        SA_ARR,
-        SA_CUSTOMER,
-        SA_PHASE,
-        SA_STAGE,
         SIGNAL_APPROVE_INVOICE,
         SIGNAL_APPROVE_QUOTE,
         SIGNAL_MARK_LOST,
@@ -46,35 +34,49 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_RESUME,
         SIGNAL_SIGNATURE_COMPLETED,
         WORKFLOW_NAME,
-        BillingCustomer,
-        ContractSent,
-        ContractVoided,
-        CreateCustomerInput,
-        CreateSubscriptionInput,
         DealError,
         DealInput,
         DealNote,
         DealStatus,
         InvoiceReview,
-        InvoiceSent,
-        MarkClosedWonInput,
         MarkLost,
-        Provisioned,
-        ProvisionInput,
         QuoteDecision,
         Resume,
-        SendContractInput,
-        SendInvoiceInput,
         SignatureCompleted,
         Stage,
         StageEntry,
-        SubscriptionCreated,
-        VoidContractInput,
-        WriteBackInput,
         deal_id_for,
     )
     from qtc.errors import NON_RETRYABLE_ERROR_TYPES
     from qtc.models import Model, PricedQuote
+    from qtc.ports import (
+        ACT_CREATE_BILLING_CUSTOMER,
+        ACT_CREATE_SUBSCRIPTION,
+        ACT_MARK_CLOSED_WON,
+        ACT_PROVISION_PRODUCT,
+        ACT_SEND_CONTRACT,
+        ACT_SEND_FIRST_INVOICE,
+        ACT_VOID_CONTRACT,
+        ACT_WRITE_BACK_BILLING_IDS,
+        SA_ARR,
+        SA_CUSTOMER,
+        SA_PHASE,
+        SA_STAGE,
+        BillingCustomer,
+        ContractSent,
+        ContractVoided,
+        CreateCustomerInput,
+        CreateSubscriptionInput,
+        InvoiceSent,
+        MarkClosedWonInput,
+        Provisioned,
+        ProvisionInput,
+        SendContractInput,
+        SendInvoiceInput,
+        SubscriptionCreated,
+        VoidContractInput,
+        WriteBackInput,
+    )
     from qtc.pricing import reprice_for_signature
 
 T = TypeVar("T")
@@ -365,7 +367,7 @@ class DealWorkflow:
             CreateCustomerInput(deal_id=self._deal_id, priced=self._priced),
             BillingCustomer,
         )
-        self._status.stripe_customer_id = customer.customer_id
+        self._status.billing_customer_id = customer.customer_id
         self._enter("billing_account_created", note=f"customer {customer.customer_id}")
 
         if self._input.phase == 2 and not await self._get_invoice_reviewed():
@@ -379,9 +381,9 @@ class DealWorkflow:
             ),
             SubscriptionCreated,
         )
-        self._status.stripe_subscription_id = subscription.subscription_id
-        self._status.stripe_schedule_id = subscription.schedule_id
-        self._status.stripe_invoice_id = subscription.invoice_id
+        self._status.billing_subscription_id = subscription.subscription_id
+        self._status.billing_schedule_id = subscription.schedule_id
+        self._status.billing_invoice_id = subscription.invoice_id
         self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
 
         invoice = await self._activity(
@@ -395,9 +397,9 @@ class DealWorkflow:
             InvoiceSent,
         )
         self._status.invoice_sent_at = workflow.now()
-        self._status.stripe_invoice_id = invoice.invoice_id
+        self._status.billing_invoice_id = invoice.invoice_id
         self._status.invoice_number = invoice.number
-        self._status.hosted_invoice_url = invoice.hosted_invoice_url
+        self._status.hosted_invoice_url = invoice.invoice_url
         self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
 
         provisioned = await self._activity(
@@ -415,10 +417,10 @@ class DealWorkflow:
             WriteBackInput(
                 deal_id=self._deal_id,
                 opportunity_id=self._priced.opportunity_id,
-                stripe_customer_id=customer.customer_id,
-                stripe_subscription_id=subscription.subscription_id,
-                stripe_invoice_id=invoice.invoice_id,
-                hosted_invoice_url=invoice.hosted_invoice_url,
+                billing_customer_id=customer.customer_id,
+                billing_subscription_id=subscription.subscription_id,
+                billing_invoice_id=invoice.invoice_id,
+                billing_invoice_url=invoice.invoice_url,
             ),
             None,
         )

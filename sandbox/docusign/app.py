@@ -38,7 +38,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.common import MAX_BODY_BYTES, BodyLimitMiddleware, FaultConfig, Faults, StateStore
+from runtime.asgi import MAX_BODY_BYTES, BodyLimitMiddleware
+from sandbox.common import FaultConfig, Faults, StateStore
 from sandbox.docusign import envelopes as env
 from sandbox.docusign.connect import ConnectConfig, ConnectDelivery, ConnectUpdate
 from sandbox.docusign.envelopes import DocuSignError

@@ -35,15 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.common import (
-    MAX_BODY_BYTES,
-    BodyLimitMiddleware,
-    FaultConfig,
-    Faults,
-    StateStore,
-    read_json_model,
-)
-from sandbox.provisioning.signing import SIGNATURE_HEADER, SignatureError, verify
+from runtime.asgi import MAX_BODY_BYTES, BodyLimitMiddleware
+from runtime.signing import SIGNATURE_HEADER, SignatureError, verify
+from sandbox.common import FaultConfig, Faults, StateStore, read_json_model
 
 SANDBOX_PROVISIONING_SECRET = "sandbox-provisioning-secret"
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -48,14 +48,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.common import (
-    MAX_BODY_BYTES,
-    BodyLimitMiddleware,
-    FaultConfig,
-    Faults,
-    StateStore,
-    read_json_model,
-)
+from runtime.asgi import MAX_BODY_BYTES, BodyLimitMiddleware
+from sandbox.common import FaultConfig, Faults, StateStore, read_json_model
 from sandbox.salesforce.org import MAX_BATCH_SIZE, Org, SalesforceError, not_found
 from sandbox.salesforce.schema import SCHEMA, SObjectType
 from sandbox.salesforce.seed import ORG_ID, USER_ID, seed_state

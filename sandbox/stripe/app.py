@@ -50,7 +50,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from sandbox.common import BodyLimitMiddleware, FaultConfig, Faults, StateStore, read_json_model
+from runtime.asgi import BodyLimitMiddleware
+from sandbox.common import FaultConfig, Faults, StateStore, read_json_model
 from sandbox.stripe import params as checks
 from sandbox.stripe.backend import API_VERSION, Ctx, StripeBackend, initial_state
 from sandbox.stripe.billing import money

@@ -13,17 +13,19 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from activities.crm import CrmActivities, FieldMap, build_salesforce_client
+from integrations.salesforce.activities import SalesforceCrm
+from integrations.salesforce.client import build_salesforce_client
+from integrations.salesforce.mapping import FieldMap
 from qtc.catalog import load_catalog
-from qtc.deal import ReadOpportunityInput
 from qtc.models import Quote
-from qtc.settings import Settings
-from sandbox.common import BodyLimitMiddleware
+from qtc.ports import ReadOpportunityInput
+from runtime.asgi import BodyLimitMiddleware
+from runtime.settings import Settings
+from runtime.temporal import connect
 from starters import codec_api
 from starters.api import routes_deals, routes_quotes, routes_webhooks
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, OpportunityReader, State, TemporalGateway
-from starters.temporal_client import connect
 
 access_log = structlog.get_logger("qtc.api.access")
 
@@ -62,12 +64,12 @@ class AccessLogMiddleware:
 
 def salesforce_reader(settings: Settings) -> OpportunityReader:
     """Read opportunities through the CRM activity's code, with a client built on first use."""
-    crm: list[CrmActivities] = []
+    crm: list[SalesforceCrm] = []
 
     def read(opportunity_id: str) -> Quote:
         if not crm:
             crm.append(
-                CrmActivities(build_salesforce_client(settings), FieldMap.from_settings(settings))
+                SalesforceCrm(build_salesforce_client(settings), FieldMap.from_settings(settings))
             )
         return crm[0].read_opportunity(ReadOpportunityInput(opportunity_id=opportunity_id))
 
@@ -85,7 +87,7 @@ def create_app(
         settings: The process settings (tokens, secrets, catalog path, Temporal address).
         client_factory: Connects to Temporal; called on first use (default: ``connect(settings)``).
         opportunity_reader: Reads an opportunity as a ``Quote`` (blocking; default: Salesforce
-            through ``activities.crm``).
+            through ``integrations.salesforce.activities``).
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).

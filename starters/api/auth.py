@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from qtc.settings import ApiPrincipal, Role
+from runtime.settings import ApiPrincipal, Role
 from starters.api.problems import Problem
 
 bearer = HTTPBearer(auto_error=False, description="An API token from QTC_API_TOKENS")

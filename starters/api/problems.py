@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qtc.settings import Settings
-from starters.deals import (
+from runtime.settings import Settings
+from service.deals import (
     DealConflict,
     DealFinished,
     DealNotFound,

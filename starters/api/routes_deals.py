@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qtc import deal as contract
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, QuoteDecision, Resume, Stage
-from qtc.settings import ApiPrincipal
-from starters import deals
+from runtime.settings import ApiPrincipal
+from service import deals
 from starters.api.auth import authenticated, require_role
 from starters.api.pricing import price_or_reject
 from starters.api.problems import problem_schema

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from qtc import cpq
-from qtc.settings import ApiPrincipal
+from runtime.settings import ApiPrincipal
 from starters.api.auth import authenticated
 from starters.api.pricing import price_or_reject
 from starters.api.problems import Problem, is_json, problem_schema

@@ -17,23 +17,26 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from temporalio.exceptions import ApplicationError
 
+from integrations.docusign.webhook import (
+    COMPLETED_EVENT,
+    is_signed_by_any,
+    parse_event,
+    signature_headers,
+)
+from integrations.salesforce.webhook import (
+    ACK,
+    FlowCallout,
+    OutboundMessageError,
+    parse_outbound_message,
+)
 from qtc import deal as contract
 from qtc import errors
 from qtc.models import PricedQuote
-from qtc.settings import Settings
-from starters import deals
-from starters.api.docusign import COMPLETED_EVENT, is_signed_by_any, parse_event, signature_headers
+from runtime.settings import Settings
+from runtime.signing import SIGNATURE_HEADER, SignatureError, verify
+from service import deals
 from starters.api.pricing import price_or_reject
 from starters.api.problems import Problem, is_json, problem_schema
-from starters.api.salesforce import (
-    ACK,
-    SIGNATURE_HEADER,
-    FlowCallout,
-    OutboundMessageError,
-    SignatureError,
-    parse_outbound_message,
-    verify_callout,
-)
 from starters.api.state import ApiState, State
 
 router = APIRouter(tags=["webhooks"])
@@ -167,11 +170,11 @@ async def salesforce_callout(request: Request, response: Response, state: State)
     body = await request.body()
     settings: Settings = state.settings
     try:
-        verify_callout(
+        verify(
+            settings.salesforce_callout_secret.get_secret_value(),
             body,
             request.headers.get(SIGNATURE_HEADER),
-            settings.salesforce_callout_secret.get_secret_value(),
-            settings.salesforce_callout_tolerance_s,
+            tolerance_s=settings.salesforce_callout_tolerance_s,
         )
     except SignatureError as err:
         raise _unauthorized(str(err)) from err

@@ -18,8 +18,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from qtc.models import Catalog, Quote
-from qtc.settings import Settings
-from starters.deals import TemporalUnavailable
+from runtime.settings import Settings
+from service.deals import TemporalUnavailable
 
 ClientFactory = Callable[[], Awaitable[Client]]
 OpportunityReader = Callable[[str], Quote]

@@ -8,8 +8,8 @@ import pytest
 import stripe
 from temporalio.exceptions import ApplicationError
 
-from activities import stripe_plan as plan
-from activities.billing import classify_stripe_error, stripe_failures
+from integrations.stripe import plan
+from integrations.stripe.activities import classify_stripe_error, stripe_failures
 from qtc import errors
 from tests.activities.billing_deals import design_example, priced, stub_deal
 

@@ -17,19 +17,20 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import stripe_plan as plan
-from activities.billing import BillingActivities, build_stripe_client
-from activities.http import PooledSession
+from integrations.stripe import plan
+from integrations.stripe.activities import StripeBilling
+from integrations.stripe.client import build_stripe_client
 from qtc import errors
-from qtc.deal import (
+from qtc.deal import deal_id_for
+from qtc.models import PricedQuote
+from qtc.ports import (
     CreateCustomerInput,
     CreateSubscriptionInput,
     SendInvoiceInput,
     SubscriptionCreated,
-    deal_id_for,
 )
-from qtc.models import PricedQuote
-from qtc.settings import Settings
+from runtime.http import PooledSession
+from runtime.settings import Settings
 from sandbox.stripe.testing import serve_stripe_emulator
 from tests.activities.billing_deals import days_ago, design_example, priced, stub_deal
 
@@ -50,8 +51,8 @@ def client(stripe_base: str) -> stripe.StripeClient:
 
 
 @pytest.fixture(scope="module")
-def billing(client: stripe.StripeClient) -> BillingActivities:
-    return BillingActivities(client)
+def billing(client: stripe.StripeClient) -> StripeBilling:
+    return StripeBilling(client)
 
 
 @pytest.fixture
@@ -71,7 +72,7 @@ def fresh(quote: PricedQuote) -> PricedQuote:
     return quote.model_copy(update={"opportunity_id": new_opportunity()})
 
 
-def run_billing(billing: BillingActivities, quote: PricedQuote) -> tuple[str, SubscriptionCreated]:
+def run_billing(billing: StripeBilling, quote: PricedQuote) -> tuple[str, SubscriptionCreated]:
     env = ActivityEnvironment()
     deal_id = deal_id_for(quote.opportunity_id)
     customer = env.run(
@@ -138,7 +139,7 @@ def sent_events(client: stripe.StripeClient, invoice_id: str) -> int:
 
 
 def test_the_design_example_becomes_a_schedule_with_one_uplifted_phase_per_year(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(design_example(days_ago(20)))
     customer_id, created = run_billing(billing, quote)
@@ -173,7 +174,7 @@ def test_the_design_example_becomes_a_schedule_with_one_uplifted_phase_per_year(
 
 
 def test_the_design_examples_first_invoice_is_the_quoted_one_and_is_sent(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(design_example(days_ago(20)))
     customer_id, created = run_billing(billing, quote)
@@ -185,7 +186,7 @@ def test_the_design_examples_first_invoice_is_the_quoted_one_and_is_sent(
     assert sent.invoice_id == created.invoice_id
     assert sent.total_minor == 6980000 == quote.invoices[0].total_minor
     assert sent.status == "open"
-    assert sent.number and sent.hosted_invoice_url
+    assert sent.number and sent.invoice_url
     assert invoice_lines(client, sent.invoice_id) == quoted_lines(quote)
     assert sent_events(client, sent.invoice_id) == 1
 
@@ -194,7 +195,7 @@ def test_the_design_examples_first_invoice_is_the_quoted_one_and_is_sent(
 
 
 def test_a_stub_deal_bills_the_stub_and_one_time_lines_on_its_own_first_invoice(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(stub_deal(days_ago(40, avoid_first=True)))
     customer_id, created = run_billing(billing, quote)
@@ -216,7 +217,7 @@ def test_a_stub_deal_bills_the_stub_and_one_time_lines_on_its_own_first_invoice(
 
 
 def test_a_stub_deal_signed_today_sends_the_stub_before_the_subscription_starts(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(stub_deal(days_ago(0, avoid_first=True)))
     customer_id, created = run_billing(billing, quote)
@@ -236,7 +237,7 @@ def test_a_stub_deal_signed_today_sends_the_stub_before_the_subscription_starts(
 
 
 def test_running_every_billing_step_twice_makes_one_customer_one_schedule_and_one_sending(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(design_example(days_ago(10)))
     deal_id = deal_id_for(quote.opportunity_id)
@@ -263,7 +264,7 @@ def test_running_every_billing_step_twice_makes_one_customer_one_schedule_and_on
 
 
 def test_an_invoice_sent_before_a_crash_is_not_sent_again(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(design_example(days_ago(5)))
     customer_id, created = run_billing(billing, quote)
@@ -289,7 +290,7 @@ def test_an_invoice_sent_before_a_crash_is_not_sent_again(
 
 
 def test_a_stub_invoice_left_half_built_by_a_crash_is_completed_without_duplicates(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(stub_deal(days_ago(40, avoid_first=True)))
     deal_id = deal_id_for(quote.opportunity_id)
@@ -318,7 +319,7 @@ def test_a_stub_invoice_left_half_built_by_a_crash_is_completed_without_duplicat
 
 
 def test_an_invoice_that_differs_from_the_quote_is_held_and_shows_both_sides(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(design_example(days_ago(3)))
     customer_id, created = run_billing(billing, quote)
@@ -361,7 +362,7 @@ def test_an_invoice_that_differs_from_the_quote_is_held_and_shows_both_sides(
 
 def test_an_invalid_api_key_fails_the_step_for_good(stripe_base: str) -> None:
     settings = Settings(stripe_api_base=stripe_base, stripe_api_key=SecretStr("sk_test_wrong"))
-    billing = BillingActivities(build_stripe_client(settings))
+    billing = StripeBilling(build_stripe_client(settings))
     quote = fresh(design_example(days_ago(1)))
 
     with pytest.raises(ApplicationError) as raised:
@@ -374,7 +375,7 @@ def test_an_invalid_api_key_fails_the_step_for_good(stripe_base: str) -> None:
 
 
 def test_subscribing_a_customer_stripe_does_not_know_is_not_retried(
-    billing: BillingActivities,
+    billing: StripeBilling,
 ) -> None:
     quote = fresh(design_example(days_ago(1)))
 
@@ -391,7 +392,7 @@ def test_subscribing_a_customer_stripe_does_not_know_is_not_retried(
 
 
 def test_a_rate_limited_stripe_is_retried_after_its_retry_after(
-    billing: BillingActivities, faults: httpx.Client
+    billing: StripeBilling, faults: httpx.Client
 ) -> None:
     faults.post(
         "/_sandbox/faults",
@@ -409,7 +410,7 @@ def test_a_rate_limited_stripe_is_retried_after_its_retry_after(
     assert raised.value.next_retry_delay == timedelta(seconds=7)
 
 
-def test_a_failing_stripe_is_retried(billing: BillingActivities, faults: httpx.Client) -> None:
+def test_a_failing_stripe_is_retried(billing: StripeBilling, faults: httpx.Client) -> None:
     faults.post(
         "/_sandbox/faults", json={"rules": [{"path": "^/v1/customers", "rate_500": 1.0}]}
     ).raise_for_status()
@@ -429,7 +430,7 @@ def test_an_unreachable_stripe_is_retried() -> None:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     settings = Settings(stripe_api_base=f"http://127.0.0.1:{closed_port}", stripe_timeout_seconds=2)
-    billing = BillingActivities(build_stripe_client(settings))
+    billing = StripeBilling(build_stripe_client(settings))
     quote = fresh(design_example(days_ago(1)))
 
     with pytest.raises(ApplicationError) as raised:
@@ -455,15 +456,15 @@ class Clock:
 
 
 @pytest.fixture
-def clocked() -> Iterator[tuple[Clock, BillingActivities, stripe.StripeClient]]:
+def clocked() -> Iterator[tuple[Clock, StripeBilling, stripe.StripeClient]]:
     clock = Clock()
     with serve_stripe_emulator(api_key=API_KEY, clock=clock) as url:
         client = build_stripe_client(Settings(stripe_api_base=url))
-        yield clock, BillingActivities(client, clock=clock), client
+        yield clock, StripeBilling(client, clock=clock), client
 
 
 def test_stripe_does_not_finalize_or_email_the_first_invoice_before_it_is_reconciled(
-    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+    clocked: tuple[Clock, StripeBilling, stripe.StripeClient],
 ) -> None:
     clock, billing, client = clocked
     quote = fresh(design_example(days_ago(2)))
@@ -478,7 +479,7 @@ def test_stripe_does_not_finalize_or_email_the_first_invoice_before_it_is_reconc
 
 
 def test_an_old_invoice_someone_sent_from_the_dashboard_is_not_sent_again(
-    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+    clocked: tuple[Clock, StripeBilling, stripe.StripeClient],
 ) -> None:
     clock, billing, client = clocked
     clock.now -= 2 * 3600  # the deal was billed two hours ago and parked before sending
@@ -499,7 +500,7 @@ def test_an_old_invoice_someone_sent_from_the_dashboard_is_not_sent_again(
 
 
 def test_a_deal_starting_next_month_waits_for_stripe_to_issue_its_first_invoice(
-    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+    clocked: tuple[Clock, StripeBilling, stripe.StripeClient],
 ) -> None:
     clock, billing, client = clocked
     start = (datetime.now(UTC) + timedelta(days=30)).date()
@@ -526,7 +527,7 @@ def test_a_deal_starting_next_month_waits_for_stripe_to_issue_its_first_invoice(
 # --- requests per deal (bench/RESULTS.md) ------------------------------------------------------
 
 
-def recording_billing(base: str) -> tuple[BillingActivities, list[tuple[str, str]]]:
+def recording_billing(base: str) -> tuple[StripeBilling, list[tuple[str, str]]]:
     """Billing activities whose every Stripe request is recorded as (method, path)."""
     seen: list[tuple[str, str]] = []
     session = PooledSession()
@@ -541,7 +542,7 @@ def recording_billing(base: str) -> tuple[BillingActivities, list[tuple[str, str
         max_network_retries=0,
         http_client=stripe.RequestsClient(session=session),
     )
-    return BillingActivities(client), seen
+    return StripeBilling(client), seen
 
 
 def test_a_new_subscription_brings_its_first_invoice_back_with_the_schedule(
@@ -572,7 +573,7 @@ def test_a_new_subscription_brings_its_first_invoice_back_with_the_schedule(
 
 
 def test_a_retried_subscription_step_finds_the_first_invoice_not_a_later_one(
-    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+    clocked: tuple[Clock, StripeBilling, stripe.StripeClient],
 ) -> None:
     clock, billing, client = clocked
     quote = fresh(priced(days_ago(0), billing_frequency="monthly"))
@@ -593,7 +594,7 @@ def test_a_retried_subscription_step_finds_the_first_invoice_not_a_later_one(
 
 
 def test_an_invoice_sent_a_day_ago_is_not_sent_again_once_its_key_expired(
-    clocked: tuple[Clock, BillingActivities, stripe.StripeClient],
+    clocked: tuple[Clock, StripeBilling, stripe.StripeClient],
 ) -> None:
     clock, billing, client = clocked
     clock.now -= 26 * 3600  # billed and sent 26 hours ago: the send's idempotency key is gone
@@ -645,7 +646,7 @@ def test_a_deal_signed_days_ago_looks_up_what_an_earlier_attempt_made(stripe_bas
 
 
 def test_a_schedule_made_by_the_previous_version_under_the_same_key_is_found(
-    billing: BillingActivities, client: stripe.StripeClient
+    billing: StripeBilling, client: stripe.StripeClient
 ) -> None:
     quote = fresh(priced(datetime.now(UTC)))
     deal_id = deal_id_for(quote.opportunity_id)

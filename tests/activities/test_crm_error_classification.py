@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from activities.errors import (
+from qtc import errors
+from runtime.vendor_errors import (
     MAX_RETRY_AFTER,
     from_http_status,
     non_retryable,
@@ -14,7 +15,6 @@ from activities.errors import (
     retry_after_from_headers,
     retryable,
 )
-from qtc import errors
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from activities.crm import FieldMap, OpportunityDataError, quote_from_opportunity
+from integrations.salesforce.mapping import FieldMap, OpportunityDataError, quote_from_opportunity
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.settings import Settings
+from runtime.settings import Settings
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog.toml"
 

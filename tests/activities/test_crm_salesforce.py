@@ -23,11 +23,13 @@ from simple_salesforce.format import format_soql
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.crm import CrmActivities, FieldMap, build_salesforce_client
-from qtc import deal, errors
+from integrations.salesforce.activities import SalesforceCrm
+from integrations.salesforce.client import build_salesforce_client
+from integrations.salesforce.mapping import FieldMap
+from qtc import deal, errors, ports
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.settings import Settings
+from runtime.settings import Settings
 from sandbox.runner import RunningEmulators
 
 CATALOG = Path(__file__).resolve().parents[2] / "catalog.toml"
@@ -52,8 +54,8 @@ def sf(settings: Settings) -> Iterator[Salesforce]:
 
 
 @pytest.fixture
-def crm(sf: Salesforce) -> CrmActivities:
-    return CrmActivities(sf, FieldMap())
+def crm(sf: Salesforce) -> SalesforceCrm:
+    return SalesforceCrm(sf, FieldMap())
 
 
 @pytest.fixture
@@ -147,8 +149,8 @@ def opportunity_row(sf: Salesforce, opportunity_id: str, fields: str) -> dict[st
     return dict(sf.query(soql)["records"][0])
 
 
-def test_a_seeded_opportunity_reads_as_a_quote_that_cpq_prices(crm: CrmActivities) -> None:
-    quote = run(crm.read_opportunity, deal.ReadOpportunityInput(opportunity_id=SEEDED_ACME))
+def test_a_seeded_opportunity_reads_as_a_quote_that_cpq_prices(crm: SalesforceCrm) -> None:
+    quote = run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id=SEEDED_ACME))
 
     assert quote.opportunity_id == SEEDED_ACME
     assert quote.quote_id == "Q-1001"
@@ -168,13 +170,13 @@ def test_a_seeded_opportunity_reads_as_a_quote_that_cpq_prices(crm: CrmActivitie
 
 
 def test_closing_the_deal_marks_the_opportunity_closed_won_only_once(
-    crm: CrmActivities,
+    crm: SalesforceCrm,
     sf: Salesforce,
     new_opportunity: Callable[..., str],
     sent_methods: list[str],
 ) -> None:
     opportunity_id = new_opportunity()
-    close = deal.MarkClosedWonInput(
+    close = ports.MarkClosedWonInput(
         deal_id=deal.deal_id_for(opportunity_id),
         opportunity_id=opportunity_id,
         close_date=date(2026, 12, 15),
@@ -191,25 +193,25 @@ def test_closing_the_deal_marks_the_opportunity_closed_won_only_once(
 
 
 def test_billing_ids_written_back_are_visible_in_the_crm(
-    crm: CrmActivities, sf: Salesforce, new_opportunity: Callable[..., str]
+    crm: SalesforceCrm, sf: Salesforce, new_opportunity: Callable[..., str]
 ) -> None:
     opportunity_id = new_opportunity()
     deal_id = deal.deal_id_for(opportunity_id)
 
     run(
         crm.write_back_billing_ids,
-        deal.WriteBackInput(
-            deal_id=deal_id, opportunity_id=opportunity_id, stripe_customer_id="cus_T1"
+        ports.WriteBackInput(
+            deal_id=deal_id, opportunity_id=opportunity_id, billing_customer_id="cus_T1"
         ),
     )
     run(
         crm.write_back_billing_ids,
-        deal.WriteBackInput(
+        ports.WriteBackInput(
             deal_id=deal_id,
             opportunity_id=opportunity_id,
-            stripe_customer_id="cus_T1",
-            stripe_subscription_id="sub_T1",
-            stripe_invoice_id="in_T1",
+            billing_customer_id="cus_T1",
+            billing_subscription_id="sub_T1",
+            billing_invoice_id="in_T1",
             hosted_invoice_url="https://invoice.example/in_T1",
         ),
     )
@@ -227,11 +229,11 @@ def test_billing_ids_written_back_are_visible_in_the_crm(
 
 
 def test_an_opportunity_created_in_the_crm_prices_with_its_required_sku(
-    crm: CrmActivities, new_opportunity: Callable[..., str]
+    crm: SalesforceCrm, new_opportunity: Callable[..., str]
 ) -> None:
     opportunity_id = new_opportunity()
 
-    quote = run(crm.read_opportunity, deal.ReadOpportunityInput(opportunity_id=opportunity_id))
+    quote = run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id=opportunity_id))
     priced = price_quote(quote, load_catalog(CATALOG), datetime(2026, 12, 15, tzinfo=UTC))
 
     assert quote.account.address.line1 == "9 Test Way"
@@ -242,12 +244,12 @@ def test_an_opportunity_created_in_the_crm_prices_with_its_required_sku(
 
 
 def test_a_missing_crm_field_parks_the_deal_naming_the_field(
-    crm: CrmActivities, new_opportunity: Callable[..., str]
+    crm: SalesforceCrm, new_opportunity: Callable[..., str]
 ) -> None:
     opportunity_id = new_opportunity(QTC_Signer_Email__c=None)
 
     with pytest.raises(ApplicationError) as caught:
-        run(crm.read_opportunity, deal.ReadOpportunityInput(opportunity_id=opportunity_id))
+        run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id=opportunity_id))
 
     assert caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_INVALID_REQUEST
@@ -255,19 +257,19 @@ def test_a_missing_crm_field_parks_the_deal_naming_the_field(
     assert caught.value.details[0]["fields"] == ["QTC_Signer_Email__c"]
 
 
-def test_an_unknown_opportunity_is_not_found_and_not_retried(crm: CrmActivities) -> None:
+def test_an_unknown_opportunity_is_not_found_and_not_retried(crm: SalesforceCrm) -> None:
     with pytest.raises(ApplicationError) as caught:
-        run(crm.read_opportunity, deal.ReadOpportunityInput(opportunity_id="006000000009999AAA"))
+        run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id="006000000009999AAA"))
 
     assert caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_NOT_FOUND
 
 
 def test_a_malformed_opportunity_id_never_reaches_soql(
-    crm: CrmActivities, sent_methods: list[str]
+    crm: SalesforceCrm, sent_methods: list[str]
 ) -> None:
     with pytest.raises(ApplicationError) as caught:
-        run(crm.read_opportunity, deal.ReadOpportunityInput(opportunity_id="006' OR Name != '"))
+        run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id="006' OR Name != '"))
 
     assert caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_INVALID_REQUEST
@@ -275,7 +277,7 @@ def test_a_malformed_opportunity_id_never_reaches_soql(
 
 
 def test_a_record_locked_by_another_transaction_is_retried_not_parked(
-    crm: CrmActivities,
+    crm: SalesforceCrm,
     sf: Salesforce,
     new_opportunity: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
@@ -297,7 +299,7 @@ def test_a_record_locked_by_another_transaction_is_retried_not_parked(
         return busy
 
     monkeypatch.setattr(sf.session, "request", locked)
-    close = deal.MarkClosedWonInput(
+    close = ports.MarkClosedWonInput(
         deal_id=deal.deal_id_for(opportunity_id),
         opportunity_id=opportunity_id,
         close_date=date(2026, 12, 15),
@@ -310,12 +312,12 @@ def test_a_record_locked_by_another_transaction_is_retried_not_parked(
 
 
 def test_a_salesforce_request_limit_is_retried(
-    crm: CrmActivities, faults: Callable[[dict[str, Any]], None]
+    crm: SalesforceCrm, faults: Callable[[dict[str, Any]], None]
 ) -> None:
     faults({"path": "/query", "rate_429": 1.0})
 
     with pytest.raises(ApplicationError) as caught:
-        run(crm.read_opportunity, deal.ReadOpportunityInput(opportunity_id=SEEDED_ACME))
+        run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id=SEEDED_ACME))
 
     assert not caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_RATE_LIMITED
@@ -323,15 +325,15 @@ def test_a_salesforce_request_limit_is_retried(
 
 
 def test_a_salesforce_outage_is_retried(
-    crm: CrmActivities, faults: Callable[[dict[str, Any]], None]
+    crm: SalesforceCrm, faults: Callable[[dict[str, Any]], None]
 ) -> None:
     faults({"path": "/sobjects/Opportunity", "method": "PATCH", "rate_500": 1.0})
 
     with pytest.raises(ApplicationError) as caught:
         run(
             crm.write_back_billing_ids,
-            deal.WriteBackInput(
-                deal_id="deal-x", opportunity_id=SEEDED_ACME, stripe_customer_id="cus_never"
+            ports.WriteBackInput(
+                deal_id="deal-x", opportunity_id=SEEDED_ACME, billing_customer_id="cus_never"
             ),
         )
 
@@ -350,8 +352,8 @@ def test_an_expired_session_is_not_retried(emulators: RunningEmulators) -> None:
     try:
         with pytest.raises(ApplicationError) as caught:
             run(
-                CrmActivities(bad).read_opportunity,
-                deal.ReadOpportunityInput(opportunity_id=SEEDED_ACME),
+                SalesforceCrm(bad).read_opportunity,
+                ports.ReadOpportunityInput(opportunity_id=SEEDED_ACME),
             )
     finally:
         bad.session.close()
@@ -373,8 +375,8 @@ def test_an_unreachable_salesforce_is_retried(emulators: RunningEmulators) -> No
 
     with pytest.raises(ApplicationError) as caught:
         run(
-            CrmActivities(unreachable).read_opportunity,
-            deal.ReadOpportunityInput(opportunity_id=SEEDED_ACME),
+            SalesforceCrm(unreachable).read_opportunity,
+            ports.ReadOpportunityInput(opportunity_id=SEEDED_ACME),
         )
 
     assert not caught.value.non_retryable

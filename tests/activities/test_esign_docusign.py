@@ -16,13 +16,15 @@ from docusign_esign import ApiClient, EnvelopesApi
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.esign import EsignActivities, build_docusign_client, contract_tabs
-from qtc import deal, errors
+from integrations.docusign.activities import DocusignESignature
+from integrations.docusign.client import build_docusign_client
+from integrations.docusign.mapping import contract_tabs
+from qtc import errors, ports
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from qtc.models import PricedQuote
 from qtc.money import format_minor
-from qtc.settings import Settings
+from runtime.settings import Settings
 from sandbox.runner import RunningEmulators
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,8 +48,8 @@ def api_client(settings: Settings) -> ApiClient:
 
 
 @pytest.fixture
-def esign(api_client: ApiClient, settings: Settings) -> EsignActivities:
-    return EsignActivities.from_settings(api_client, settings)
+def esign(api_client: ApiClient, settings: Settings) -> DocusignESignature:
+    return DocusignESignature.from_settings(api_client, settings)
 
 
 @pytest.fixture
@@ -84,9 +86,9 @@ def sent_for(envelopes: EnvelopesApi, deal_id: str) -> list[Any]:
 
 
 def test_the_contract_goes_out_with_the_priced_terms_in_its_tabs(
-    esign: EsignActivities, envelopes: EnvelopesApi, priced: PricedQuote, deal_id: str
+    esign: DocusignESignature, envelopes: EnvelopesApi, priced: PricedQuote, deal_id: str
 ) -> None:
-    sent = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+    sent = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert sent.status == "sent"
     recipients = envelopes.list_recipients("sandbox-account", sent.envelope_id, include_tabs="true")
@@ -131,34 +133,34 @@ def test_the_contract_goes_out_with_the_priced_terms_in_its_tabs(
 
 
 def test_sending_the_contract_again_returns_the_same_envelope(
-    esign: EsignActivities, envelopes: EnvelopesApi, priced: PricedQuote, deal_id: str
+    esign: DocusignESignature, envelopes: EnvelopesApi, priced: PricedQuote, deal_id: str
 ) -> None:
-    first = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
-    second = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+    first = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
+    second = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert second.envelope_id == first.envelope_id
     assert [e.envelope_id for e in sent_for(envelopes, deal_id)] == [first.envelope_id]
 
 
 def test_a_voided_contract_is_replaced_when_the_deal_sends_again(
-    esign: EsignActivities, priced: PricedQuote, deal_id: str
+    esign: DocusignESignature, priced: PricedQuote, deal_id: str
 ) -> None:
-    first = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+    first = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
     run(
         esign.void_contract,
-        deal.VoidContractInput(deal_id=deal_id, envelope_id=first.envelope_id, reason="re-quote"),
+        ports.VoidContractInput(deal_id=deal_id, envelope_id=first.envelope_id, reason="re-quote"),
     )
 
-    second = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+    second = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert second.envelope_id != first.envelope_id
 
 
 def test_voiding_a_contract_twice_is_harmless(
-    esign: EsignActivities, envelopes: EnvelopesApi, priced: PricedQuote, deal_id: str
+    esign: DocusignESignature, envelopes: EnvelopesApi, priced: PricedQuote, deal_id: str
 ) -> None:
-    sent = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
-    void = deal.VoidContractInput(
+    sent = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
+    void = ports.VoidContractInput(
         deal_id=deal_id, envelope_id=sent.envelope_id, reason="Quote expired"
     )
 
@@ -171,43 +173,43 @@ def test_voiding_a_contract_twice_is_harmless(
 
 
 def test_voiding_a_signed_contract_leaves_it_signed(
-    esign: EsignActivities,
+    esign: DocusignESignature,
     envelopes: EnvelopesApi,
     control: httpx.Client,
     priced: PricedQuote,
     deal_id: str,
 ) -> None:
-    sent = run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+    sent = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
     control.post(f"/_sandbox/envelopes/{sent.envelope_id}/sign", json={}).raise_for_status()
 
     run(
         esign.void_contract,
-        deal.VoidContractInput(deal_id=deal_id, envelope_id=sent.envelope_id, reason="lost"),
+        ports.VoidContractInput(deal_id=deal_id, envelope_id=sent.envelope_id, reason="lost"),
     )
 
     assert envelopes.get_envelope("sandbox-account", sent.envelope_id).status == "completed"
 
 
 def test_a_docusign_outage_is_retried(
-    esign: EsignActivities, control: httpx.Client, priced: PricedQuote, deal_id: str
+    esign: DocusignESignature, control: httpx.Client, priced: PricedQuote, deal_id: str
 ) -> None:
     control.post("/_sandbox/faults", json={"rules": [{"rate_500": 1.0}]}).raise_for_status()
 
     with pytest.raises(ApplicationError) as caught:
-        run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+        run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert not caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_UNAVAILABLE
 
 
 def test_a_docusign_rate_limit_waits_as_long_as_docusign_asks(
-    esign: EsignActivities, control: httpx.Client, priced: PricedQuote, deal_id: str
+    esign: DocusignESignature, control: httpx.Client, priced: PricedQuote, deal_id: str
 ) -> None:
     rule = {"method": "POST", "rate_429": 1.0, "retry_after_s": 7}
     control.post("/_sandbox/faults", json={"rules": [rule]}).raise_for_status()
 
     with pytest.raises(ApplicationError) as caught:
-        run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+        run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert not caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_RATE_LIMITED
@@ -221,10 +223,10 @@ def test_a_rejected_access_token_is_not_retried(
 ) -> None:
     client = ApiClient(host=f"{emulators.docusign_url}/restapi")
     client.set_default_header("Authorization", "Bearer revoked-token")
-    esign = EsignActivities(client, "sandbox-account", "sandbox-msa-template")
+    esign = DocusignESignature(client, "sandbox-account", "sandbox-msa-template")
 
     with pytest.raises(ApplicationError) as caught:
-        run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+        run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_AUTHENTICATION
@@ -233,10 +235,10 @@ def test_a_rejected_access_token_is_not_retried(
 def test_an_unknown_template_parks_the_deal(
     api_client: ApiClient, priced: PricedQuote, deal_id: str
 ) -> None:
-    esign = EsignActivities(api_client, "sandbox-account", "no-such-template")
+    esign = DocusignESignature(api_client, "sandbox-account", "no-such-template")
 
     with pytest.raises(ApplicationError) as caught:
-        run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+        run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_INVALID_REQUEST
@@ -250,10 +252,10 @@ def test_an_unreachable_docusign_is_retried(priced: PricedQuote, deal_id: str) -
     client = build_docusign_client(
         Settings(docusign_base_path=f"http://127.0.0.1:{closed_port}/restapi")
     )
-    esign = EsignActivities(client, "sandbox-account", "sandbox-msa-template")
+    esign = DocusignESignature(client, "sandbox-account", "sandbox-msa-template")
 
     with pytest.raises(ApplicationError) as caught:
-        run(esign.send_contract, deal.SendContractInput(deal_id=deal_id, priced=priced))
+        run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
 
     assert not caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_UNAVAILABLE

@@ -25,11 +25,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 from temporalio.testing import ActivityEnvironment
 
-from activities.esign import EsignActivities, build_docusign_client
-from qtc import deal
+from integrations.docusign.activities import DocusignESignature
+from integrations.docusign.client import build_docusign_client
+from qtc import ports
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.settings import ApiPrincipal, Settings
+from runtime.settings import ApiPrincipal, Settings
 from sandbox.docusign.app import create_app
 from sandbox.tls import TlsFiles, ensure_certificates
 
@@ -104,10 +105,10 @@ def test_a_production_worker_signs_in_with_a_jwt_grant_and_reuses_the_token(
     client = build_docusign_client(settings)
     # The SDK trusts certifi's bundle by default; this test's server is signed by the sandbox CA.
     client.rest_client.pool_manager.connection_pool_kw["ca_certs"] = str(tls.ca_file)
-    esign = EsignActivities.from_settings(client, settings)
+    esign = DocusignESignature.from_settings(client, settings)
     quote = json.loads((ROOT / "examples" / "quote-phase3.json").read_text())
     priced = price_quote(quote, load_catalog(ROOT / "catalog.toml"), datetime.now(UTC))
-    ask = deal.SendContractInput(deal_id=f"deal-jwt-{uuid.uuid4().hex[:8]}", priced=priced)
+    ask = ports.SendContractInput(deal_id=f"deal-jwt-{uuid.uuid4().hex[:8]}", priced=priced)
     before = stats(docusign_over_tls, tls)["tokens_issued"]
 
     first = ActivityEnvironment().run(esign.send_contract, ask)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from activities.http import PooledSession
+from runtime.http import PooledSession
 
 URLS = [
     "https://api.stripe.com/v1/customers",

@@ -16,12 +16,13 @@ from pydantic import SecretStr
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.provisioning import ProvisioningActivities, build_provisioning_client
-from qtc import deal, errors
+from integrations.product_backend.activities import HttpProductBackend
+from integrations.product_backend.client import build_provisioning_client
+from qtc import errors, ports
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from qtc.models import PricedQuote
-from qtc.settings import SANDBOX_SECRETS, Settings
+from runtime.settings import SANDBOX_SECRETS, Settings
 from sandbox.runner import RunningEmulators
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +45,8 @@ def http() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def provisioning(http: httpx.Client, emulators: RunningEmulators) -> ProvisioningActivities:
-    return ProvisioningActivities(http, f"{emulators.provisioning_url}/v1/provision", SECRET)
+def provisioning(http: httpx.Client, emulators: RunningEmulators) -> HttpProductBackend:
+    return HttpProductBackend(http, f"{emulators.provisioning_url}/v1/provision", SECRET)
 
 
 @pytest.fixture
@@ -60,14 +61,14 @@ def sink(emulators: RunningEmulators) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def request_for(priced: PricedQuote) -> Callable[..., deal.ProvisionInput]:
+def request_for(priced: PricedQuote) -> Callable[..., ports.ProvisionInput]:
     """A provisioning input for a fresh deal and tenant (or the ones given)."""
 
     def build(
         deal_id: str | None = None, tenant_id: str | None = None, quote: PricedQuote = priced
-    ) -> deal.ProvisionInput:
+    ) -> ports.ProvisionInput:
         suffix = uuid.uuid4().hex[:10]
-        return deal.ProvisionInput(
+        return ports.ProvisionInput(
             deal_id=deal_id or f"deal-test-{suffix}",
             tenant_id=tenant_id or f"cus_test_{suffix}",
             priced=quote,
@@ -81,9 +82,9 @@ def run(fn: Callable[..., Any], arg: Any) -> Any:
 
 
 def test_a_signed_request_provisions_the_tenant_with_the_signed_features(
-    provisioning: ProvisioningActivities,
+    provisioning: HttpProductBackend,
     sink: httpx.Client,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
     priced: PricedQuote,
 ) -> None:
     ask = request_for()
@@ -101,9 +102,9 @@ def test_a_signed_request_provisions_the_tenant_with_the_signed_features(
 
 
 def test_provisioning_the_same_deal_twice_provisions_once(
-    provisioning: ProvisioningActivities,
+    provisioning: HttpProductBackend,
     sink: httpx.Client,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
 ) -> None:
     ask = request_for()
     before = sink.get("/_sandbox/stats").json()
@@ -123,9 +124,9 @@ def test_a_wrong_secret_is_refused_and_not_retried(
     http: httpx.Client,
     emulators: RunningEmulators,
     sink: httpx.Client,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
 ) -> None:
-    impostor = ProvisioningActivities(
+    impostor = HttpProductBackend(
         http, f"{emulators.provisioning_url}/v1/provision", SecretStr("not-the-secret")
     )
     ask = request_for()
@@ -139,8 +140,8 @@ def test_a_wrong_secret_is_refused_and_not_retried(
 
 
 def test_a_different_contract_under_the_same_deal_is_a_conflict(
-    provisioning: ProvisioningActivities,
-    request_for: Callable[..., deal.ProvisionInput],
+    provisioning: HttpProductBackend,
+    request_for: Callable[..., ports.ProvisionInput],
     priced: PricedQuote,
 ) -> None:
     ask = request_for()
@@ -161,9 +162,9 @@ def test_a_different_contract_under_the_same_deal_is_a_conflict(
 
 
 def test_a_limit_written_quantity_is_sent_as_the_signed_quantity(
-    provisioning: ProvisioningActivities,
+    provisioning: HttpProductBackend,
     sink: httpx.Client,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
     priced: PricedQuote,
 ) -> None:
     unresolved = [
@@ -180,9 +181,9 @@ def test_a_limit_written_quantity_is_sent_as_the_signed_quantity(
 
 
 def test_a_busy_backend_is_retried_after_the_wait_it_asks_for(
-    provisioning: ProvisioningActivities,
+    provisioning: HttpProductBackend,
     sink: httpx.Client,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
 ) -> None:
     rule = {"path": "/v1/provision", "rate_429": 1.0, "retry_after_s": 3}
     sink.post("/_sandbox/faults", json={"rules": [rule]}).raise_for_status()
@@ -196,9 +197,9 @@ def test_a_busy_backend_is_retried_after_the_wait_it_asks_for(
 
 
 def test_a_backend_error_is_retried(
-    provisioning: ProvisioningActivities,
+    provisioning: HttpProductBackend,
     sink: httpx.Client,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
 ) -> None:
     rule = {"path": "/v1/provision", "rate_500": 1.0}
     sink.post("/_sandbox/faults", json={"rules": [rule]}).raise_for_status()
@@ -211,12 +212,12 @@ def test_a_backend_error_is_retried(
 
 
 def test_an_unreachable_backend_is_retried(
-    http: httpx.Client, request_for: Callable[..., deal.ProvisionInput]
+    http: httpx.Client, request_for: Callable[..., ports.ProvisionInput]
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    nowhere = ProvisioningActivities(http, f"http://127.0.0.1:{closed_port}/v1/provision", SECRET)
+    nowhere = HttpProductBackend(http, f"http://127.0.0.1:{closed_port}/v1/provision", SECRET)
 
     with pytest.raises(ApplicationError) as caught:
         run(nowhere.provision_product, request_for())
@@ -228,10 +229,10 @@ def test_an_unreachable_backend_is_retried(
 def test_a_signature_from_a_skewed_clock_is_refused(
     http: httpx.Client,
     emulators: RunningEmulators,
-    request_for: Callable[..., deal.ProvisionInput],
+    request_for: Callable[..., ports.ProvisionInput],
 ) -> None:
     an_hour_ago = datetime.now(UTC).timestamp() - 3600
-    skewed = ProvisioningActivities(
+    skewed = HttpProductBackend(
         http, f"{emulators.provisioning_url}/v1/provision", SECRET, clock=lambda: an_hour_ago
     )
 

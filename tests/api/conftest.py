@@ -21,7 +21,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.settings import Settings
+from runtime.settings import Settings
 from starters.api import create_app
 from tests.api.support import FakeCrm, api_settings, new_quote
 from tests.workflows.support import FakeVendors, deal_worker, start_test_environment

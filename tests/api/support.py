@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from qtc import errors
 from qtc.models import Quote
-from qtc.settings import Settings
-from starters.api.salesforce import sign_callout
+from runtime.settings import Settings
+from runtime.signing import sign
 from tests.stack_support import free_port
 from tests.unit.builders import quote_dict
 from workflows.deal import SEARCH_ATTRIBUTES
@@ -180,7 +180,7 @@ def callout_headers(
     timestamp = int(time.time() if at is None else at)
     return {
         "Content-Type": "application/json",
-        "X-Qtc-Signature": sign_callout(body, secret, timestamp),
+        "X-Qtc-Signature": sign(secret, body, timestamp),
     }
 
 

@@ -13,8 +13,8 @@ import structlog
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from runtime.temporal import connect
 from starters.api import create_app
-from starters.temporal_client import connect
 from tests.api.support import (
     FINANCE,
     OPERATOR,

@@ -13,7 +13,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.deal import ACT_SEND_CONTRACT, DealInput
+from qtc.deal import DealInput
+from qtc.ports import ACT_SEND_CONTRACT
 from starters.api import create_app
 from tests.api.support import (
     DEAL_DESK,

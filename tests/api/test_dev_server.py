@@ -15,9 +15,9 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.settings import Settings
+from runtime.settings import Settings
+from runtime.temporal import connect
 from starters.api import create_app
-from starters.temporal_client import connect
 from tests.api.support import (
     DEAL_DESK,
     FINANCE,

@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.deal import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
-from qtc.settings import Settings
+from qtc.ports import ACT_MARK_CLOSED_WON, ACT_SEND_CONTRACT
+from runtime.settings import Settings
 from starters.api import create_app
 from tests.api.support import (
     CONNECT_SECRET,

@@ -7,7 +7,7 @@ import time
 
 import httpx
 
-from qtc.deal import ACT_SEND_CONTRACT
+from qtc.ports import ACT_SEND_CONTRACT
 from tests.api.support import (
     SALES,
     FakeCrm,

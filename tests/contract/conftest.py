@@ -16,7 +16,7 @@ import os
 import pytest
 from pydantic import SecretStr
 
-from qtc.settings import ApiPrincipal, Settings
+from runtime.settings import ApiPrincipal, Settings
 
 
 def require_env(*names: str) -> dict[str, str]:

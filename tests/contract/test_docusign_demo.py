@@ -8,9 +8,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from activities.esign import EsignActivities, build_docusign_client
+from integrations.docusign.activities import DocusignESignature
+from integrations.docusign.client import build_docusign_client
 from qtc.cpq import price_quote
-from qtc.deal import SendContractInput, VoidContractInput
+from qtc.ports import SendContractInput, VoidContractInput
 from tests.activities.billing_deals import CATALOG, quote
 from tests.contract.conftest import production_settings, require_env
 
@@ -34,7 +35,7 @@ def test_a_contract_is_sent_once_from_the_template_and_voided() -> None:
         ),
         docusign_template_id=env["QTC_CONTRACT_DOCUSIGN_TEMPLATE_ID"],
     )
-    esign = EsignActivities.from_settings(build_docusign_client(settings), settings)
+    esign = DocusignESignature.from_settings(build_docusign_client(settings), settings)
     opportunity = f"006CT{uuid.uuid4().hex[:12].upper()}"
     priced = price_quote(quote(opportunity_id=opportunity), CATALOG, datetime.now(UTC))
     deal_id = f"deal-{opportunity}"

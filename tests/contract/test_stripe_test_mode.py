@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 
 from pydantic import SecretStr
 
-from activities.billing import BillingActivities, build_stripe_client
+from integrations.stripe.activities import StripeBilling
+from integrations.stripe.client import build_stripe_client
 from qtc.cpq import price_quote
-from qtc.deal import CreateCustomerInput, CreateSubscriptionInput, SendInvoiceInput
+from qtc.ports import CreateCustomerInput, CreateSubscriptionInput, SendInvoiceInput
 from tests.activities.billing_deals import CATALOG, quote
 from tests.contract.conftest import production_settings, require_env
 
@@ -18,7 +19,7 @@ def test_real_stripe_bills_the_design_example_exactly_once() -> None:
     key = require_env("QTC_CONTRACT_STRIPE_KEY")["QTC_CONTRACT_STRIPE_KEY"]
     assert key.startswith("sk_test_"), "contract tests run against Stripe test mode only"
     client = build_stripe_client(production_settings(stripe_api_key=SecretStr(key)))
-    billing = BillingActivities(client)
+    billing = StripeBilling(client)
     opportunity = f"006CT{uuid.uuid4().hex[:12].upper()}"
     priced = price_quote(quote(opportunity_id=opportunity), CATALOG, datetime.now(UTC))
     deal_id = f"deal-{opportunity}"
@@ -39,4 +40,4 @@ def test_real_stripe_bills_the_design_example_exactly_once() -> None:
         )
     )
     assert sent.total_minor == priced.invoices[0].total_minor
-    assert sent.hosted_invoice_url
+    assert sent.invoice_url

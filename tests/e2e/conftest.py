@@ -23,8 +23,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from runtime.temporal import connect
 from sandbox.runner import RunningEmulators
-from starters.temporal_client import connect
 from tests.e2e.support import WorkerProcess, qtc_env, salesforce, settings_from
 from tests.stack_support import free_port
 from workflows.deal import SEARCH_ATTRIBUTES

@@ -21,11 +21,11 @@ import stripe
 from simple_salesforce import Salesforce, SFType
 from temporalio.client import Client
 
-from activities.crm import build_salesforce_client
+from integrations.salesforce.client import build_salesforce_client
 from qtc.deal import SIGNAL_SIGNATURE_COMPLETED, DealStatus, SignatureCompleted
-from qtc.settings import Settings
+from runtime.settings import Settings
 from sandbox.runner import RunningEmulators
-from starters import deals
+from service import deals
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

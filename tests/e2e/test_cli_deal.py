@@ -15,7 +15,7 @@ from temporalio.client import Client
 
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from starters import deals
+from service import deals
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import CATALOG, EXAMPLES, ROOT, new_opportunity, quote_file
 from tests.stack_support import free_port

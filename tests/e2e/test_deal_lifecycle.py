@@ -14,7 +14,7 @@ from temporalio.client import Client
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from qtc.deal import DealStatus
-from starters import deals
+from service import deals
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import (
     CATALOG,
@@ -60,40 +60,40 @@ async def test_phase_3_deal_runs_from_signature_to_a_sent_invoice_and_a_live_ten
 
     vendors = Emulated(deployment.emulators)
     customers = vendors.customers(deal_id)
-    assert [c.id for c in customers] == [done.stripe_customer_id]
-    assert [s.id for s in vendors.schedules(done.stripe_customer_id or "")] == [
-        done.stripe_schedule_id
+    assert [c.id for c in customers] == [done.billing_customer_id]
+    assert [s.id for s in vendors.schedules(done.billing_customer_id or "")] == [
+        done.billing_schedule_id
     ]
-    assert [s.id for s in vendors.subscriptions(done.stripe_customer_id or "")] == [
-        done.stripe_subscription_id
+    assert [s.id for s in vendors.subscriptions(done.billing_customer_id or "")] == [
+        done.billing_subscription_id
     ]
-    invoice = vendors.stripe.invoices.retrieve(done.stripe_invoice_id or "")
+    invoice = vendors.stripe.invoices.retrieve(done.billing_invoice_id or "")
     assert invoice.status == "open"
     assert vendors.sent_events(invoice.id) == 1
     assert sorted((line.quantity, line.amount) for line in invoice.lines.data) == billed_lines(done)
     assert done.invoice_preview is not None
     assert invoice.total == done.invoice_preview.total_minor
-    tenant = vendors.tenant(done.stripe_customer_id or "")
+    tenant = vendors.tenant(done.billing_customer_id or "")
     assert tenant is not None
     stats = vendors.provisioning_stats()
     assert (stats["provision_calls"], stats["provisioned"], stats["tenants"]) == (1, 1, 1)
     opportunity = vendors.opportunity(deployment.sf, opportunity_id)
     assert opportunity["StageName"] == "Closed Won"
-    assert opportunity["Stripe_Customer_Id__c"] == done.stripe_customer_id
-    assert opportunity["Stripe_Subscription_Id__c"] == done.stripe_subscription_id
-    assert opportunity["Stripe_Invoice_Id__c"] == done.stripe_invoice_id
+    assert opportunity["Stripe_Customer_Id__c"] == done.billing_customer_id
+    assert opportunity["Stripe_Subscription_Id__c"] == done.billing_subscription_id
+    assert opportunity["Stripe_Invoice_Id__c"] == done.billing_invoice_id
 
     status = qtc(deployment, "deal", "status", deal_id, "--json")
     assert status.returncode == 0, status.stderr
     document = json.loads(status.stdout)
     assert document["stage"] == "completed"
-    assert document["stripe_invoice_id"] == done.stripe_invoice_id
+    assert document["billing_invoice_id"] == done.billing_invoice_id
     assert [e["stage"] for e in document["stage_history"]][-1] == "completed"
 
     readable = qtc(deployment, "deal", "status", opportunity_id)
     assert readable.returncode == 0, readable.stderr
     assert "Stage: completed" in readable.stdout
-    assert str(done.stripe_invoice_id) in readable.stdout
+    assert str(done.billing_invoice_id) in readable.stdout
 
     again = qtc(deployment, "deal", "start", str(quote), "--json")
     assert again.returncode == 0, again.stderr
@@ -111,8 +111,8 @@ async def test_phase_2_deal_waits_for_finance_and_is_released_by_the_approval(
     await sign_contract(client, deployment.emulators, started.deal_id)
     waiting = await wait_for_stage(client, started.deal_id, "awaiting_invoice_review")
     vendors = Emulated(deployment.emulators)
-    assert waiting.stripe_customer_id is not None
-    assert vendors.schedules(waiting.stripe_customer_id) == []
+    assert waiting.billing_customer_id is not None
+    assert vendors.schedules(waiting.billing_customer_id) == []
 
     listed = qtc(deployment, "review", "list", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -138,10 +138,10 @@ async def test_phase_2_deal_waits_for_finance_and_is_released_by_the_approval(
     done = await wait_for_stage(client, started.deal_id, "completed", timeout_s=60)
     assert done.invoice_review is not None
     assert done.invoice_review.reviewer == "fiona@example.com"
-    assert [s.id for s in vendors.schedules(waiting.stripe_customer_id)] == [
-        done.stripe_schedule_id
+    assert [s.id for s in vendors.schedules(waiting.billing_customer_id)] == [
+        done.billing_schedule_id
     ]
-    assert vendors.sent_events(done.stripe_invoice_id or "") == 1
+    assert vendors.sent_events(done.billing_invoice_id or "") == 1
 
 
 async def test_closed_won_starter_starts_the_deal_from_the_crm_opportunity(
@@ -158,7 +158,7 @@ async def test_closed_won_starter_starts_the_deal_from_the_crm_opportunity(
 
     await sign_contract(client, deployment.emulators, f"deal-{seeded}")
     done = await wait_for_stage(client, f"deal-{seeded}", "completed")
-    assert done.stripe_customer_id is None  # phase 1 hands off to finance after Closed Won
+    assert done.billing_customer_id is None  # phase 1 hands off to finance after Closed Won
     opportunity = Emulated(deployment.emulators).opportunity(deployment.sf, seeded)
     assert opportunity["StageName"] == "Closed Won"
 

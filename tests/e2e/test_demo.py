@@ -22,9 +22,9 @@ from urllib.parse import quote
 import pytest
 from rich.console import Console
 
-from qtc.settings import Settings
-from starters.demo import Demo, run_demo
-from starters.stack import Stack, port_free, temporal_binary
+from runtime.settings import Settings
+from sandbox.demo import Demo, run_demo
+from sandbox.stack import Stack, port_free, temporal_binary
 from tests.stack_support import all_ports, stack_settings
 
 ROOT = Path(__file__).resolve().parents[2]

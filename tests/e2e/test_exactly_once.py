@@ -33,16 +33,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.deal import (
+from qtc.deal import DealStatus
+from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_PROVISION_PRODUCT,
     ACT_SEND_FIRST_INVOICE,
-    DealStatus,
 )
+from runtime.temporal import connect
 from sandbox.runner import EmulatorPorts, RunningEmulators, start_emulators
-from starters import deals
-from starters.temporal_client import connect
+from service import deals
 from tests.e2e.conftest import temporal_address
 from tests.e2e.support import (
     CATALOG,
@@ -251,13 +251,13 @@ def observe(
     landed: bool,
 ) -> Outcome:
     vendors = Emulated(emulators)
-    customer_id = done.stripe_customer_id or ""
+    customer_id = done.billing_customer_id or ""
     return Outcome(
         status=done,
         customers=len(vendors.customers(done.deal_id)),
         schedules=len(vendors.schedules(customer_id)),
         subscriptions=len(vendors.subscriptions(customer_id)),
-        first_invoice_sent=vendors.sent_events(done.stripe_invoice_id or ""),
+        first_invoice_sent=vendors.sent_events(done.billing_invoice_id or ""),
         provisioning=vendors.provisioning_stats(),
         recovery=recovery,
         kill_to_completed_s=kill_to_completed_s,

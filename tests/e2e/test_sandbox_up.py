@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from starters.stack import Stack, port_free
+from sandbox.stack import Stack, port_free
 from tests.stack_support import ROOT, all_ports, stack_settings
 
 

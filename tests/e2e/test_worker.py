@@ -11,8 +11,8 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
-from qtc import deal as contract
-from qtc.settings import Settings
+from qtc import ports
+from runtime.settings import Settings
 from tests.e2e.conftest import TEMPORAL_CLI
 from tests.stack_support import free_port
 from workers.main import build_activities, ensure_search_attributes, salesforce_ca_file
@@ -62,15 +62,15 @@ def test_the_worker_registers_every_activity_the_deal_workflow_calls() -> None:
 
     assert sorted(names) == sorted(
         [
-            contract.ACT_READ_OPPORTUNITY,
-            contract.ACT_MARK_CLOSED_WON,
-            contract.ACT_WRITE_BACK_BILLING_IDS,
-            contract.ACT_SEND_CONTRACT,
-            contract.ACT_VOID_CONTRACT,
-            contract.ACT_CREATE_BILLING_CUSTOMER,
-            contract.ACT_CREATE_SUBSCRIPTION,
-            contract.ACT_SEND_FIRST_INVOICE,
-            contract.ACT_PROVISION_PRODUCT,
+            ports.ACT_READ_OPPORTUNITY,
+            ports.ACT_MARK_CLOSED_WON,
+            ports.ACT_WRITE_BACK_BILLING_IDS,
+            ports.ACT_SEND_CONTRACT,
+            ports.ACT_VOID_CONTRACT,
+            ports.ACT_CREATE_BILLING_CUSTOMER,
+            ports.ACT_CREATE_SUBSCRIPTION,
+            ports.ACT_SEND_FIRST_INVOICE,
+            ports.ACT_PROVISION_PRODUCT,
             ACT_DATE_QUOTE_AT_SIGNATURE,
         ]
     )

@@ -23,7 +23,6 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from qtc.deal import (
-    ACT_CREATE_SUBSCRIPTION,
     SIGNAL_APPROVE_INVOICE,
     SIGNAL_APPROVE_QUOTE,
     SIGNAL_MARK_LOST,
@@ -37,6 +36,7 @@ from qtc.deal import (
     Resume,
 )
 from qtc.errors import VENDOR_INVALID_REQUEST
+from qtc.ports import ACT_CREATE_SUBSCRIPTION
 from tests.workflows.support import (
     FakeVendors,
     deal_worker,

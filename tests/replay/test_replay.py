@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from qtc.deal import ACT_SEND_CONTRACT
+from qtc.ports import ACT_SEND_CONTRACT
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
 

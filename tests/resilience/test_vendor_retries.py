@@ -24,18 +24,20 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from activities.billing import BillingActivities, build_stripe_client
-from activities.crm import CrmActivities, build_salesforce_client
+from integrations.salesforce.activities import SalesforceCrm
+from integrations.salesforce.client import build_salesforce_client
+from integrations.stripe.activities import StripeBilling
+from integrations.stripe.client import build_stripe_client
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.deal import (
+from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_MARK_CLOSED_WON,
     BillingCustomer,
     CreateCustomerInput,
     MarkClosedWonInput,
 )
-from qtc.settings import Settings
+from runtime.settings import Settings
 from sandbox.runner import RunningEmulators
 from tests.unit.builders import REPO_ROOT
 from workflows.deal import ACTIVITY_RETRY_POLICY
@@ -151,7 +153,7 @@ async def test_a_stripe_rate_limit_is_retried_no_sooner_than_its_retry_after(
     example = (REPO_ROOT / "examples" / "quote-phase3.json").read_bytes()
     priced = price_quote(example, load_catalog(REPO_ROOT / "catalog.toml"), datetime.now(UTC))
     deal_id = f"deal-resilience-{uuid.uuid4().hex[:12]}"
-    billing = BillingActivities(build_stripe_client(vendor_settings(reset_emulators)))
+    billing = StripeBilling(build_stripe_client(vendor_settings(reset_emulators)))
     rule = {
         "path": r"^/v1/customers$",
         "method": "POST",
@@ -192,7 +194,7 @@ async def test_a_salesforce_request_limit_burst_during_closed_won_still_closes_t
             {"Name": "Burst", "StageName": "Negotiation/Review", "CloseDate": "2030-12-31"}
         )["id"]
     )
-    crm = CrmActivities(build_salesforce_client(settings))
+    crm = SalesforceCrm(build_salesforce_client(settings))
     deal_id = f"deal-{opportunity_id}"
     # Salesforce refuses the write itself (403 REQUEST_LIMIT_EXCEEDED) twice in a row.
     rule = {"path": r"/sobjects/Opportunity/", "method": "PATCH", "rate_429": 1.0}

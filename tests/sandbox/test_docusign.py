@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from qtc.settings import get_settings
+from runtime.settings import get_settings
 from sandbox.docusign import create_app
 from sandbox.tls import ensure_certificates
 from starters.cli import app as qtc_cli

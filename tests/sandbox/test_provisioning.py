@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from runtime.signing import SignatureError, sign, verify
 from sandbox.provisioning.app import SANDBOX_PROVISIONING_SECRET
-from sandbox.provisioning.signing import SignatureError, sign, verify
 from sandbox.runner import RunningEmulators
 
 BODY: dict[str, Any] = {

@@ -19,8 +19,8 @@ from typing import IO
 import httpx
 import pytest
 
+from runtime.signing import sign
 from sandbox.provisioning.app import SANDBOX_PROVISIONING_SECRET
-from sandbox.provisioning.signing import sign
 from sandbox.runner import EmulatorPorts, EmulatorStartError, RunningEmulators, start_emulators
 from sandbox.salesforce.client import sandbox_salesforce, sobject
 

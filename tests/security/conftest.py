@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.logging import configure_logging
+from runtime.logging import configure_logging
 from tests.workflows.support import start_test_environment
 
 

@@ -18,7 +18,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.deal import (
+from qtc.deal import SIGNAL_SIGNATURE_COMPLETED, DealStatus
+from qtc.models import PricedQuote
+from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_MARK_CLOSED_WON,
@@ -27,12 +29,10 @@ from qtc.deal import (
     ACT_SEND_FIRST_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
-    SIGNAL_SIGNATURE_COMPLETED,
     BillingCustomer,
     ContractSent,
     CreateCustomerInput,
     CreateSubscriptionInput,
-    DealStatus,
     InvoiceSent,
     MarkClosedWonInput,
     Provisioned,
@@ -43,8 +43,7 @@ from qtc.deal import (
     VoidContractInput,
     WriteBackInput,
 )
-from qtc.models import PricedQuote
-from qtc.settings import Settings
+from runtime.settings import Settings
 from tests.workflows.support import (
     FakeVendors,
     new_opportunity_id,

@@ -12,8 +12,8 @@ from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
-from qtc.settings import SANDBOX_CODEC_KEY_B64, SANDBOX_CODEC_KEY_ID, Settings
-from starters.codec import AesGcmCodec, CodecKeyError, build_data_converter
+from runtime.codec import AesGcmCodec, CodecKeyError, build_data_converter
+from runtime.settings import SANDBOX_CODEC_KEY_B64, SANDBOX_CODEC_KEY_ID, Settings
 
 KEY_1 = os.urandom(32)
 KEY_2 = os.urandom(32)

@@ -16,10 +16,10 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from temporalio.api.common.v1 import Payload
 
-from qtc.settings import Settings
+from runtime.codec import AesGcmCodec
+from runtime.settings import Settings
 from starters import codec_api
 from starters.api import create_app
-from starters.codec import AesGcmCodec
 
 ROOT = Path(__file__).resolve().parents[2]
 UI = "http://localhost:8233"

@@ -19,20 +19,19 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from integrations.docusign.webhook import is_signed_by_any, parse_event, signature_headers
+from integrations.salesforce.webhook import (
+    OutboundMessage,
+    OutboundMessageError,
+    parse_outbound_message,
+)
 from qtc.catalog import load_catalog
 from qtc.cpq import parse_quote, price_quote
 from qtc.errors import QuoteRejected
 from qtc.models import PricedQuote, Quote
-from qtc.settings import Settings
+from runtime.settings import Settings
+from runtime.signing import SignatureError, verify
 from starters.api import create_app
-from starters.api.docusign import is_signed_by_any, parse_event, signature_headers
-from starters.api.salesforce import (
-    OutboundMessage,
-    OutboundMessageError,
-    SignatureError,
-    parse_outbound_message,
-    verify_callout,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(ROOT / "catalog.toml")
@@ -278,7 +277,7 @@ def test_any_signature_header_is_checked_without_error(
 @example(header="t=1,v1=00")
 def test_any_callout_signature_header_is_refused_with_a_signature_error(header: str) -> None:
     try:
-        verify_callout(b"{}", header, "a-callout-secret", 300)
+        verify("a-callout-secret", b"{}", header, tolerance_s=300)
     except SignatureError:
         return
     raise AssertionError(f"{header!r} was accepted")

@@ -16,11 +16,12 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.deal import ACT_CREATE_BILLING_CUSTOMER, QUERY_STATUS, DealStatus
+from qtc.deal import QUERY_STATUS, DealStatus
 from qtc.errors import VENDOR_UNAVAILABLE
 from qtc.models import PricedQuote
-from qtc.settings import Settings
-from starters.codec import AesGcmCodec, build_data_converter
+from qtc.ports import ACT_CREATE_BILLING_CUSTOMER
+from runtime.codec import AesGcmCodec, build_data_converter
+from runtime.settings import Settings
 from tests.security.conftest import client_with
 from tests.security.deals import (
     LoggingVendors,

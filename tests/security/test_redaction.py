@@ -13,9 +13,9 @@ import structlog
 from pydantic import SecretStr, ValidationError
 from temporalio.testing import WorkflowEnvironment
 
-from qtc.logging import REDACTED, redact_secrets, register_secrets
-from qtc.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, Settings
-from starters.codec import build_data_converter
+from runtime.codec import build_data_converter
+from runtime.logging import REDACTED, redact_secrets, register_secrets
+from runtime.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, Settings
 from tests.security.conftest import client_with
 from tests.security.deals import (
     LoggingVendors,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
-from qtc.settings import get_settings
+from runtime.settings import get_settings
 from starters.cli import app
 from tests.unit.builders import REPO_ROOT, quote_dict
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from starters import stack
-from starters.stack import free_ports, port_free
+from sandbox import stack
+from sandbox.stack import free_ports, port_free
 
 
 def ephemeral_low() -> int:

@@ -25,7 +25,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.deal import (
+from qtc.deal import QUERY_STATUS, DealInput, DealStatus, Phase, SignatureCompleted, Stage
+from qtc.models import Account, Address, PricedLine, PricedQuote, Signer, TaxId
+from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_MARK_CLOSED_WON,
@@ -34,7 +36,6 @@ from qtc.deal import (
     ACT_SEND_FIRST_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
-    QUERY_STATUS,
     SA_ARR,
     SA_CUSTOMER,
     SA_PHASE,
@@ -44,22 +45,16 @@ from qtc.deal import (
     ContractVoided,
     CreateCustomerInput,
     CreateSubscriptionInput,
-    DealInput,
-    DealStatus,
     InvoiceSent,
     MarkClosedWonInput,
-    Phase,
     Provisioned,
     ProvisionInput,
     SendContractInput,
     SendInvoiceInput,
-    SignatureCompleted,
-    Stage,
     SubscriptionCreated,
     VoidContractInput,
     WriteBackInput,
 )
-from qtc.models import Account, Address, PricedLine, PricedQuote, Signer, TaxId
 from qtc.pricing import reprice_for_signature
 from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow, workflow_id_for
 
@@ -238,7 +233,7 @@ class FakeVendors:
         return InvoiceSent(
             invoice_id=f"in_{input.deal_id}",
             number="ACME-0001",
-            hosted_invoice_url=f"https://invoice.example/in_{input.deal_id}",
+            invoice_url=f"https://invoice.example/in_{input.deal_id}",
             total_minor=input.priced.first_invoice_total_minor,
             status="open",
         )

@@ -16,14 +16,6 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from qtc.deal import (
-    ACT_CREATE_BILLING_CUSTOMER,
-    ACT_CREATE_SUBSCRIPTION,
-    ACT_MARK_CLOSED_WON,
-    ACT_PROVISION_PRODUCT,
-    ACT_SEND_CONTRACT,
-    ACT_SEND_FIRST_INVOICE,
-    ACT_VOID_CONTRACT,
-    ACT_WRITE_BACK_BILLING_IDS,
     SIGNAL_APPROVE_INVOICE,
     SIGNAL_APPROVE_QUOTE,
     SIGNAL_MARK_LOST,
@@ -39,6 +31,16 @@ from qtc.deal import (
 )
 from qtc.errors import VENDOR_INVALID_REQUEST, VENDOR_UNAVAILABLE
 from qtc.models import PricedQuote
+from qtc.ports import (
+    ACT_CREATE_BILLING_CUSTOMER,
+    ACT_CREATE_SUBSCRIPTION,
+    ACT_MARK_CLOSED_WON,
+    ACT_PROVISION_PRODUCT,
+    ACT_SEND_CONTRACT,
+    ACT_SEND_FIRST_INVOICE,
+    ACT_VOID_CONTRACT,
+    ACT_WRITE_BACK_BILLING_IDS,
+)
 from qtc.pricing import reprice_for_signature
 from tests.workflows.support import (
     FakeVendors,
@@ -131,11 +133,11 @@ async def test_phase_3_deal_runs_from_contract_to_provisioned_product_with_the_r
     [provision] = fakes.inputs(ACT_PROVISION_PRODUCT)
     assert provision.tenant_id == f"cus_{deal_id}"
     [write_back] = fakes.inputs(ACT_WRITE_BACK_BILLING_IDS)
-    assert (write_back.stripe_customer_id, write_back.stripe_subscription_id) == (
+    assert (write_back.billing_customer_id, write_back.billing_subscription_id) == (
         f"cus_{deal_id}",
         f"sub_{deal_id}",
     )
-    assert write_back.stripe_invoice_id == f"in_{deal_id}"
+    assert write_back.billing_invoice_id == f"in_{deal_id}"
 
     assert status.stage == "completed"
     assert stages(status) == [
@@ -149,10 +151,10 @@ async def test_phase_3_deal_runs_from_contract_to_provisioned_product_with_the_r
         "completed",
     ]
     assert status.envelope_id == f"env-{deal_id}"
-    assert status.stripe_customer_id == f"cus_{deal_id}"
-    assert status.stripe_subscription_id == f"sub_{deal_id}"
-    assert status.stripe_schedule_id == f"sub_sched_{deal_id}"
-    assert status.stripe_invoice_id == f"in_{deal_id}"
+    assert status.billing_customer_id == f"cus_{deal_id}"
+    assert status.billing_subscription_id == f"sub_{deal_id}"
+    assert status.billing_schedule_id == f"sub_sched_{deal_id}"
+    assert status.billing_invoice_id == f"in_{deal_id}"
     assert status.invoice_number == "ACME-0001"
     assert status.invoice_preview == redated.invoices[0]
     assert status.start_date == now.date()
@@ -173,7 +175,7 @@ async def test_phase_2_deal_waits_for_the_finance_reviewer_before_billing_the_cu
     assert fakes.names() == FULL_LOOP[:3]
     assert waiting.invoice_preview == reprice_for_signature(priced, now).invoices[0]
     assert waiting.invoice_preview.date == now.date()
-    assert waiting.stripe_customer_id is not None
+    assert waiting.billing_customer_id is not None
 
     review = InvoiceReview(reviewer="fiona.finance@sandbox.example", note="matches the contract")
     await handle.signal(SIGNAL_APPROVE_INVOICE, review)
@@ -209,7 +211,7 @@ async def test_phase_1_deal_stops_after_closed_won_without_touching_billing(
     assert fakes.names() == [ACT_SEND_CONTRACT, ACT_MARK_CLOSED_WON]
     assert status.stage == "completed"
     assert stages(status) == ["contract_sent", "awaiting_signature", "signed", "completed"]
-    assert status.stripe_customer_id is None
+    assert status.billing_customer_id is None
     assert status.phase == 1
 
 

@@ -17,7 +17,7 @@ import httpx
 import typer
 from rich.console import Console
 
-from qtc.settings import Settings, get_settings
+from runtime.settings import Settings, get_settings
 
 EXIT_FAILED = 1
 TIMEOUT_S = 10.0

@@ -13,9 +13,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from qtc.logging import configure_logging
-from qtc.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, get_settings
-from starters.stack import Stack, StackError
+from runtime.logging import configure_logging
+from runtime.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, get_settings
+from sandbox.stack import Stack, StackError
 
 if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from temporalio.client import Client
 
-from qtc.settings import Settings
-from starters.codec import build_data_converter  # payload encryption (issue 8)
+from runtime.codec import build_data_converter  # payload encryption (issue 8)
+from runtime.settings import Settings
 
 
 async def connect(settings: Settings) -> Client:

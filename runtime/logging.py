@@ -74,7 +74,7 @@ _MORE_SECRET_KEYS = frozenset(
 def register_secrets(values: Iterable[str]) -> None:
     """Redact these values wherever they appear in any string of any later log event.
 
-    ``qtc.settings.Settings`` registers every secret it holds when it is built.
+    ``runtime.settings.Settings`` registers every secret it holds when it is built.
     """
     _secret_values.add(values)
 

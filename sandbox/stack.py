@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, SecretStr
 
-from qtc.settings import Settings
+from runtime.settings import Settings
 
 SEARCH_ATTRIBUTES = ("QtcStage=Keyword", "QtcCustomer=Text", "QtcArr=Double", "QtcPhase=Int")
 

@@ -1,16 +1,15 @@
-"""Product backend: turn the signed SKUs into a tenant's feature flags and limits.
+"""The product-backend port over signed HTTP: turn the signed SKUs into a tenant's feature flags
+and limits.
 
 One signed POST per deal. The body is serialised once and those exact bytes are both signed and
-sent, so the backend can verify ``X-Qtc-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
-"<t>." + body)>``. The ``Idempotency-Key`` is the deal id: a retry after a lost response provisions
-nothing twice, and a 409 (the same key already used with a different body) means the backend holds
-a different contract for this deal, which no retry can fix.
+sent, so the backend can verify their ``X-Qtc-Signature`` (``runtime.signing``). The
+``Idempotency-Key`` is the deal id: a retry after a lost response provisions nothing twice, and a
+409 (the same key already used with a different body) means the backend holds a different contract
+for this deal, which no retry can fix.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Callable
@@ -20,20 +19,13 @@ import httpx
 from pydantic import SecretStr
 from temporalio import activity
 
-from activities.errors import from_http_status, unreachable
-from qtc import deal
+from qtc import ports
 from qtc.models import FeatureValue, PricedLine
-from qtc.settings import Settings
+from runtime.signing import SIGNATURE_HEADER, sign
+from runtime.vendor_errors import from_http_status, unreachable
 
 VENDOR = "product backend"
-SIGNATURE_HEADER = "X-Qtc-Signature"
 QUANTITY = "quantity"
-
-
-def sign(secret: str, body: bytes, timestamp: int) -> str:
-    """The ``X-Qtc-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
 
 
 def line_features(line: PricedLine) -> dict[str, FeatureValue]:
@@ -43,7 +35,7 @@ def line_features(line: PricedLine) -> dict[str, FeatureValue]:
     }
 
 
-def provision_body(input: deal.ProvisionInput) -> dict[str, Any]:
+def provision_body(input: ports.ProvisionInput) -> dict[str, Any]:
     priced = input.priced
     return {
         "tenant_id": input.tenant_id,
@@ -56,8 +48,8 @@ def provision_body(input: deal.ProvisionInput) -> dict[str, Any]:
     }
 
 
-class ProvisioningActivities:
-    """Product-backend activities; the worker builds one ``httpx.Client`` and shares it."""
+class HttpProductBackend:
+    """The product-backend port; the worker builds one ``httpx.Client`` and shares it."""
 
     def __init__(
         self,
@@ -72,8 +64,8 @@ class ProvisioningActivities:
         self._secret = secret
         self._clock = clock
 
-    @activity.defn(name=deal.ACT_PROVISION_PRODUCT)
-    def provision_product(self, input: deal.ProvisionInput) -> deal.Provisioned:
+    @activity.defn(name=ports.ACT_PROVISION_PRODUCT)
+    def provision_product(self, input: ports.ProvisionInput) -> ports.Provisioned:
         """Provision the tenant with the signed SKUs' features (idempotent per deal)."""
         body = provision_body(input)
         # Compact, key-sorted JSON: the same deal always produces the same bytes, so a retry
@@ -104,7 +96,7 @@ class ProvisioningActivities:
             input.deal_id,
             " (already provisioned)" if replayed else "",
         )
-        return deal.Provisioned(
+        return ports.Provisioned(
             tenant_id=input.tenant_id,
             features={s["sku"]: s["features"] for s in body["skus"]},
         )
@@ -133,8 +125,3 @@ def _code(response: httpx.Response) -> str | None:
     if isinstance(body, dict) and isinstance(body.get("type"), str):
         return str(body["type"])
     return None
-
-
-def build_provisioning_client(settings: Settings) -> httpx.Client:
-    """The worker's one HTTP client for the product backend (pooled, with timeouts)."""
-    return httpx.Client(timeout=httpx.Timeout(settings.provisioning_timeout_s, connect=5.0))

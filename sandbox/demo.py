@@ -25,8 +25,8 @@ from rich.table import Table
 
 from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
-from qtc.settings import Settings
-from starters.stack import Stack
+from runtime.settings import Settings
+from sandbox.stack import Stack
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -206,9 +206,9 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 outcome,
-                s.get("stripe_customer_id") or "-",
-                s.get("stripe_schedule_id") or s.get("stripe_subscription_id") or "-",
-                s.get("stripe_invoice_id") or "-",
+                s.get("billing_customer_id") or "-",
+                s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
+                s.get("billing_invoice_id") or "-",
                 total,
                 _flags(flags),
                 _seconds_to_invoice(s),

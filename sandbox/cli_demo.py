@@ -9,10 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from qtc.logging import configure_logging
-from qtc.settings import get_settings
-from starters.demo import DemoError, run_demo
-from starters.stack import StackError
+from runtime.logging import configure_logging
+from runtime.settings import get_settings
+from sandbox.demo import DemoError, run_demo
+from sandbox.stack import StackError
 
 
 def demo(

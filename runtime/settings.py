@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from qtc.logging import register_secrets
+from runtime.logging import register_secrets
 
 Role = Literal["sales", "deal_desk", "finance", "operator"]
 

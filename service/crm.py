@@ -1,8 +1,8 @@
 """The Closed-Won starter: turn a CRM opportunity into a running deal.
 
 The opportunity, its account and its line items are read with the same SOQL and the same mapping
-the ``read_opportunity`` activity uses (``activities.crm``), priced as of now, and started through
-``starters.deals.start_deal``, so a deal started here is the deal the API or ``qtc deal start``
+the ``read_opportunity`` activity uses (``integrations.salesforce.activities``), priced as of now, and started through
+``service.deals.start_deal``, so a deal started here is the deal the API or ``qtc deal start``
 would have started for the same opportunity (same workflow id, same policies: never two).
 """
 
@@ -18,11 +18,11 @@ from simple_salesforce import Salesforce
 from simple_salesforce.exceptions import SalesforceError
 from temporalio.client import Client
 
-from activities.crm import FieldMap, OpportunityDataError, quote_from_opportunity
+from integrations.salesforce.mapping import FieldMap, OpportunityDataError, quote_from_opportunity
 from qtc.cpq import price_quote
 from qtc.deal import Phase
 from qtc.models import Catalog, Quote
-from starters.deals import StartResult, start_deal
+from service.deals import StartResult, start_deal
 
 
 class OpportunityUnavailable(Exception):
@@ -97,8 +97,8 @@ async def start_from_crm(
     Raises:
         OpportunityUnavailable: The opportunity cannot be read or mapped.
         qtc.errors.QuoteRejected: The quote breaks CPQ rules (every violation listed).
-        starters.deals.DealConflict: The opportunity already has a deal with a different quote.
-        starters.deals.TemporalUnavailable: Temporal could not be reached.
+        service.deals.DealConflict: The opportunity already has a deal with a different quote.
+        service.deals.TemporalUnavailable: Temporal could not be reached.
     """
     quote = await asyncio.to_thread(read_quote, sf, field_map, opportunity_id)
     priced = price_quote(quote, catalog, datetime.now(UTC))

@@ -1,8 +1,8 @@
 """Salesforce webhooks: the signed Flow HTTP callout and the SOAP Outbound Message.
 
-A Flow callout carries ``X-Qtc-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "t." +
-body)>``. Binding the timestamp into the MAC and refusing old timestamps means a captured request
-cannot be replayed later, and no signature can be moved onto another body.
+A Flow callout is signed with the product's ``X-Qtc-Signature`` scheme (``runtime.signing``):
+an HMAC over the timestamp and the body, so a captured request cannot be replayed later and no
+signature can be moved onto another body.
 
 An Outbound Message is SOAP. It is parsed with defusedxml (no DTDs, no entity expansion) and only
 accepted from the organisations listed in ``QTC_SALESFORCE_ORG_IDS``; Salesforce re-sends a message
@@ -11,9 +11,6 @@ until it receives ``<Ack>true</Ack>``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
@@ -25,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from qtc.deal import Phase
 
-SIGNATURE_HEADER = "X-Qtc-Signature"
 CLOSED_WON = "Closed Won"
 ACK = (
     '<?xml version="1.0" encoding="UTF-8"?>'
@@ -47,52 +43,6 @@ class FlowCallout(BaseModel):
     event: Literal["closed_won", "quote_approved"]
     opportunity_id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
     phase: Phase | None = None
-
-
-class SignatureError(ValueError):
-    """The callout signature is missing, malformed, stale or wrong (the message says which)."""
-
-
-def sign_callout(body: bytes, secret: str, timestamp: int) -> str:
-    """The ``X-Qtc-Signature`` value for a body (what the Flow computes; tests use it too)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
-
-
-def verify_callout(
-    body: bytes,
-    header: str | None,
-    secret: str,
-    tolerance_s: int,
-    now: float | None = None,
-) -> None:
-    """Check a Flow callout's signature.
-
-    Raises:
-        SignatureError: The header is missing or malformed, the timestamp is outside the
-            tolerance, or no ``v1`` matches.
-    """
-    if not header:
-        raise SignatureError(f"the {SIGNATURE_HEADER} header is missing")
-    timestamp: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t" and value.isascii() and value.isdigit() and len(value) <= 12:
-            timestamp = int(value)
-        elif key == "v1" and value:
-            candidates.append(value)
-    if timestamp is None or not candidates:
-        raise SignatureError(f"the {SIGNATURE_HEADER} header needs t=<unix time>,v1=<hex mac>")
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
-        raise SignatureError(f"the signature timestamp is more than {tolerance_s} s from now")
-    expected = sign_callout(body, secret, timestamp).split("v1=", 1)[1].encode()
-    matched = False
-    for candidate in candidates:
-        matched |= hmac.compare_digest(candidate.encode(), expected)
-    if not matched:
-        raise SignatureError("the signature does not match the body")
 
 
 @dataclass(frozen=True)

@@ -1,52 +1,27 @@
-"""Salesforce: read the opportunity as a quote, mark it Closed Won, write the billing ids back.
+"""Salesforce data to and from the domain: where each quote fact lives (``FieldMap``) and how an
+opportunity record becomes a ``Quote``.
 
-simple-salesforce is a blocking SDK, so every activity here is synchronous and runs on the worker's
-thread pool. Which CRM fields hold which quote facts is a ``FieldMap``: the defaults match the
-fields this product installs in Salesforce, and an org with other names overrides them through
+Which CRM fields hold which quote facts is a ``FieldMap``: the defaults match the fields this
+product installs in Salesforce, and an org with other names overrides them through
 ``QTC_SALESFORCE_FIELD_MAP`` (a JSON object of logical name to field path).
-
-Salesforce answers a rate limit with ``403 REQUEST_LIMIT_EXCEEDED`` rather than 429; it is retried
-like any other rate limit. Everything else the CRM refuses (bad session, missing permission,
-malformed query, missing record or field) parks the deal.
 """
 
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from decimal import Decimal, InvalidOperation
-from functools import partial
 from typing import Annotated, Any
 
-import requests
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
-from simple_salesforce import Salesforce, SFType
-from simple_salesforce.exceptions import SalesforceError
+from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, ValidationError
 from simple_salesforce.format import format_soql
-from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.errors import (
-    from_http_status,
-    non_retryable,
-    parse_retry_after,
-    retryable,
-    unreachable,
-)
-from activities.http import PooledSession
-from qtc import deal, errors
 from qtc.models import Quote
-from qtc.settings import Settings
+from runtime.settings import Settings
 
-VENDOR = "Salesforce"
-CLOSED_WON = "Closed Won"
-RATE_LIMIT_CODES = frozenset({"REQUEST_LIMIT_EXCEEDED", "TOO_MANY_REQUESTS"})
-# Answered with 400 but transient: another transaction holds the record for a moment.
-TRANSIENT_CODES = frozenset({"UNABLE_TO_LOCK_ROW"})
 # Salesforce record ids are 15 or 18 alphanumerics; anything else cannot name an opportunity and
 # must never reach a SOQL string.
-_RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
+RECORD_ID = re.compile(r"^[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?$")
 _FIELD_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _PLAIN_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -76,7 +51,7 @@ class FieldMap(BaseModel):
     fields. ``start_date`` is optional: without it every deal starts on signature.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     opportunity_id: OpportunityField = "Id"
     name: OpportunityField = "Name"
@@ -94,10 +69,24 @@ class FieldMap(BaseModel):
     signer_name: FieldPath = "QTC_Signer_Name__c"
     signer_email: FieldPath = "QTC_Signer_Email__c"
     deal_id: OpportunityField = "QTC_Deal_Id__c"
-    stripe_customer_id: OpportunityField = "Stripe_Customer_Id__c"
-    stripe_subscription_id: OpportunityField = "Stripe_Subscription_Id__c"
-    stripe_invoice_id: OpportunityField = "Stripe_Invoice_Id__c"
-    stripe_invoice_url: OpportunityField = "Stripe_Invoice_Url__c"
+    # The custom fields keep the names orgs already have installed; the logical names are
+    # vendor-neutral; QTC_SALESFORCE_FIELD_MAP may still use the former ``stripe_*`` names.
+    billing_customer_id: OpportunityField = Field(
+        "Stripe_Customer_Id__c",
+        validation_alias=AliasChoices("billing_customer_id", "stripe_customer_id"),
+    )
+    billing_subscription_id: OpportunityField = Field(
+        "Stripe_Subscription_Id__c",
+        validation_alias=AliasChoices("billing_subscription_id", "stripe_subscription_id"),
+    )
+    billing_invoice_id: OpportunityField = Field(
+        "Stripe_Invoice_Id__c",
+        validation_alias=AliasChoices("billing_invoice_id", "stripe_invoice_id"),
+    )
+    billing_invoice_url: OpportunityField = Field(
+        "Stripe_Invoice_Url__c",
+        validation_alias=AliasChoices("billing_invoice_url", "stripe_invoice_url"),
+    )
 
     account_name: FieldPath = "Account.Name"
     billing_street: FieldPath = "Account.BillingStreet"
@@ -363,238 +352,3 @@ def _problems_from(
         value = err.get("input")
         shown = "missing" if value is None else f"got {value!r}"
         yield FieldProblem(field=field, message=f"{err['msg']} ({shown})")
-
-
-def _error_entries(content: Any) -> list[Mapping[str, Any]]:
-    """Salesforce error bodies are a list of ``{"errorCode", "message"}`` (sometimes one dict)."""
-    if isinstance(content, Mapping):
-        return [content]
-    if isinstance(content, Sequence) and not isinstance(content, str | bytes):
-        return [e for e in content if isinstance(e, Mapping)]
-    return []
-
-
-class CrmActivities:
-    """Salesforce activities; the worker builds one ``Salesforce`` client and shares it."""
-
-    def __init__(self, sf: Salesforce, field_map: FieldMap | None = None) -> None:
-        self._sf = sf
-        self._fields = field_map or FieldMap()
-        # simple-salesforce's exceptions drop the response headers, so Retry-After is caught on
-        # the way past; thread-local because activities share the client across worker threads.
-        self._last_response = threading.local()
-        sf.session.hooks.setdefault("response", []).append(self._remember_response)
-
-    def _remember_response(self, response: requests.Response, *_: Any, **__: Any) -> None:
-        self._last_response.retry_after = response.headers.get("Retry-After")
-
-    @activity.defn(name=deal.ACT_READ_OPPORTUNITY)
-    def read_opportunity(self, input: deal.ReadOpportunityInput) -> Quote:
-        """Read the opportunity, its account and line items in one SOQL query as a ``Quote``."""
-        opportunity_id = self._checked_id(input.opportunity_id)
-        result = self._call(
-            "read opportunity",
-            lambda: self._sf.query(self._fields.opportunity_soql(opportunity_id)),
-        )
-        records = result.get("records") or []
-        if not records:
-            raise non_retryable(
-                errors.VENDOR_NOT_FOUND,
-                f"Salesforce has no opportunity {opportunity_id}",
-                details={"vendor": VENDOR, "opportunity_id": opportunity_id},
-            )
-        record = dict(records[0])
-        self._complete_line_items(record)
-        try:
-            return quote_from_opportunity(record, self._fields)
-        except OpportunityDataError as exc:
-            raise non_retryable(
-                errors.VENDOR_INVALID_REQUEST,
-                str(exc),
-                details={
-                    "vendor": VENDOR,
-                    "opportunity_id": opportunity_id,
-                    "fields": [p.field for p in exc.problems],
-                },
-            ) from exc
-
-    @activity.defn(name=deal.ACT_MARK_CLOSED_WON)
-    def mark_closed_won(self, input: deal.MarkClosedWonInput) -> None:
-        """Set StageName Closed Won, CloseDate and the deal id; a no-op when already so."""
-        fm = self._fields
-        opportunity_id = self._checked_id(input.opportunity_id)
-        current = self._current(opportunity_id, [fm.stage, fm.close_date, fm.deal_id])
-        wanted: dict[str, Any] = {
-            fm.stage: CLOSED_WON,
-            fm.close_date: input.close_date.isoformat(),
-            fm.deal_id: input.deal_id,
-        }
-        changes = {k: v for k, v in wanted.items() if current.get(k) != v}
-        if not changes:
-            activity.logger.info(
-                "opportunity %s already Closed Won for %s", opportunity_id, input.deal_id
-            )
-            return
-        self._update(opportunity_id, changes)
-        activity.logger.info(
-            "opportunity %s marked Closed Won on %s", opportunity_id, input.close_date
-        )
-
-    @activity.defn(name=deal.ACT_WRITE_BACK_BILLING_IDS)
-    def write_back_billing_ids(self, input: deal.WriteBackInput) -> None:
-        """Write the Stripe ids (those known so far) onto the opportunity."""
-        fm = self._fields
-        opportunity_id = self._checked_id(input.opportunity_id)
-        values = {
-            fm.stripe_customer_id: input.stripe_customer_id,
-            fm.stripe_subscription_id: input.stripe_subscription_id,
-            fm.stripe_invoice_id: input.stripe_invoice_id,
-            fm.stripe_invoice_url: input.hosted_invoice_url,
-        }
-        self._update(opportunity_id, {k: v for k, v in values.items() if v is not None})
-
-    # --- helpers -------------------------------------------------------------------------
-
-    @staticmethod
-    def _checked_id(opportunity_id: str) -> str:
-        if not _RECORD_ID.match(opportunity_id):
-            raise non_retryable(
-                errors.VENDOR_INVALID_REQUEST,
-                f"{opportunity_id!r} is not a Salesforce record id",
-                details={"vendor": VENDOR},
-            )
-        return opportunity_id
-
-    def _current(self, opportunity_id: str, fields: list[str]) -> dict[str, Any]:
-        # Field names come from the validated FieldMap; the id is quoted by format_soql.
-        select = ", ".join(dict.fromkeys(fields))
-        soql = format_soql(f"SELECT {select} FROM Opportunity WHERE Id = {{}}", opportunity_id)  # noqa: S608
-        records = self._call("read opportunity", lambda: self._sf.query(soql)).get("records")
-        if not records:
-            raise non_retryable(
-                errors.VENDOR_NOT_FOUND,
-                f"Salesforce has no opportunity {opportunity_id}",
-                details={"vendor": VENDOR, "opportunity_id": opportunity_id},
-            )
-        return dict(records[0])
-
-    def _update(self, opportunity_id: str, data: dict[str, Any]) -> None:
-        opportunities = SFType(
-            "Opportunity",
-            self._sf.session_id,
-            self._sf.sf_instance,
-            sf_version=self._sf.sf_version,
-            session=self._sf.session,
-            salesforce=self._sf,
-        )
-        self._call("update opportunity", lambda: opportunities.update(opportunity_id, data))
-
-    def _complete_line_items(self, record: dict[str, Any]) -> None:
-        """Follow ``nextRecordsUrl`` when Salesforce pages a long line-item subquery."""
-        rel = self._fields.line_items
-        page = record.get(rel)
-        if not isinstance(page, Mapping) or page.get("done", True):
-            return
-        records = list(page.get("records") or [])
-        next_url = page.get("nextRecordsUrl")
-        while next_url:
-            more = self._call(
-                "read line items",
-                partial(self._sf.query_more, str(next_url), identifier_is_url=True),
-            )
-            records.extend(more.get("records") or [])
-            next_url = None if more.get("done", True) else more.get("nextRecordsUrl")
-        record[rel] = {"records": records, "done": True, "totalSize": len(records)}
-
-    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
-        self._last_response.retry_after = None
-        try:
-            return fn()
-        except SalesforceError as exc:
-            raise self._classify(what, exc) from exc
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise unreachable(VENDOR, exc) from exc
-
-    def _classify(self, what: str, exc: SalesforceError) -> ApplicationError:
-        entries = _error_entries(exc.content)
-        codes = [str(e.get("errorCode")) for e in entries if e.get("errorCode")]
-        message = "; ".join(str(e.get("message")) for e in entries if e.get("message"))
-        if not message:
-            message = exc.content.decode() if isinstance(exc.content, bytes) else str(exc.content)
-        code = ",".join(codes) or None
-        retry_after = parse_retry_after(getattr(self._last_response, "retry_after", None))
-        text = f"{what}: {message}"
-        if RATE_LIMIT_CODES.intersection(codes):
-            return retryable(
-                errors.VENDOR_RATE_LIMITED,
-                f"Salesforce rate limit ({code}) on {text}",
-                retry_after,
-                details={"vendor": VENDOR, "status": exc.status, "code": code},
-            )
-        if TRANSIENT_CODES.intersection(codes):
-            return retryable(
-                errors.VENDOR_UNAVAILABLE,
-                f"Salesforce record busy ({code}) on {text}",
-                retry_after,
-                details={"vendor": VENDOR, "status": exc.status, "code": code},
-            )
-        headers = {"Retry-After": str(retry_after.total_seconds())} if retry_after else None
-        return from_http_status(VENDOR, exc.status, text, headers, code=code)
-
-
-class _ClientSession(PooledSession):
-    """The session simple-salesforce sends every request through.
-
-    simple-salesforce passes no timeout, so a hung socket would pin a worker thread forever; and
-    requests lets ``REQUESTS_CA_BUNDLE`` override ``session.verify`` unless ``verify`` is passed
-    per request, which would silently drop a configured CA file.
-    """
-
-    def __init__(self, timeout_s: float, ca_file: str | None, pool_size: int = 10) -> None:
-        super().__init__(pool_size)
-        self._timeout_s = timeout_s
-        if ca_file is not None:
-            self.verify = ca_file
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("timeout", self._timeout_s)
-        kwargs.setdefault("verify", self.verify)
-        return super().request(method, url, *args, **kwargs)
-
-
-def build_salesforce_client(settings: Settings) -> Salesforce:
-    """The worker's one Salesforce client: a session id (sandbox, or a token from your own OAuth
-    flow) or username + password + security token, which simple-salesforce refreshes itself."""
-    ca_file = settings.salesforce_ca_file
-    if ca_file is None and settings.sandbox:
-        # Where ``qtc sandbox up`` (sandbox.runner) leaves its CA, so the sandbox needs no setting.
-        default_ca = settings.state_dir / "emulators" / "tls" / "sandbox-ca.pem"
-        ca_file = default_ca if default_ca.exists() else None
-    session = _ClientSession(
-        settings.salesforce_timeout_s,
-        str(ca_file) if ca_file else None,
-        pool_size=settings.worker_activity_threads,
-    )
-    if settings.salesforce_username and settings.salesforce_password:
-        return Salesforce(
-            username=settings.salesforce_username,
-            password=settings.salesforce_password.get_secret_value(),
-            security_token=(
-                settings.salesforce_security_token.get_secret_value()
-                if settings.salesforce_security_token
-                else ""
-            ),
-            domain=settings.salesforce_domain,
-            version=settings.salesforce_api_version,
-            session=session,
-        )
-    if settings.salesforce_session_id is None:
-        raise ValueError(
-            "set QTC_SALESFORCE_SESSION_ID or QTC_SALESFORCE_USERNAME and QTC_SALESFORCE_PASSWORD"
-        )
-    return Salesforce(
-        instance_url=settings.salesforce_instance_url,
-        session_id=settings.salesforce_session_id.get_secret_value(),
-        version=settings.salesforce_api_version,
-        session=session,
-    )

@@ -35,7 +35,7 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from qtc.settings import Settings
+from runtime.settings import Settings
 
 ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"

@@ -32,13 +32,14 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
+from qtc import ports
 from qtc.deal import DealInput, DealStatus, Phase, Stage
 from qtc.models import Model, PricedQuote
 
-STAGE_KEY = SearchAttributeKey.for_keyword(contract.SA_STAGE)
-CUSTOMER_KEY = SearchAttributeKey.for_text(contract.SA_CUSTOMER)
-ARR_KEY = SearchAttributeKey.for_float(contract.SA_ARR)
-PHASE_KEY = SearchAttributeKey.for_int(contract.SA_PHASE)
+STAGE_KEY = SearchAttributeKey.for_keyword(ports.SA_STAGE)
+CUSTOMER_KEY = SearchAttributeKey.for_text(ports.SA_CUSTOMER)
+ARR_KEY = SearchAttributeKey.for_float(ports.SA_ARR)
+PHASE_KEY = SearchAttributeKey.for_int(ports.SA_PHASE)
 
 # Memo keys: what a later start for the same opportunity is compared against.
 MEMO_QUOTE_ID = "qtc_quote_id"
@@ -314,7 +315,7 @@ async def list_deals(
     if stage is not None:
         if stage not in get_args(Stage):
             raise ValueError(f"unknown stage {stage!r}; one of {', '.join(get_args(Stage))}")
-        query += f" AND {contract.SA_STAGE} = '{stage}'"
+        query += f" AND {ports.SA_STAGE} = '{stage}'"
     async with _temporal_call("*", rpc_timeout):
         return [
             _summary(execution)

@@ -1,4 +1,4 @@
-"""Billing in Stripe: the customer, the subscription schedule and the first invoice of a deal.
+"""Stripe behind the billing port: the customer, the subscription schedule and the first invoice.
 
 Every method is a synchronous activity (the Stripe SDK blocks; the worker runs it on its thread
 pool) that is safe to run twice: it looks the object up by the deal's metadata before creating it,
@@ -20,17 +20,15 @@ from typing import Any
 
 import stripe
 import structlog
-from stripe._base_address import BaseAddresses
 from stripe.params import SubscriptionScheduleCreateParams
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import stripe_plan as plan
-from activities.errors import non_retryable, retry_after_from_headers, retryable
-from activities.http import PooledSession
+from integrations.stripe import plan
 from qtc import errors
 from qtc.dates import as_utc
-from qtc.deal import (
+from qtc.models import PricedQuote
+from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_SEND_FIRST_INVOICE,
@@ -41,33 +39,12 @@ from qtc.deal import (
     SendInvoiceInput,
     SubscriptionCreated,
 )
-from qtc.models import PricedQuote
-from qtc.settings import Settings
+from runtime.vendor_errors import non_retryable, retry_after_from_headers, retryable
 
 log = structlog.get_logger(__name__)
 
 VENDOR = "Stripe"
-
-
-def build_stripe_client(settings: Settings) -> stripe.StripeClient:
-    """The one Stripe client of a worker process, from settings.
-
-    ``max_network_retries=0``: Temporal owns retries. SDK retries inside an attempt would hide
-    Stripe's trouble from the workflow's retry policy and history, stretch one attempt past its
-    start-to-close timeout, and ignore ``Retry-After``; one attempt, one request, classified here.
-    """
-    base_addresses: BaseAddresses = {}
-    if settings.stripe_api_base:
-        base_addresses["api"] = settings.stripe_api_base
-    return stripe.StripeClient(
-        settings.stripe_api_key.get_secret_value(),
-        base_addresses=base_addresses,
-        max_network_retries=0,
-        http_client=stripe.RequestsClient(
-            timeout=settings.stripe_timeout_seconds,
-            session=PooledSession(settings.worker_activity_threads),
-        ),
-    )
+VENDOR_ID = "stripe"
 
 
 # --- vendor error classification -------------------------------------------------------------
@@ -195,7 +172,7 @@ def keys_cover_every_attempt(priced: PricedQuote, now: float) -> bool:
 MANUAL_SEND_CHECK_AFTER_S = 50 * 60
 
 
-class BillingActivities:
+class StripeBilling:
     """Stripe activities of the deal workflow; the worker builds one with its Stripe client."""
 
     def __init__(self, client: stripe.StripeClient, clock: Callable[[], float] = time.time) -> None:
@@ -217,13 +194,13 @@ class BillingActivities:
                 found = self._find_customer(input.deal_id, input.priced.account.billing_email)
             if found is not None:
                 log.info("stripe customer found", deal_id=input.deal_id, customer_id=found.id)
-                return BillingCustomer(customer_id=found.id)
+                return BillingCustomer(customer_id=found.id, system=VENDOR_ID)
             customer = self._stripe.customers.create(
                 params=plan.customer_params(input.deal_id, input.priced),
                 options={"idempotency_key": f"qtc:{input.deal_id}:customer"},
             )
             log.info("stripe customer created", deal_id=input.deal_id, customer_id=customer.id)
-            return BillingCustomer(customer_id=customer.id)
+            return BillingCustomer(customer_id=customer.id, system=VENDOR_ID)
 
     def _find_customer(self, deal_id: str, email: str) -> stripe.Customer | None:
         """The deal's customer if an earlier attempt created it, else None.
@@ -472,7 +449,7 @@ class BillingActivities:
             return InvoiceSent(
                 invoice_id=invoice.id,
                 number=invoice.number,
-                hosted_invoice_url=invoice.hosted_invoice_url,
+                invoice_url=invoice.hosted_invoice_url,
                 total_minor=invoice.total,
                 status=str(invoice.status),
             )

@@ -1,0 +1,190 @@
+"""What the deal needs from each outside system: the ports.
+
+The workflow calls activities by the names below and never names a vendor; each package in
+``integrations/`` implements one port, and the worker registers the implementation the settings
+choose (``QTC_CRM``, ``QTC_ESIGN``, ``QTC_BILLING``, ``QTC_ERP``) under the port's activity names.
+Every activity takes one input model and returns one result model (add fields with a default, never
+remove; a renamed field keeps reading its former name), so running deals survive a change of vendor
+code.
+
+The protocols say what an implementation provides. Activities may be sync (blocking SDKs run on the
+worker's thread pool) or async; the protocols are written for the sync form, and the worker only
+relies on the activity names. Failures cross Temporal as ``ApplicationError`` typed with the names
+in ``qtc.errors``: non-retryable ones park the deal in ``needs_attention``.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Protocol
+
+from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
+
+# Search attributes: the names are defined here once; ``runtime.search_attributes`` turns them into
+# Temporal's typed keys for the workflow, the service layer and the worker's registration.
+SA_STAGE = "QtcStage"  # Keyword
+SA_CUSTOMER = "QtcCustomer"  # Text
+SA_ARR = "QtcArr"  # Double, in major units of the deal currency
+SA_PHASE = "QtcPhase"  # Int
+
+
+# Activity names: they belong to the port, not to a vendor. Each vendor's implementation registers
+# under these names, so a deal recorded with one vendor replays with another's code.
+ACT_READ_OPPORTUNITY = "read_opportunity"
+ACT_MARK_CLOSED_WON = "mark_closed_won"
+ACT_WRITE_BACK_BILLING_IDS = "write_back_billing_ids"
+ACT_SEND_CONTRACT = "send_contract"
+ACT_VOID_CONTRACT = "void_contract"
+ACT_CREATE_BILLING_CUSTOMER = "create_billing_customer"
+ACT_CREATE_SUBSCRIPTION = "create_subscription"
+ACT_SEND_FIRST_INVOICE = "send_first_invoice"
+ACT_PROVISION_PRODUCT = "provision_product"
+
+
+class ReadOpportunityInput(Model):
+    opportunity_id: str
+
+
+class MarkClosedWonInput(Model):
+    deal_id: str
+    opportunity_id: str
+    close_date: date
+
+
+class WriteBackInput(Model):
+    deal_id: str
+    opportunity_id: str
+    billing_customer_id: str = renamed_from("stripe_customer_id", required=True)
+    billing_subscription_id: str | None = renamed_from("stripe_subscription_id")
+    billing_invoice_id: str | None = renamed_from("stripe_invoice_id")
+    billing_invoice_url: str | None = renamed_from("hosted_invoice_url")
+
+
+class SendContractInput(Model):
+    deal_id: str
+    priced: PricedQuote
+
+
+class ContractSent(Model):
+    envelope_id: str
+    status: str
+    # The e-signature vendor that holds the contract; None in results recorded before it was kept.
+    system: str | None = None
+
+
+class VoidContractInput(Model):
+    deal_id: str
+    envelope_id: str
+    reason: str
+
+
+class ContractVoided(Model):
+    """What voiding found: ``voided``, or the final state the envelope was already in
+    (``completed``: it was signed, at ``completed_at``; ``declined``)."""
+
+    envelope_id: str
+    status: str
+    completed_at: datetime | None = None
+    signer_name: str | None = None
+    signer_email: str | None = None
+
+
+class CreateCustomerInput(Model):
+    deal_id: str
+    priced: PricedQuote
+
+
+class BillingCustomer(Model):
+    customer_id: str
+    # The billing vendor that holds the customer; None in results recorded before it was kept.
+    system: str | None = None
+
+
+class CreateSubscriptionInput(Model):
+    deal_id: str
+    customer_id: str
+    priced: PricedQuote
+
+
+class SubscriptionCreated(Model):
+    subscription_id: str
+    schedule_id: str | None = None
+    invoice_id: str | None = None
+
+
+class SendInvoiceInput(Model):
+    deal_id: str
+    customer_id: str
+    subscription_id: str
+    priced: PricedQuote
+
+
+class InvoiceSent(Model):
+    invoice_id: str
+    number: str | None = None
+    invoice_url: str | None = renamed_from("hosted_invoice_url")
+    total_minor: int
+    status: str
+
+
+class ProvisionInput(Model):
+    deal_id: str
+    tenant_id: str
+    priced: PricedQuote
+
+
+class Provisioned(Model):
+    tenant_id: str
+    features: dict[str, dict[str, FeatureValue]]
+
+
+# --- the ports -------------------------------------------------------------------------------
+
+
+class CrmReader(Protocol):
+    """Reads an opportunity (a Salesforce Opportunity, a HubSpot deal) as a quote. Blocking: async
+    callers run it in a thread. Used by the starters (Closed-Won webhooks, ``start-from-crm``)
+    outside any workflow, and by the ``read_opportunity`` activity."""
+
+    name: str
+
+    def read_quote(self, opportunity_id: str) -> Quote:
+        """The opportunity as a quote; ``ApplicationError`` typed ``VendorNotFound`` when it does
+        not exist, ``VendorInvalidRequest`` (naming each field) when it cannot make a quote."""
+        ...
+
+
+class Crm(Protocol):
+    """The CRM activities: ``read_opportunity``, ``mark_closed_won``, ``write_back_billing_ids``."""
+
+    def read_opportunity(self, input: ReadOpportunityInput) -> Quote: ...
+
+    def mark_closed_won(self, input: MarkClosedWonInput) -> None: ...
+
+    def write_back_billing_ids(self, input: WriteBackInput) -> None: ...
+
+
+class ESignature(Protocol):
+    """The contract activities: ``send_contract`` (idempotent per deal: finds the contract an
+    earlier attempt sent) and ``void_contract`` (reports a contract already signed)."""
+
+    def send_contract(self, input: SendContractInput) -> ContractSent: ...
+
+    def void_contract(self, input: VoidContractInput) -> ContractVoided: ...
+
+
+class Billing(Protocol):
+    """The billing activities: one customer per deal, a subscription whose prices equal the priced
+    quote, the first invoice sent (not charged) and reconciled with the quote to the cent."""
+
+    def create_billing_customer(self, input: CreateCustomerInput) -> BillingCustomer: ...
+
+    def create_subscription(self, input: CreateSubscriptionInput) -> SubscriptionCreated: ...
+
+    def send_first_invoice(self, input: SendInvoiceInput) -> InvoiceSent: ...
+
+
+class ProductBackend(Protocol):
+    """Switches on the signed SKUs' features for the tenant (the billing customer)."""
+
+    def provision_product(self, input: ProvisionInput) -> Provisioned: ...
