@@ -28,6 +28,8 @@ SANDBOX_SECRETS: dict[str, str] = {
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
+    "hubspot_access_token": "sandbox-hubspot-token",
+    "hubspot_client_secret": "sandbox-hubspot-secret",
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
@@ -99,7 +101,7 @@ class Settings(BaseSettings):
     env: Literal["sandbox", "production"] = "sandbox"
 
     # --- Which vendor implements each port (workers/compose.py wires them) ---
-    crm: Literal["salesforce"] = "salesforce"
+    crm: Literal["salesforce", "hubspot"] = "salesforce"
     esign: Literal["docusign"] = "docusign"
     billing: Literal["stripe"] = "stripe"
     erp: Literal["none"] = "none"
@@ -167,6 +169,22 @@ class Settings(BaseSettings):
     salesforce_domain: str = "login"  # username/password login: "login", "test" or a My Domain
     salesforce_timeout_s: float = 30.0
 
+    # --- HubSpot (integrations/hubspot) ---
+    hubspot_api_base: str = "http://127.0.0.1:12115"
+    hubspot_access_token: SecretStr = SecretStr(SANDBOX_SECRETS["hubspot_access_token"])
+    # The app's client secret: the key of the webhooks' X-HubSpot-Signature-v3.
+    hubspot_client_secret: SecretStr = SecretStr(SANDBOX_SECRETS["hubspot_client_secret"])
+    hubspot_webhook_tolerance_s: int = 300  # HubSpot's own limit for a signed request's age
+    hubspot_start_stages: list[str] = Field(default_factory=lambda: ["contractsent"])
+    hubspot_closed_won_stage: str = "closedwon"
+    hubspot_property_map: dict[str, str] = Field(default_factory=dict)
+    # Create the qtc property group, properties and the Signer label when missing. None: in the
+    # sandbox yes; elsewhere only report what is missing (the private app then needs no
+    # crm.schemas.*.write scope).
+    hubspot_create_properties: bool | None = None
+    hubspot_timeout_s: float = 20.0
+    hubspot_webhook_dedupe_size: int = 10_000  # remembered webhook event ids
+
     # DocuSign
     docusign_base_path: str = "http://127.0.0.1:12113/restapi"
     docusign_oauth_host: str = "127.0.0.1:12113"
@@ -191,6 +209,7 @@ class Settings(BaseSettings):
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_hubspot_port: int = 12115
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox
@@ -219,6 +238,13 @@ class Settings(BaseSettings):
     @property
     def sandbox(self) -> bool:
         return self.env == "sandbox"
+
+    @property
+    def hubspot_creates_properties(self) -> bool:
+        """Whether missing HubSpot properties are created, or only reported (see the setting)."""
+        if self.hubspot_create_properties is not None:
+            return self.hubspot_create_properties
+        return self.sandbox
 
     @property
     def docusign_connect_secrets(self) -> list[SecretStr]:
