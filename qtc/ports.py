@@ -16,7 +16,7 @@ in ``qtc.errors``: non-retryable ones park the deal in ``needs_attention``.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
 
@@ -151,6 +151,18 @@ class CrmReader(Protocol):
     def read_quote(self, opportunity_id: str) -> Quote:
         """The opportunity as a quote; ``ApplicationError`` typed ``VendorNotFound`` when it does
         not exist, ``VendorInvalidRequest`` (naming each field) when it cannot make a quote."""
+        ...
+
+
+@runtime_checkable
+class CrmNotes(Protocol):
+    """A CRM that can tell its users, on the record itself, why a deal was not started (a note on
+    the HubSpot deal). Best used for refusals a person must fix in the CRM: a rule the quote
+    breaks, a field it lacks."""
+
+    def note_refusal(self, opportunity_id: str, reason: str) -> str | None:
+        """Attach ``reason`` to the opportunity; the note's id, or None when there is nowhere to
+        write it. Raises ``ApplicationError`` like ``read_quote``."""
         ...
 
 

@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     hubspot_create_properties: bool | None = None
     hubspot_timeout_s: float = 20.0
     hubspot_webhook_dedupe_size: int = 10_000  # remembered webhook event ids
+    # Where deals started by the HubSpot webhook run when HubSpot is not QTC_CRM: a worker with
+    # QTC_CRM=hubspot polls this queue (the demo runs a HubSpot deal beside Salesforce ones).
+    # None: HubSpot webhooks are served only when QTC_CRM=hubspot, on the task queue.
+    hubspot_task_queue: str | None = None
 
     # DocuSign
     docusign_base_path: str = "http://127.0.0.1:12113/restapi"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -143,7 +144,9 @@ def _seed() -> dict[str, Any]:
         for a, b, type_id, label, inverse in HUBSPOT_DEFINED
     ]
     return {
-        "next_id": 40_000_000_001,
+        # Ids are unique per portal in HubSpot; a fresh emulator starts somewhere new so that two
+        # sandboxes (or test runs) sharing one Temporal never name the same deal.
+        "next_id": secrets.randbelow(80_000_000_000) + 10_000_000_000,
         "next_type_id": FIRST_USER_DEFINED_TYPE_ID,
         "objects": {t.type_id: {} for t in OBJECT_TYPES},
         "properties": properties,

@@ -19,7 +19,7 @@ from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect
 from starters import codec_api
-from starters.api import routes_deals, routes_quotes, routes_webhooks
+from starters.api import routes_deals, routes_hubspot, routes_quotes, routes_webhooks
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
 from workers.compose import LazyCrmReader
@@ -63,14 +63,16 @@ def create_app(
     settings: Settings,
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
+    hubspot: CrmReader | None = None,
 ) -> FastAPI:
     """Build the API.
 
     Args:
         settings: The process settings (tokens, secrets, catalog path, Temporal address).
         client_factory: Connects to Temporal; called on first use (default: ``connect(settings)``).
-        opportunity_reader: Reads an opportunity as a ``Quote`` (blocking; default: Salesforce
-            through ``integrations.salesforce.activities``).
+        crm: Reads an opportunity as a ``Quote`` (blocking; default: the CRM ``QTC_CRM`` names).
+        hubspot: The reader of HubSpot webhooks (default: ``crm`` when ``QTC_CRM=hubspot``, a
+            HubSpot reader when ``QTC_HUBSPOT_TASK_QUEUE`` is set, else none).
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
@@ -83,23 +85,27 @@ def create_app(
         title="Quote-to-Cash API",
         version="1.0.0",
         description=(
-            "Price quotes, start and steer deals, and receive DocuSign and Salesforce webhooks. "
+            "Price quotes, start and steer deals, and receive DocuSign, Salesforce and HubSpot "
+            "webhooks. "
             "Authenticate with `Authorization: Bearer <token>`; errors are "
             "`application/problem+json`."
         ),
     )
+    reader = crm or LazyCrmReader(settings)
     app.state.qtc = ApiState(
         settings=settings,
         catalog=load_catalog(settings.catalog),
         temporal=TemporalGateway(
             client_factory or default_factory, timedelta(seconds=settings.api_temporal_timeout_s)
         ),
-        crm=crm or LazyCrmReader(settings),
+        crm=reader,
+        hubspot=hubspot or _hubspot_reader(settings, reader),
     )
     install_problem_handlers(app, settings)
     app.include_router(routes_quotes.router)
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(routes_hubspot.router)
     app.include_router(codec_api.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
@@ -127,6 +133,14 @@ def create_app(
     )
     app.add_middleware(AccessLogMiddleware)
     return app
+
+
+def _hubspot_reader(settings: Settings, crm: CrmReader) -> CrmReader | None:
+    if settings.crm == "hubspot":
+        return crm
+    if settings.hubspot_task_queue:
+        return LazyCrmReader(settings, "hubspot")
+    return None
 
 
 def _too_large(settings: Settings) -> Callable[[], Response]:

@@ -84,10 +84,15 @@ class ApiState:
     catalog: Catalog
     temporal: TemporalGateway
     crm: CrmReader
+    # The HubSpot reader of /webhooks/hubspot: the CRM itself when QTC_CRM=hubspot, a second one
+    # when QTC_HUBSPOT_TASK_QUEUE serves HubSpot beside another CRM, else None.
+    hubspot: CrmReader | None = None
     outbound_seen: RecentIds = field(init=False)
+    hubspot_seen: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:
         self.outbound_seen = RecentIds(self.settings.api_outbound_dedupe_size)
+        self.hubspot_seen = RecentIds(self.settings.hubspot_webhook_dedupe_size)
 
     @property
     def rpc_timeout(self) -> timedelta:
