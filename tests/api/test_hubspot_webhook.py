@@ -26,7 +26,8 @@ from integrations.hubspot.activities import HubSpotCrm
 from integrations.hubspot.client import build_hubspot_client
 from qtc.ports import ACT_SEND_CONTRACT
 from runtime.settings import Settings
-from sandbox.hubspot.app import SANDBOX_CLIENT_SECRET, SANDBOX_TOKEN, create_app as hubspot_app
+from sandbox.hubspot.app import SANDBOX_CLIENT_SECRET, SANDBOX_TOKEN
+from sandbox.hubspot.app import create_app as hubspot_app
 from sandbox.hubspot.seed import seed_deal
 from sandbox.stripe.testing import serve_app
 from starters.api import create_app
