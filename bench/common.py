@@ -92,13 +92,14 @@ class BenchPorts:
     salesforce: int
     docusign: int
     provisioning: int
+    hubspot: int
 
     @classmethod
     def allocate(cls, base: int | None) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(7)))
-        return cls(*free_ports(7))
+            return cls(*(base + i for i in range(8)))
+        return cls(*free_ports(8))
 
 
 def bench_settings(
@@ -127,11 +128,13 @@ def bench_settings(
         "docusign_base_path": f"http://{host}:{ports.docusign}/restapi",
         "docusign_oauth_host": f"{host}:{ports.docusign}",
         "provisioning_url": f"http://{host}:{ports.provisioning}/v1/provision",
+        "hubspot_api_base": f"http://{host}:{ports.hubspot}",
         "sandbox_host": host,
         "sandbox_stripe_port": ports.stripe,
         "sandbox_salesforce_port": ports.salesforce,
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
+        "sandbox_hubspot_port": ports.hubspot,
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache

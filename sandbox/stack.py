@@ -189,7 +189,7 @@ class Stack:
             c.proc.pid for c in self.children if c.name == prefix or c.name.startswith(f"{prefix}-")
         ]
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
@@ -198,7 +198,7 @@ class Stack:
                 argv,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -265,6 +265,7 @@ class Stack:
             s.sandbox_salesforce_port,
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
+            s.sandbox_hubspot_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
         argv = [sys.executable, "-m", "sandbox.runner"]
@@ -276,14 +277,20 @@ class Stack:
         for port in ports:
             self._require(child, s.sandbox_host, port)
 
-    def start_worker(self, index: int = 0) -> None:
+    @property
+    def hubspot_beside(self) -> bool:
+        """Whether deals from HubSpot run beside another CRM's (``QTC_HUBSPOT_TASK_QUEUE``): they
+        need a worker of their own, with ``QTC_CRM=hubspot`` on that queue."""
+        return self.settings.crm != "hubspot" and bool(self.settings.hubspot_task_queue)
+
+    def start_worker(self, index: int = 0, *, name: str | None = None, **env: str) -> None:
         """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
         "worker started" line. A restarted worker appends to the same log, so only what is
-        written after this start counts."""
-        name = worker_name(index)
+        written after this start counts. ``env`` overrides settings for this worker only."""
+        name = name or worker_name(index)
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"])
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"], env)
         deadline = time.monotonic() + 30
 
         def started() -> bool:
@@ -296,6 +303,14 @@ class Stack:
         if child.proc.poll() is not None or not started():
             tail = child.log.read_text(errors="replace")[-2000:]
             raise StackError(f"worker did not start (log: {child.log}):\n{tail}")
+
+    def start_hubspot_worker(self) -> None:
+        """The worker of the deals HubSpot starts when HubSpot is not ``QTC_CRM``."""
+        self.start_worker(
+            name="worker-hubspot",
+            QTC_CRM="hubspot",
+            QTC_TEMPORAL_TASK_QUEUE=str(self.settings.hubspot_task_queue),
+        )
 
     def start_api(self) -> None:
         s = self.settings
@@ -318,6 +333,8 @@ class Stack:
             if self.with_worker:
                 for index in range(self.workers):
                     self.start_worker(index)
+                if self.hubspot_beside:
+                    self.start_hubspot_worker()
             if self.with_api:
                 self.start_api()
         except BaseException:
