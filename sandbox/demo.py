@@ -5,6 +5,12 @@ Starts the stack (Temporal dev server, emulators, worker, API), then drives the 
 API with a sales token, the deal desk approves through the API, the DocuSign emulator signs and
 delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
 phase-2 invoice through the API. Nothing talks to the workflow directly.
+
+One more deal lives in HubSpot: the demo builds it there through HubSpot's SDK (company, signer
+contact, line items, the qtc_* terms) and moves it to "Contract Sent", as a salesperson would; the
+HubSpot emulator delivers the v3-signed stage change to the API's ``/webhooks/hubspot``, which
+starts the deal on a worker of its own (``QTC_CRM=hubspot``). It ends Closed Won in HubSpot with
+the billing ids on the deal.
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hubspot import HubSpot
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from integrations.hubspot.activities import HubSpotCrm
+from integrations.hubspot.client import build_hubspot_client_from_settings
+from integrations.hubspot.mapping import PropertyMap
 from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
 from runtime.settings import Settings
+from sandbox.hubspot.seed import acme_company, seed_deal
 from sandbox.stack import Stack
 
 SALES = "sandbox-sales"
@@ -48,6 +59,8 @@ class DemoDeal:
     signed: bool = False
     quote_approved: bool = False
     invoice_approved: bool = False
+    crm: str = "salesforce"
+    crm_record: str | None = None  # the HubSpot deal id
 
     @property
     def done(self) -> bool:
@@ -80,12 +93,25 @@ class Demo:
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
         self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
+        if settings.crm == "hubspot" or settings.hubspot_task_queue:
+            self.deals.append(
+                DemoDeal(
+                    "HubSpot: started by a signed webhook",
+                    "",
+                    settings.api_default_phase,
+                    "completed",
+                    crm="hubspot",
+                )
+            )
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
     def start_deals(self) -> None:
         for deal in self.deals:
+            if deal.crm == "hubspot":
+                self._start_in_hubspot(deal)
+                continue
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
             response = self.api.post(
                 "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
@@ -99,6 +125,43 @@ class Demo:
                 deal.stage = "started"
             else:
                 deal.problem = f"POST /v1/deals answered {response.status_code}: {response.text}"
+
+    def _hubspot(self) -> HubSpot:
+        return HubSpot(
+            access_token=self.settings.hubspot_access_token.get_secret_value(),
+            host=self.settings.hubspot_api_base,
+        )
+
+    def _start_in_hubspot(self, deal: DemoDeal) -> None:
+        """Build the deal in HubSpot and move it to Contract Sent: HubSpot's webhook starts it."""
+        crm = HubSpotCrm(
+            build_hubspot_client_from_settings(self.settings),
+            PropertyMap.from_settings(self.settings),
+        )
+        report = crm.ensure_schema(create=True)
+        if not report.complete:
+            deal.problem = report.message()
+            return
+        hs = self._hubspot()
+        seeded = seed_deal(
+            hs,
+            quote_id="Q-HS-2001",
+            company=acme_company(" (HubSpot)"),
+            signer=("Hana", "Hubbard", "hana@acme.example"),
+        )
+        hs.crm.deals.basic_api.update(seeded.deal_id, {"properties": {"dealstage": "contractsent"}})
+        deal.crm_record = seeded.deal_id
+        deal.deal_id = f"deal-{seeded.deal_id}"
+        deal.stage = "moved to Contract Sent in HubSpot"
+
+    def _crm_outcome(self, deal: DemoDeal) -> str:
+        if deal.crm != "hubspot" or deal.crm_record is None:
+            return deal.crm
+        found = self._hubspot().crm.deals.basic_api.get_by_id(
+            deal.crm_record, properties=["dealstage", "qtc_billing_customer_id"]
+        )
+        written = "billing ids written" if found.properties.get("qtc_billing_customer_id") else ""
+        return f"hubspot {deal.crm_record}: {found.properties.get('dealstage')} {written}".strip()
 
     def _advance(self, deal: DemoDeal) -> None:
         """Read the deal's status and play the outside world's next move for its stage."""
@@ -182,6 +245,7 @@ class Demo:
             "deal",
             "scenario",
             "stage",
+            "CRM",
             "Stripe customer",
             "subscription",
             "invoice",
@@ -206,6 +270,7 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 outcome,
+                self._crm_outcome(deal),
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
@@ -263,6 +328,11 @@ def run_demo(
         return 1
     if keep_up is None:
         keep_up = sys.stdin.isatty() and sys.stdout.isatty()
+    if settings.crm != "hubspot" and not settings.hubspot_task_queue:
+        # One deal runs on HubSpot beside the Salesforce ones, on a worker of its own.
+        settings = settings.model_copy(
+            update={"hubspot_task_queue": f"{settings.temporal_task_queue}-hubspot"}
+        )
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
