@@ -37,7 +37,7 @@ from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
 from runtime.settings import Settings
 from sandbox.hubspot.seed import acme_company, seed_deal
-from sandbox.stack import Stack
+from sandbox.stack import Stack, with_hubspot_beside
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -328,11 +328,8 @@ def run_demo(
         return 1
     if keep_up is None:
         keep_up = sys.stdin.isatty() and sys.stdout.isatty()
-    if settings.crm != "hubspot" and not settings.hubspot_task_queue:
-        # One deal runs on HubSpot beside the Salesforce ones, on a worker of its own.
-        settings = settings.model_copy(
-            update={"hubspot_task_queue": f"{settings.temporal_task_queue}-hubspot"}
-        )
+    # One deal runs on HubSpot beside the Salesforce ones, on a worker of its own.
+    settings = with_hubspot_beside(settings)
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.

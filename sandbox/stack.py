@@ -53,6 +53,16 @@ def _env_value(value: Any) -> str:
     return str(plain)
 
 
+def with_hubspot_beside(settings: Settings) -> Settings:
+    """The sandbox's settings with HubSpot served beside the CRM ``QTC_CRM`` names: its webhook
+    starts deals on a queue of their own, which a ``QTC_CRM=hubspot`` worker polls."""
+    if settings.crm == "hubspot" or settings.hubspot_task_queue:
+        return settings
+    return settings.model_copy(
+        update={"hubspot_task_queue": f"{settings.temporal_task_queue}-hubspot"}
+    )
+
+
 class StackError(RuntimeError):
     """A part of the stack could not start; the message says which and where its log is."""
 

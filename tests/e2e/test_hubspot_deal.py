@@ -4,6 +4,9 @@ worker process runs it to the end, and HubSpot ends with the deal Closed Won and
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,6 +30,7 @@ from starters.api import create_app
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import (
     CATALOG,
+    ROOT,
     Emulated,
     settings_from,
     sign_contract,
@@ -125,3 +129,48 @@ async def test_a_deal_moved_to_contract_sent_in_hubspot_runs_to_a_sent_invoice_a
     deliveries = httpx.get(f"{emulators.hubspot_url}/_sandbox/deliveries").json()
     started = [r for r in deliveries["requests"] if r["statusCode"] == 200]
     assert started and '"status":"started"' in started[0]["response"]
+
+
+def qtc(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "starters.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_start_from_crm_reads_the_hubspot_deal_and_notes_a_refusal_on_it(
+    hubspot: HubSpotDeployment,
+) -> None:
+    emulators = hubspot.deployment.emulators
+    assert (
+        HubSpotCrm(build_hubspot_client(SANDBOX_TOKEN, emulators.hubspot_url))
+        .ensure_schema(create=True)
+        .complete
+    )
+    hs = HubSpot(access_token=SANDBOX_TOKEN, host=emulators.hubspot_url)
+    good = seed_deal(hs, quote_id="Q-HS-CLI")
+    bad = seed_deal(
+        hs,
+        quote_id="Q-HS-CLI-BAD",
+        lines=[{"hs_sku": "PLATFORM-PRO", "quantity": "1", "hs_discount_percentage": "10"}],
+    )
+
+    started = qtc(hubspot.deployment.env, "deal", "start-from-crm", good.deal_id, "--json")
+    refused = qtc(hubspot.deployment.env, "deal", "start-from-crm", bad.deal_id, "--json")
+
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout) == {"deal_id": f"deal-{good.deal_id}", "created": True}
+    client = await connect(hubspot.settings)
+    await wait_for_stage(client, f"deal-{good.deal_id}", "awaiting_signature")
+    assert refused.returncode == 2, refused.stderr
+    assert {e["code"] for e in json.loads(refused.stdout)["errors"]} == {"quantity_out_of_range"}
+    notes = hs.crm.associations.v4.basic_api.get_page("deals", bad.deal_id, "notes").results
+    assert len(notes) == 1
+    body = hs.crm.objects.notes.basic_api.get_by_id(
+        notes[0].to_object_id, properties=["hs_note_body"]
+    ).properties["hs_note_body"]
+    assert "quantity_out_of_range" in body
