@@ -244,6 +244,11 @@ class Settings(BaseSettings):
         return self.env == "sandbox"
 
     @property
+    def uses_hubspot(self) -> bool:
+        """HubSpot is the CRM, or served beside another one (``QTC_HUBSPOT_TASK_QUEUE``)."""
+        return self.crm == "hubspot" or bool(self.hubspot_task_queue)
+
+    @property
     def hubspot_creates_properties(self) -> bool:
         """Whether missing HubSpot properties are created, or only reported (see the setting)."""
         if self.hubspot_create_properties is not None:
@@ -262,6 +267,8 @@ class Settings(BaseSettings):
             f"QTC_{name.upper()}"
             for name, value in SANDBOX_SECRETS.items()
             if getattr(self, name).get_secret_value() == value
+            # A vendor this deployment does not use needs no credentials of its own.
+            and (self.uses_hubspot or not name.startswith("hubspot_"))
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")

@@ -93,7 +93,7 @@ class Demo:
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
         self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
-        if settings.crm == "hubspot" or settings.hubspot_task_queue:
+        if settings.uses_hubspot:
             self.deals.append(
                 DemoDeal(
                     "HubSpot: started by a signed webhook",

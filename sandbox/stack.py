@@ -56,7 +56,7 @@ def _env_value(value: Any) -> str:
 def with_hubspot_beside(settings: Settings) -> Settings:
     """The sandbox's settings with HubSpot served beside the CRM ``QTC_CRM`` names: its webhook
     starts deals on a queue of their own, which a ``QTC_CRM=hubspot`` worker polls."""
-    if settings.crm == "hubspot" or settings.hubspot_task_queue:
+    if settings.uses_hubspot:
         return settings
     return settings.model_copy(
         update={"hubspot_task_queue": f"{settings.temporal_task_queue}-hubspot"}
