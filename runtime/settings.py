@@ -127,7 +127,7 @@ class Settings(BaseSettings):
     # --- HTTP API and webhooks (starters/api) ---
     api_temporal_timeout_s: float = 5.0  # a webhook sender gets 503 after this, not a hang
     api_retry_after_s: int = 5  # Retry-After sent with every 503
-    # Phase of deals started by Salesforce webhooks. An int range, not Literal[1, 2, 3]: an
+    # Phase of deals started by the CRM webhooks (Salesforce, HubSpot). An int range, not Literal[1, 2, 3]: an
     # environment variable arrives as the string "3", which a Literal of ints refuses.
     api_default_phase: int = Field(3, ge=1, le=3)
     api_outbound_dedupe_size: int = 10_000  # remembered Outbound Message notification ids
