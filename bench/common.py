@@ -402,7 +402,10 @@ class Sandbox:
         response = await self.http.post(
             f"{self.hubspot}/crm/v3/objects/deals",
             headers={"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
-            json={"properties": {"dealname": f"Bench deal {number}", "dealstage": "contractsent"}},
+            json={
+                # Before a start stage: the deal is started by the bench, not by HubSpot's webhook.
+                "properties": {"dealname": f"Bench deal {number}", "dealstage": "qualifiedtobuy"}
+            },
         )
         response.raise_for_status()
         deal_id: str = response.json()["id"]

@@ -600,6 +600,11 @@ class Portal:
             for to_type, to_id, type_ids in planned:
                 self._associate(type_, new_id, to_type, to_id, type_ids)
             self.store.save()
+        # A value set at creation is a change too: HubSpot sends its propertyChange event.
+        for name, value in values.items():
+            if value is not None:
+                for listener in self.listeners:
+                    listener(type_, obj, name, None, value)
         return obj
 
     @staticmethod

@@ -384,7 +384,7 @@ def test_a_stage_change_is_delivered_signed_v3_and_other_changes_are_not(
     hs: HubSpot, listener: tuple[Listener, str]
 ) -> None:
     target, hook = listener
-    deal_id = deal(hs, dealstage="qualifiedtobuy")
+    deal_id = deal(hs)
     hs.crm.deals.basic_api.update(deal_id, SimplePublicObjectInput(properties={"amount": "5"}))
     hs.crm.deals.basic_api.update(
         deal_id, SimplePublicObjectInput(properties={"dealstage": "contractsent"})
@@ -445,3 +445,14 @@ def test_a_refused_batch_is_retried_with_the_same_event_ids(
     deliveries = httpx.get(f"{url}/_sandbox/deliveries").json()
     assert [r["statusCode"] for r in deliveries["requests"]] == [503, 401, 200]
     assert deliveries["events"][0]["state"] == "delivered"
+
+
+def test_a_deal_created_in_a_stage_sends_that_stage(
+    hs: HubSpot, listener: tuple[Listener, str]
+) -> None:
+    target, _ = listener
+    deal_id = deal(hs, dealstage="contractsent")
+    _, body = target.wait_for(1)[0]
+    assert [(e["objectId"], e["propertyValue"]) for e in json.loads(body)] == [
+        (int(deal_id), "contractsent")
+    ]
