@@ -150,6 +150,10 @@ def worker_name(index: int) -> str:
     return "worker" if index == 0 else f"worker-{index + 1}"
 
 
+# Next to the emulators' ports (12111-12120).
+SANDBOX_WORKER_METRICS_PORT = 12121
+
+
 @dataclass
 class Stack:
     """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
@@ -192,6 +196,12 @@ class Stack:
     def web_ui_url(self) -> str:
         host = self.settings.temporal_address.rsplit(":", 1)[0]
         return f"http://{host}:{self.settings.temporal_ui_port}"
+
+    def worker_metrics_port(self, index: int = 0) -> int:
+        """Where worker ``index`` serves Prometheus /metrics (``QTC_WORKER_METRICS_PORT``, or the
+        sandbox's default, for the first worker)."""
+        first = self.settings.worker_metrics_port or SANDBOX_WORKER_METRICS_PORT
+        return first + index
 
     def pids_of(self, prefix: str) -> list[int]:
         """The pids of the children named ``prefix`` or ``prefix-N`` (e.g. every worker)."""
@@ -300,7 +310,14 @@ class Stack:
         name = name or worker_name(index)
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"], env)
+        # Each worker process serves its own /metrics, on consecutive ports from the first.
+        port = self.worker_metrics_port(index)
+        self._check_ports([(self.settings.sandbox_host, port)])
+        child = self._spawn(
+            name,
+            [sys.executable, "-m", "starters.cli", "worker"],
+            {"QTC_WORKER_METRICS_PORT": str(port), "QTC_WORKER_METRICS_HOST": "127.0.0.1", **env},
+        )
         deadline = time.monotonic() + 30
 
         def started() -> bool:
@@ -316,7 +333,9 @@ class Stack:
 
     def start_hubspot_worker(self) -> None:
         """The worker of the deals HubSpot starts when HubSpot is not ``QTC_CRM``."""
+        # The worker after the last on the task queue: its own /metrics port too.
         self.start_worker(
+            self.workers,
             name="worker-hubspot",
             QTC_CRM="hubspot",
             QTC_TEMPORAL_TASK_QUEUE=str(self.settings.hubspot_task_queue),
