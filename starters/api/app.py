@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qtc.catalog import load_catalog
-from qtc.ports import CrmReader
+from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
@@ -27,7 +27,7 @@ from starters.api import metrics, routes_deals, routes_hubspot, routes_quotes, r
 from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
-from workers.compose import LazyCrmReader
+from workers.compose import LazyContractReader, LazyCrmReader
 
 access_log = structlog.get_logger("qtc.api.access")
 tracer = trace.get_tracer("qtc.api")
@@ -79,6 +79,7 @@ def create_app(
     settings: Settings,
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
+    contracts: ContractReader | None = None,
     hubspot: CrmReader | None = None,
 ) -> FastAPI:
     """Build the API.
@@ -86,7 +87,11 @@ def create_app(
     Args:
         settings: The process settings (tokens, secrets, catalog path, Temporal address).
         client_factory: Connects to Temporal; called on first use (default: ``connect(settings)``).
-        crm: Reads an opportunity as a ``Quote`` (blocking; default: the CRM ``QTC_CRM`` names).
+        crm: Reads an opportunity as a ``Quote`` (blocking; default: the CRM ``QTC_CRM`` names,
+            built on first use); when it also reads stages, Outbound Messages without
+            ``StageName`` are decided with it.
+        contracts: Reads a contract by its id (blocking; default: the e-signature service
+            ``QTC_ESIGN`` names, built on first use).
         hubspot: The reader of HubSpot webhooks (default: ``crm`` when ``QTC_CRM=hubspot``, a
             HubSpot reader when ``QTC_HUBSPOT_TASK_QUEUE`` is set, else none).
 
@@ -112,15 +117,17 @@ def create_app(
             "`application/problem+json`."
         ),
     )
-    reader = crm or LazyCrmReader(settings)
+    crm = crm or LazyCrmReader(settings)
     app.state.qtc = ApiState(
         settings=settings,
         catalog=load_catalog(settings.catalog),
         temporal=TemporalGateway(
             client_factory or default_factory, timedelta(seconds=settings.api_temporal_timeout_s)
         ),
-        crm=reader,
-        hubspot=hubspot or _hubspot_reader(settings, reader),
+        crm=crm,
+        contracts=contracts or LazyContractReader(settings),
+        opportunity_stages=crm if isinstance(crm, OpportunityStageReader) else None,
+        hubspot=hubspot or _hubspot_reader(settings, crm),
     )
     app.state.sdk_metrics_url = (
         f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None
