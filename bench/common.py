@@ -94,13 +94,15 @@ class BenchPorts:
     docusign: int
     provisioning: int
     hubspot: int
+    # The first worker's /metrics; further workers take the ports after it.
+    worker_metrics: int
 
     @classmethod
     def allocate(cls, base: int | None) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(8)))
-        return cls(*free_ports(8))
+            return cls(*(base + i for i in range(9)))
+        return cls(*free_ports(9))
 
 
 def bench_settings(
@@ -138,6 +140,8 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
+        # Not the sandbox's default (12121): a bench runs beside other stacks on a shared machine.
+        "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache
