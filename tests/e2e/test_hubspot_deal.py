@@ -174,3 +174,15 @@ async def test_start_from_crm_reads_the_hubspot_deal_and_notes_a_refusal_on_it(
         notes[0].to_object_id, properties=["hs_note_body"]
     ).properties["hs_note_body"]
     assert "quantity_out_of_range" in body
+
+
+def test_a_worker_on_a_portal_without_the_qtc_properties_says_what_to_create(
+    deployment: Deployment,
+) -> None:
+    deployment.env.update({"QTC_CRM": "hubspot", "QTC_HUBSPOT_CREATE_PROPERTIES": "false"})
+    with pytest.raises(AssertionError) as refused:
+        deployment.worker("worker-hubspot-unprepared").start()
+    said = str(refused.value)
+    assert "a vendor is not configured: the HubSpot portal lacks" in said
+    assert "deals.qtc_term_months" in said
+    assert "QTC_HUBSPOT_CREATE_PROPERTIES=true" in said
