@@ -22,8 +22,9 @@ from typing import Any
 
 import stripe
 
+from qtc import tax_ids
 from sandbox.common import StateStore
-from sandbox.stripe import search, shapes
+from sandbox.stripe import expansion, search, shapes, tax
 from sandbox.stripe.billing import line_amount, period_containing, prorate, shift
 from sandbox.stripe.errors import (
     card_declined,
@@ -62,9 +63,8 @@ KINDS = (
     "invoiceitem",
     "event",
 )
-_TAX_ID_COUNTRY = {"us_ein": "US", "gb_vat": "GB", "ca_bn": "CA", "au_abn": "AU", "ch_vat": "CH"}
-_TAX_ID_FORMAT = {"us_ein": re.compile(r"^\d{2}-?\d{7}$")}
 _INTERVALS = ("day", "week", "month", "year")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MIXED_PLANS = "Currency and interval fields must match across all plans on this subscription."
 _MAX_INTERVAL_DAYS = {"day": 1, "week": 7, "month": 31, "year": 366}
 # Stripe's test-mode payment methods, so card outcomes can be exercised without card data.
@@ -177,10 +177,12 @@ class StripeBackend:
     def objects(self, kind: str) -> dict[str, dict[str, Any]]:
         return self.data["objects"][kind]
 
-    def get(self, kind: str, object_id: Any, param: str = "id") -> dict[str, Any]:
+    def get(
+        self, kind: str, object_id: Any, param: str = "id", *, in_path: bool | None = None
+    ) -> dict[str, Any]:
         obj = self.objects(kind).get(object_id) if isinstance(object_id, str) else None
         if obj is None:
-            raise resource_missing(kind, str(object_id), param)
+            raise resource_missing(kind, str(object_id), param, in_path=in_path)
         return obj
 
     def find(self, object_id: str) -> dict[str, Any] | None:
@@ -206,14 +208,20 @@ class StripeBackend:
         """A copy of ``obj`` as the API returns it: lines trimmed, ``expand[]`` paths expanded."""
         out = _json_copy(obj)
         if out.get("object") == "invoice":
+            # Kept for the emulator's own look-ups; since API version 2025-03-31 Stripe shows an
+            # invoice's subscription only under ``parent.subscription_details``.
+            out.pop("subscription", None)
             lines = out["lines"]["data"]
             out["lines"]["has_more"] = len(lines) > EMBEDDED_LINES
             out["lines"]["data"] = lines[:EMBEDDED_LINES]
         for path in expand:
-            self._expand(out, path.split("."), 0, path)
+            self._expand(out, None, path.split("."), 0, path)
         return out
 
-    def _expand(self, node: Any, parts: list[str], depth: int, full: str) -> None:
+    def _expand(self, node: Any, cls: type | None, parts: list[str], depth: int, full: str) -> None:
+        """Expand ``parts`` in ``node`` (an object of SDK class ``cls``) as Stripe does: only
+        properties its specification marks expandable, ids replaced by their objects, includable
+        properties added."""
         if depth > 4:
             raise invalid_request(
                 f"You cannot expand more than 4 levels of a property. Property: {full}",
@@ -221,21 +229,55 @@ class StripeBackend:
             )
         if isinstance(node, list):
             for element in node:
-                self._expand(element, parts, depth, full)
+                self._expand(element, cls, parts, depth, full)
             return
         if not isinstance(node, dict) or not parts:
             return
         head, rest = parts[0], parts[1:]
-        if head not in node:
+        object_type = node.get("object") if isinstance(node.get("object"), str) else None
+        if object_type == "list" and head == "data":
+            self._expand(node["data"], cls, rest, depth, full)
+            return
+        cls = expansion.class_of(object_type) or cls
+        prop = expansion.rule(object_type, cls, head)
+        if prop is None:
+            raise invalid_request(f"This property cannot be expanded ({full}).", param="expand")
+        if prop.kind == "includable":
+            node[head] = self._included(node, head)
+        elif head not in node:
             raise invalid_request(f"This property cannot be expanded ({full}).", param="expand")
         value = node[head]
-        if isinstance(value, str):
+        if prop.kind == "expandable" and isinstance(value, str):
             target = self.find(value)
             if target is None:
                 return
             node[head] = self.render(target, [])
             value = node[head]
-        self._expand(value, rest, depth + 1, full)
+        self._expand(value, prop.target, rest, depth + 1, full)
+
+    def _included(self, customer: dict[str, Any], name: str) -> Any:
+        """A customer property Stripe leaves out unless ``expand[]`` names it."""
+        cid = customer["id"]
+        if name == "tax_ids":
+            items = [self.render(t, []) for t in reversed(self.customer_tax_ids(cid))]
+            return shapes.list_object(items, f"/v1/customers/{cid}/tax_ids", False)
+        if name == "subscriptions":
+            subs = [s for s in self.objects("subscription").values() if s["customer"] == cid]
+            items = [self.render(s, []) for s in reversed(subs)]
+            return shapes.list_object(items, f"/v1/customers/{cid}/subscriptions", False)
+        if name == "sources":
+            return shapes.list_object([], f"/v1/customers/{cid}/sources", False)
+        if name == "invoice_credit_balance":
+            return {}
+        if name == "cash_balance":
+            return {
+                "object": "cash_balance",
+                "available": None,
+                "customer": cid,
+                "livemode": False,
+                "settings": {"reconciliation_mode": "automatic", "using_merchant_default": True},
+            }
+        return {"automatic_tax": "not_collecting", "ip_address": None, "location": None}
 
     def list_response(
         self,
@@ -373,6 +415,7 @@ class StripeBackend:
     # --- customers -----------------------------------------------------------------------------
 
     def create_customer(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+        _check_email(p)
         cid = _new_id("cus_", 14)
         prefix = p.get("invoice_prefix") or secrets.token_hex(4).upper()
         cust = shapes.customer(cid, self.now(), p, prefix)
@@ -398,18 +441,22 @@ class StripeBackend:
         return cust
 
     def _validate_tax_id(self, data: dict[str, Any], path: str) -> tuple[str, str]:
+        """Stripe checks every value against its type's format (the type itself is an enum the
+        parameter check has already enforced)."""
         type_, value = data["type"], data["value"]
-        pattern = _TAX_ID_FORMAT.get(type_)
-        if pattern is not None and not pattern.match(value):
+        if not tax_ids.value_is_valid(type_, value):
             raise parameter_invalid(
-                f"{path}[value]", f"Invalid value for {type_}.", "tax_id_invalid"
+                f"{path}[value]" if path else "value",
+                f"Invalid value for {type_}.",
+                "tax_id_invalid",
             )
         return type_, value
 
     def _add_tax_id(self, ctx: Ctx, cust: dict[str, Any], type_: str, value: str) -> dict[str, Any]:
         tid = _new_id("txi_")
-        country = _TAX_ID_COUNTRY.get(type_) or (value[:2].upper() if type_ == "eu_vat" else None)
+        country = tax_ids.country_of_value(type_, value)
         obj = shapes.tax_id(tid, self.now(), cust["id"], type_, value, country)
+        obj["verification"]["status"] = tax.verification_status(type_, value)
         self.objects("tax_id")[tid] = obj
         self._emit(ctx, "customer.tax_id.created", obj)
         return obj
@@ -424,6 +471,7 @@ class StripeBackend:
 
     def update_customer(self, ctx: Ctx, p: dict[str, Any], customer_id: str) -> dict[str, Any]:
         cust = self.get("customer", customer_id)
+        _check_email(p)
         for key in ("email", "name", "phone", "description"):
             if key in p:
                 cust[key] = p[key] or None
@@ -704,6 +752,9 @@ class StripeBackend:
             proration_behavior=p.get("proration_behavior", "create_prorations"),
             payment_behavior=p.get("payment_behavior", "allow_incomplete"),
             schedule_id=None,
+            automatic_tax=self._automatic_tax(
+                cust, p.get("automatic_tax"), "automatic_tax[enabled]"
+            ),
         )
 
     def _collection(
@@ -738,6 +789,7 @@ class StripeBackend:
         proration_behavior: str,
         payment_behavior: str,
         schedule_id: str | None,
+        automatic_tax: bool = False,
     ) -> dict[str, Any]:
         pm = cust["invoice_settings"]["default_payment_method"]
         if (
@@ -775,6 +827,12 @@ class StripeBackend:
             schedule_id=schedule_id,
             status="active",
         )
+        if automatic_tax:
+            sub["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
         self.objects("subscription")[sub_id] = sub
         cust["currency"] = cust["currency"] or sub["currency"]
         inv = self._new_invoice(
@@ -954,7 +1012,46 @@ class StripeBackend:
         default_method = defaults.get("collection_method")
         if default_method:
             self._collection(default_method, default_days, "default_settings[invoice_settings][")
-        phases = []
+        phases = self._build_phases(ctx, phases_in, start, default_method, default_days)
+        automatic_tax = self._automatic_tax(
+            cust, defaults.get("automatic_tax"), "default_settings[automatic_tax][enabled]"
+        ) or any(
+            self._automatic_tax(cust, ph.get("automatic_tax"), f"phases[{i}][automatic_tax]")
+            for i, ph in enumerate(phases_in)
+        )
+        sched = shapes.schedule(
+            _new_id("sub_sched_"),
+            now,
+            customer_id=cust["id"],
+            default_settings=shapes.schedule_default_settings(
+                default_method, default_days, defaults.get("billing_cycle_anchor", "automatic")
+            ),
+            end_behavior=p.get("end_behavior", "release"),
+            metadata=_metadata({}, p.get("metadata")),
+            phases=phases,
+        )
+        if automatic_tax:
+            sched["default_settings"]["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
+        self.objects("subscription_schedule")[sched["id"]] = sched
+        self._emit(ctx, "subscription_schedule.created", sched)
+        if start <= now:
+            self._start_schedule(sched, ctx)
+        return sched
+
+    def _build_phases(
+        self,
+        ctx: Ctx,
+        phases_in: list[dict[str, Any]],
+        start: int,
+        default_method: str | None,
+        default_days: int | None,
+    ) -> list[dict[str, Any]]:
+        """Phases as given, each starting where the previous one ends, validated as Stripe does."""
+        phases: list[dict[str, Any]] = []
         phase_start = start
         for i, ph in enumerate(phases_in):
             path = f"phases[{i}]"
@@ -992,22 +1089,7 @@ class StripeBackend:
                 )
             )
             phase_start = phase_end
-        sched = shapes.schedule(
-            _new_id("sub_sched_"),
-            now,
-            customer_id=cust["id"],
-            default_settings=shapes.schedule_default_settings(
-                default_method, default_days, defaults.get("billing_cycle_anchor", "automatic")
-            ),
-            end_behavior=p.get("end_behavior", "release"),
-            metadata=_metadata({}, p.get("metadata")),
-            phases=phases,
-        )
-        self.objects("subscription_schedule")[sched["id"]] = sched
-        self._emit(ctx, "subscription_schedule.created", sched)
-        if start <= now:
-            self._start_schedule(sched, ctx)
-        return sched
+        return phases
 
     def _phase_end(
         self, ph: dict[str, Any], path: str, start: int, recurring: dict[str, Any], *, last: bool
@@ -1074,6 +1156,7 @@ class StripeBackend:
             proration_behavior=first["proration_behavior"],
             payment_behavior="allow_incomplete",
             schedule_id=sched["id"],
+            automatic_tax=sched["default_settings"]["automatic_tax"]["enabled"],
         )
         sched["subscription"] = sub["id"]
         self._emit(ctx, "subscription_schedule.updated", sched)
@@ -1140,17 +1223,69 @@ class StripeBackend:
             raise invalid_request(
                 f"You cannot update a subscription schedule that is {sched['status']}.", param="id"
             )
-        if "phases" in p or "default_settings" in p:
+        if "default_settings" in p:
             raise invalid_request(
-                "The sandbox does not emulate changing phases or default_settings of an existing "
+                "The sandbox does not emulate changing default_settings of an existing "
                 "schedule; release it and create a new one.",
-                param="phases" if "phases" in p else "default_settings",
+                param="default_settings",
             )
+        if "phases" in p:
+            self._replace_phases(ctx, sched, p["phases"] or [])
         sched["metadata"] = _metadata(sched["metadata"], p.get("metadata"))
         if "end_behavior" in p:
             sched["end_behavior"] = p["end_behavior"]
         self._emit(ctx, "subscription_schedule.updated", sched)
         return sched
+
+    def _replace_phases(
+        self, ctx: Ctx, sched: dict[str, Any], phases_in: list[dict[str, Any]]
+    ) -> None:
+        """``phases`` on update: the current phase (if the schedule has started) and every later
+        one, replacing what was there; past phases are kept. As on Stripe, the first phase given
+        must start when the current phase did, and items of the current phase take effect at
+        once, without proration here (the callers in this project pass ``none``)."""
+        if not phases_in:
+            raise parameter_missing("phases")
+        if len(phases_in) > MAX_PHASES:
+            raise parameter_invalid(
+                "phases", f"A subscription schedule can have at most {MAX_PHASES} phases."
+            )
+        given = phases_in[0].get("start_date")
+        if given is None:
+            raise parameter_missing("phases[0][start_date]")
+        now = self.now()
+        start = now if given == "now" else int(given)
+        current = sched["current_phase"]
+        if sched["status"] == "active" and current and start != current["start_date"]:
+            raise invalid_request(
+                "You can not modify the start date of the current phase.",
+                param="phases[0][start_date]",
+            )
+        defaults = sched["default_settings"]
+        phases = self._build_phases(
+            ctx,
+            phases_in,
+            start,
+            defaults["collection_method"],
+            defaults["invoice_settings"]["days_until_due"],
+        )
+        sched["phases"] = [ph for ph in sched["phases"] if ph["end_date"] <= start] + phases
+        if sched["status"] == "active" and current:
+            sub = self.objects("subscription")[sched["subscription"]]
+            first = phases[0]
+            current["end_date"] = first["end_date"]
+            period_item = sub["items"]["data"][0]
+            period = (period_item["current_period_start"], period_item["current_period_end"])
+            sub["items"]["data"] = [
+                shapes.subscription_item(
+                    _new_id("si_", 14), now, sub["id"], price, qty, meta, period
+                )
+                for price, qty, meta in self._phase_items(first)
+            ]
+            self._emit(ctx, "customer.subscription.updated", sub)
+        elif sched["status"] == "not_started" and start <= now:
+            self._start_schedule(sched, ctx)
+        self.invalidate_tick()
 
     def release_schedule(self, ctx: Ctx, sched_id: str) -> dict[str, Any]:
         sched = self.get("subscription_schedule", sched_id)
@@ -1231,6 +1366,8 @@ class StripeBackend:
             metadata=metadata or {},
             description=description,
         )
+        if sub is not None and sub["automatic_tax"]["enabled"]:
+            inv["automatic_tax"]["enabled"] = True
         self.objects("invoice")[inv_id] = inv
         return inv
 
@@ -1276,14 +1413,39 @@ class StripeBackend:
 
     def _recompute(self, inv: dict[str, Any]) -> None:
         subtotal = sum(line["amount"] for line in inv["lines"]["data"])
+        added = included = 0
+        if inv["automatic_tax"]["enabled"]:
+            cust = self.objects("customer")[inv["customer"]]
+            added, included = tax.apply(
+                inv, cust, self.customer_tax_ids(cust["id"]), self._line_tax_behavior
+            )
+        total = subtotal + added
         inv.update(
             subtotal=subtotal,
-            subtotal_excluding_tax=subtotal,
-            total=subtotal,
-            total_excluding_tax=subtotal,
-            amount_due=subtotal,
-            amount_remaining=subtotal - inv["amount_paid"],
+            subtotal_excluding_tax=subtotal - included,
+            total=total,
+            total_excluding_tax=subtotal - included,
+            amount_due=total,
+            amount_remaining=total - inv["amount_paid"],
         )
+
+    def _line_tax_behavior(self, line: dict[str, Any]) -> str:
+        details = (line.get("pricing") or {}).get("price_details") or {}
+        price = self.objects("price").get(details.get("price") or "")
+        return str(price["tax_behavior"]) if price is not None else "unspecified"
+
+    def _automatic_tax(self, cust: dict[str, Any], setting: Any, param: str) -> bool:
+        """Whether ``automatic_tax[enabled]`` was asked for; Stripe refuses it for a customer
+        whose location it cannot determine."""
+        enabled = bool((setting or {}).get("enabled"))
+        if enabled and not tax.has_location(cust):
+            raise invalid_request(
+                "The customer's location isn't recognized. Set a valid customer address in "
+                "order to automatically calculate tax.",
+                param=param,
+                code="customer_tax_location_invalid",
+            )
+        return enabled
 
     def create_invoice(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
         if not p.get("customer"):
@@ -1322,6 +1484,10 @@ class StripeBackend:
         )
         if sub is not None:
             inv["subscription"] = sub["id"]
+        if "automatic_tax" in p:
+            inv["automatic_tax"]["enabled"] = self._automatic_tax(
+                cust, p["automatic_tax"], "automatic_tax[enabled]"
+            )
         if "due_date" in p:
             inv["due_date"] = p["due_date"]
         if p.get("pending_invoice_items_behavior") == "include":
@@ -1494,7 +1660,7 @@ class StripeBackend:
         return self.list_response(items, p, "/v1/invoices", expand)
 
     def invoice_lines(self, p: dict[str, Any], inv_id: str, expand: list[str]) -> dict[str, Any]:
-        inv = self.get("invoice", inv_id, "invoice")
+        inv = self.get("invoice", inv_id, "invoice", in_path=True)
         # Lines keep their own order (oldest first), unlike top-level lists.
         return self.list_response(
             list(reversed(inv["lines"]["data"])), p, f"/v1/invoices/{inv_id}/lines", expand
@@ -1531,8 +1697,16 @@ class StripeBackend:
                     "No upcoming invoices for a canceled subscription.",
                     code="invoice_upcoming_none",
                 )
+            # The next period bills what the schedule's next phase holds, if it starts by then.
+            owner = self.objects("subscription_schedule").get(sub["schedule"] or "")
+            period_end = sub["items"]["data"][0]["current_period_end"]
+            current = owner["current_phase"] if owner is not None else None
+            if owner is not None and current and current["end_date"] <= period_end:
+                self._advance_phase(owner, sub, ctx)
             self._renew(sub, ctx)
             return self.objects("invoice")[sub["latest_invoice"]]
+        if p.get("invoice_items") and not p.get("subscription_details"):
+            return self._preview_one_off(ctx, p)
         details = p.get("subscription_details") or {}
         if not p.get("customer"):
             raise parameter_missing("customer")
@@ -1557,6 +1731,45 @@ class StripeBackend:
             schedule_id=None,
         )
         return self.objects("invoice")[sub["latest_invoice"]]
+
+    def _preview_one_off(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+        """A preview of a one-off invoice of ``invoice_items`` for the customer, taxed when
+        ``automatic_tax[enabled]`` is asked for (the caller keeps nothing of it)."""
+        if not p.get("customer"):
+            raise parameter_missing("customer")
+        cust = self.get("customer", p["customer"], "customer")
+        adds = self._resolve_add_invoice_items(ctx, p["invoice_items"], "invoice_items")
+        now = self.now()
+        inv = self._new_invoice(
+            ctx,
+            cust,
+            None,
+            billing_reason="manual",
+            period=(now, now),
+            collection_method="send_invoice",
+            days_until_due=0,
+            auto_advance=False,
+            currency=p.get("currency") or adds[0][0]["currency"],
+        )
+        for price, quantity, metadata in adds:
+            self._new_invoice_item(
+                ctx,
+                cust,
+                price=price,
+                quantity=quantity,
+                amount=None,
+                currency=price["currency"],
+                description=None,
+                metadata=metadata,
+                period=(now, now),
+                subscription_id=None,
+                invoice=inv,
+            )
+        inv["automatic_tax"]["enabled"] = self._automatic_tax(
+            cust, p.get("automatic_tax"), "automatic_tax[enabled]"
+        )
+        self._recompute(inv)
+        return inv
 
     # --- invoice items -------------------------------------------------------------------------
 
@@ -1712,6 +1925,12 @@ class StripeBackend:
 
         items = [e for e in self.objects("event").values() if keep(e)]
         return self.list_response(items, p, "/v1/events", expand)
+
+
+def _check_email(p: dict[str, Any]) -> None:
+    email = p.get("email")
+    if email and not _EMAIL.fullmatch(email):
+        raise parameter_invalid("email", f"Invalid email address: {email}", "email_invalid")
 
 
 def _created_matches(created: int, condition: Any) -> bool:
