@@ -1,4 +1,5 @@
-"""``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign and the product backend.
+"""``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign, the product backend and
+HubSpot.
 
 The emulators are imported inside the command, so every other ``qtc`` command starts without
 loading four web apps.
@@ -22,18 +23,25 @@ from runtime.settings import (
     get_settings,
     load_settings,
 )
-from sandbox.stack import Stack, StackError, disagreements, stop_on_signals
+from sandbox.stack import (
+    Stack,
+    StackError,
+    disagreements,
+    stop_on_signals,
+    with_hubspot_beside,
+)
 
 if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
 
 app = typer.Typer(
-    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign and the product backend.",
+    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend and "
+    "HubSpot.",
     no_args_is_help=True,
 )
 
 
-def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
+def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) -> Table:
     from sandbox.salesforce.app import SANDBOX_SESSION_ID
 
     table = Table(title="QTC sandbox emulators", title_justify="left")
@@ -56,6 +64,12 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
         "provisioning",
         emulators.provisioning_url,
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    table.add_row(
+        "hubspot",
+        emulators.hubspot_url,
+        f"private-app token {SANDBOX_SECRETS['hubspot_access_token']}; webhooks signed (v3) with "
+        f"{SANDBOX_SECRETS['hubspot_client_secret']}, delivered to {hubspot_url}",
     )
     return table
 
@@ -87,6 +101,12 @@ def _stack_addresses(stack: Stack) -> Table:
         "provisioning",
         f"http://{s.sandbox_host}:{s.sandbox_provisioning_port}",
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    table.add_row(
+        "hubspot",
+        f"http://{s.sandbox_host}:{s.sandbox_hubspot_port}",
+        f"token {SANDBOX_SECRETS['hubspot_access_token']}; a deal moved to one of "
+        f"{', '.join(s.hubspot_start_stages)} reaches {api}/webhooks/hubspot",
     )
     return table
 
@@ -138,9 +158,7 @@ def up(
     ] = False,
     emulators_only: Annotated[
         bool,
-        typer.Option(
-            "--emulators-only", help="Only the four emulators: no Temporal, worker or API."
-        ),
+        typer.Option("--emulators-only", help="Only the emulators: no Temporal, worker or API."),
     ] = False,
     port_base: PortBaseOption = None,
 ) -> None:
@@ -155,6 +173,7 @@ def up(
         EmulatorPorts,
         EmulatorStartError,
         default_connect_url,
+        default_hubspot_webhook_url,
         default_state_dir,
         start_emulators,
     )
@@ -162,6 +181,7 @@ def up(
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     connect_url = default_connect_url(settings)
+    hubspot_url = default_hubspot_webhook_url(settings)
     directory = state_dir or default_state_dir(settings)
     with stop_on_signals():
         try:
@@ -170,6 +190,7 @@ def up(
                 host=settings.sandbox_host,
                 ports=EmulatorPorts.from_settings(settings),
                 connect_url=connect_url,
+                hubspot_webhook_url=hubspot_url,
                 persist=not fresh,
                 access_log=True,
                 tls_dir=default_state_dir(settings) / "tls",
@@ -177,17 +198,22 @@ def up(
         except EmulatorStartError as exc:
             console.print(f"[bold red]sandbox did not start:[/] {exc}")
             raise typer.Exit(code=1) from exc
-        _serve_emulators(emulators, console, connect_url, directory, fresh)
+        _serve_emulators(emulators, console, (connect_url, hubspot_url), directory, fresh)
     console.print("Sandbox stopped.")
 
 
 def _serve_emulators(
-    emulators: RunningEmulators, console: Console, connect_url: str, directory: Path, fresh: bool
+    emulators: RunningEmulators,
+    console: Console,
+    webhook_urls: tuple[str, str],
+    directory: Path,
+    fresh: bool,
 ) -> None:
+    connect_url, hubspot_url = webhook_urls
     from sandbox.runner import wait_for_stop_signal
 
     with emulators:
-        console.print(_addresses(emulators, connect_url))
+        console.print(_addresses(emulators, connect_url, hubspot_url))
         kept = "in memory only (--fresh)" if fresh else f"written through to {directory}"
         console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
         console.print("Press Ctrl-C to stop.")
@@ -197,6 +223,7 @@ def _serve_emulators(
 def _up_stack(settings: Settings, state_dir: Path | None, fresh: bool) -> None:
     from sandbox.runner import wait_for_stop_signal
 
+    settings = with_hubspot_beside(settings)
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     stack = Stack(

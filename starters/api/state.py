@@ -92,10 +92,15 @@ class ApiState:
     # Run before a deal starts from a quote written outside the CRM (POST /v1/deals): the CRM
     # must hold its opportunity (the sandbox's emulator is given it). None: not checked.
     opportunities: OpportunityCheck | None = None
+    # The HubSpot reader of /webhooks/hubspot: the CRM itself when QTC_CRM=hubspot, a second one
+    # when QTC_HUBSPOT_TASK_QUEUE serves HubSpot beside another CRM, else None.
+    hubspot: CrmReader | None = None
     outbound_seen: RecentIds = field(init=False)
+    hubspot_seen: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:
         self.outbound_seen = RecentIds(self.settings.api_outbound_dedupe_size)
+        self.hubspot_seen = RecentIds(self.settings.hubspot_webhook_dedupe_size)
 
     @property
     def rpc_timeout(self) -> timedelta:
