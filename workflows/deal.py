@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         ACT_PROVISION_PRODUCT,
         ACT_SEND_CONTRACT,
         ACT_SEND_FIRST_INVOICE,
+        ACT_SYNC_ERP_INVOICE,
         ACT_VOID_CONTRACT,
         ACT_WRITE_BACK_BILLING_IDS,
         BillingCustomer,
@@ -64,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         ContractVoided,
         CreateCustomerInput,
         CreateSubscriptionInput,
+        ErpInvoiceSynced,
         InvoiceSent,
         MarkClosedWonInput,
         Provisioned,
@@ -71,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         SendContractInput,
         SendInvoiceInput,
         SubscriptionCreated,
+        SyncErpInvoiceInput,
         VoidContractInput,
         WriteBackInput,
     )
@@ -106,6 +109,8 @@ _START_TO_CLOSE: dict[str, timedelta] = {
     ACT_CREATE_SUBSCRIPTION: timedelta(seconds=30),
     ACT_SEND_FIRST_INVOICE: timedelta(seconds=30),
     ACT_PROVISION_PRODUCT: timedelta(seconds=30),
+    # A handful of NetSuite requests, each of which can take seconds.
+    ACT_SYNC_ERP_INVOICE: timedelta(seconds=90),
 }
 # The worker heartbeats every activity while its process lives (workers/heartbeat.py): a crashed
 # worker's step is retried after this, not after its whole start-to-close timeout.
@@ -113,6 +118,10 @@ ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # workflow.patched ids: behaviour changes that alter the commands a recorded history replays.
 PATCH_LEAVE_REVIEW_ON_APPROVAL = "leave-review-queue-on-approval"
 PATCH_LOCAL_STEPS_AFTER_SIGNATURE = "local-steps-after-signature"
+# Deals whose input names an ERP record the billed invoice there between invoice_sent and
+# provisioned. Asked only for those deals, so a deal without an ERP records no marker and every
+# history from before the step replays unchanged.
+PATCH_ERP_SYNC = "erp-sync-after-invoice"
 # The steps after the signature are short, idempotent vendor calls (each carries its own
 # idempotency key or looks up what an earlier attempt made), so they run as local activities:
 # no activity task per step on the server, and the chain from Closed Won to the CRM write-back
@@ -220,6 +229,7 @@ class DealWorkflow:
             phase=input.phase,
             stage=first_stage,
             crm=input.crm,
+            erp=input.erp,
         )
         self._quote_decision: tuple[bool, QuoteDecision] | None = None
         self._review: tuple[bool, InvoiceReview] | None = None
@@ -237,6 +247,8 @@ class DealWorkflow:
         # Decided once, at the signature (PATCH_LOCAL_STEPS_AFTER_SIGNATURE): whether the steps in
         # LOCAL_STEPS run as local activities. Histories recorded before the patch replay remote.
         self._local_steps = False
+        # Decided at the signature too (PATCH_ERP_SYNC): whether the billed invoice goes to the ERP.
+        self._erp_sync = False
 
     @workflow.run
     async def run(self, input: DealInput) -> DealStatus:
@@ -323,6 +335,7 @@ class DealWorkflow:
         # marker that follows a local activity's marker before the workflow has seen that
         # activity's result, and fails the task as nondeterministic.
         self._local_steps = workflow.patched(PATCH_LOCAL_STEPS_AFTER_SIGNATURE)
+        self._erp_sync = self._input.erp is not None and workflow.patched(PATCH_ERP_SYNC)
         signed_at = as_utc(signature.completed_at)
         self._priced = await self._step(
             ACT_DATE_QUOTE_AT_SIGNATURE,
@@ -394,6 +407,8 @@ class DealWorkflow:
         self._status.invoice_number = invoice.number
         self._status.billing_invoice_url = invoice.invoice_url
         self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
+        if self._erp_sync:
+            await self._sync_erp(customer, invoice)
 
         provisioned = await self._activity(
             ACT_PROVISION_PRODUCT,
@@ -418,6 +433,32 @@ class DealWorkflow:
             None,
         )
         self._enter("completed", note=f"phase {self._input.phase}: billing ids written to CRM")
+
+    async def _sync_erp(self, customer: BillingCustomer, invoice: InvoiceSent) -> None:
+        # A remote activity, not a local step: an ERP such as NetSuite answers in seconds per
+        # request and throttles by concurrency, so its retries belong on the server's schedule
+        # and its attempts in the Web UI, and it must not hold the workflow task.
+        synced = await self._activity(
+            ACT_SYNC_ERP_INVOICE,
+            SyncErpInvoiceInput(
+                deal_id=self._deal_id,
+                billing_customer_id=customer.customer_id,
+                billing_invoice_id=invoice.invoice_id,
+                billing_invoice_number=invoice.number,
+                billed_total_minor=invoice.total_minor,
+                priced=self._priced,
+                # send_first_invoice reconciled the billed invoice with this one to the cent.
+                invoice=self._priced.invoices[0],
+            ),
+            ErpInvoiceSynced,
+        )
+        self._status.erp = synced.system or self._input.erp
+        self._status.erp_customer_id = synced.customer_id
+        self._status.erp_invoice_id = synced.invoice_id
+        self._enter(
+            "erp_synced",
+            note=f"{self._status.erp} invoice {synced.invoice_number or synced.invoice_id}",
+        )
 
     async def _get_invoice_reviewed(self) -> bool:
         preview = self._status.invoice_preview

@@ -101,7 +101,10 @@ PATHS: dict[str, tuple[Phase, bool, bool, Drive]] = {
     "needs_attention_then_resumed": (3, False, True, _needs_attention_resumed),
     "expired_and_voided": (3, False, False, _expired),
     "lost_and_voided": (3, False, False, _lost),
+    "phase_3_erp_synced": (3, False, False, _phase_3),
 }
+# Paths whose deal records its billed invoice in an ERP.
+WITH_ERP = {"phase_3_erp_synced"}
 
 
 async def record(client: Client, name: str, now: datetime) -> str:
@@ -120,7 +123,8 @@ async def record(client: Client, name: str, now: datetime) -> str:
     )
     task_queue = f"record-{uuid.uuid4()}"
     async with deal_worker(client, task_queue, fakes):
-        handle = await start_deal(client, task_queue, priced, phase=phase)
+        erp = "netsuite" if name in WITH_ERP else None
+        handle = await start_deal(client, task_queue, priced, phase=phase, erp=erp)
         await drive(handle, fakes, now)
         await handle.result()
         history = await handle.fetch_history()

@@ -34,6 +34,7 @@ from qtc.ports import (
     ACT_PROVISION_PRODUCT,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
+    ACT_SYNC_ERP_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
     SA_ARR,
@@ -45,6 +46,7 @@ from qtc.ports import (
     ContractVoided,
     CreateCustomerInput,
     CreateSubscriptionInput,
+    ErpInvoiceSynced,
     InvoiceSent,
     MarkClosedWonInput,
     Provisioned,
@@ -52,6 +54,7 @@ from qtc.ports import (
     SendContractInput,
     SendInvoiceInput,
     SubscriptionCreated,
+    SyncErpInvoiceInput,
     VoidContractInput,
     WriteBackInput,
 )
@@ -244,6 +247,17 @@ class FakeVendors:
         features = {line.sku: dict(line.features) for line in input.priced.lines if line.features}
         return Provisioned(tenant_id=input.tenant_id, features=features)
 
+    @activity.defn(name=ACT_SYNC_ERP_INVOICE)
+    async def sync_erp_invoice(self, input: SyncErpInvoiceInput) -> ErpInvoiceSynced:
+        self._attempt(ACT_SYNC_ERP_INVOICE, input)
+        return ErpInvoiceSynced(
+            customer_id=f"erp-cus-{input.deal_id}",
+            invoice_id=f"erp-in-{input.deal_id}",
+            invoice_number="INV00001",
+            total_minor=input.billed_total_minor,
+            system="netsuite",
+        )
+
     @activity.defn(name=ACT_WRITE_BACK_BILLING_IDS)
     async def write_back_billing_ids(self, input: WriteBackInput) -> None:
         self._attempt(ACT_WRITE_BACK_BILLING_IDS, input)
@@ -257,6 +271,7 @@ class FakeVendors:
             self.create_subscription,
             self.send_first_invoice,
             self.provision_product,
+            self.sync_erp_invoice,
             self.write_back_billing_ids,
             *LOCAL_ACTIVITIES,
         ]
@@ -275,6 +290,7 @@ async def start_deal(
     *,
     phase: Phase = 3,
     review_reminder_hours: int | None = None,
+    erp: str | None = None,
     start_signal: str | None = None,
     start_signal_arg: Any = None,
 ) -> WorkflowHandle[DealWorkflow, DealStatus]:
@@ -283,6 +299,7 @@ async def start_deal(
         phase=phase,
         started_by="sam.sales@sandbox.example",
         review_reminder_hours=review_reminder_hours,
+        erp=erp,
     )
     workflow_id = workflow_id_for(priced.opportunity_id)
     if start_signal is None:
