@@ -28,6 +28,8 @@ SANDBOX_SECRETS: dict[str, str] = {
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
+    "netsuite_consumer_secret": "sandbox-ns-consumer-secret",
+    "netsuite_token_secret": "sandbox-ns-token-secret",
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
@@ -102,7 +104,7 @@ class Settings(BaseSettings):
     crm: Literal["salesforce"] = "salesforce"
     esign: Literal["docusign"] = "docusign"
     billing: Literal["stripe"] = "stripe"
-    erp: Literal["none"] = "none"
+    erp: Literal["none", "netsuite"] = "none"
     catalog: Path = Path("catalog.toml")
     state_dir: Path = Path(".qtc")
     log_level: str = "INFO"
@@ -180,6 +182,19 @@ class Settings(BaseSettings):
     docusign_timeout_s: float = 30.0
     docusign_envelope_lookback_days: int = 730  # how far back send_contract looks for a sent one
 
+    # NetSuite (QTC_ERP=netsuite): token-based authentication of an integration record and an
+    # access token; the base URL defaults to the account's own REST address when unset.
+    netsuite_account: str = "SANDBOX"
+    netsuite_base_url: str | None = "http://127.0.0.1:12116/services/rest"
+    netsuite_consumer_key: str = "sandbox-ns-consumer-key"
+    netsuite_consumer_secret: SecretStr = SecretStr(SANDBOX_SECRETS["netsuite_consumer_secret"])
+    netsuite_token_id: str = "sandbox-ns-token-id"  # noqa: S105 (an id; the secret is below)
+    netsuite_token_secret: SecretStr = SecretStr(SANDBOX_SECRETS["netsuite_token_secret"])
+    netsuite_subsidiary_id: str = "1"  # the subsidiary new customers belong to
+    # Per request, well below the step's 90 s start-to-close: a hung request fails the attempt
+    # with a classified error and Temporal retries.
+    netsuite_timeout_s: float = 20.0
+
     # Product backend
     provisioning_url: str = "http://127.0.0.1:12114/v1/provision"
     provisioning_secret: SecretStr = SecretStr(SANDBOX_SECRETS["provisioning_secret"])
@@ -191,6 +206,7 @@ class Settings(BaseSettings):
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_netsuite_port: int = 12116
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox

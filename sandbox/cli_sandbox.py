@@ -21,8 +21,15 @@ if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
 
 app = typer.Typer(
-    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign and the product backend.",
+    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend and "
+    "NetSuite.",
     no_args_is_help=True,
+)
+
+
+_NETSUITE_NOTE = (
+    "account SANDBOX; TBA consumer sandbox-ns-consumer-key / sandbox-ns-consumer-secret, "
+    "token sandbox-ns-token-id / sandbox-ns-token-secret; used when QTC_ERP=netsuite"
 )
 
 
@@ -50,6 +57,7 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
         emulators.provisioning_url,
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
+    table.add_row("netsuite", emulators.netsuite_url, _NETSUITE_NOTE)
     return table
 
 
@@ -81,6 +89,7 @@ def _stack_addresses(stack: Stack) -> Table:
         f"http://{s.sandbox_host}:{s.sandbox_provisioning_port}",
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
+    table.add_row("netsuite", f"http://{s.sandbox_host}:{s.sandbox_netsuite_port}", _NETSUITE_NOTE)
     return table
 
 

@@ -5,6 +5,10 @@ Starts the stack (Temporal dev server, emulators, worker, API), then drives the 
 API with a sales token, the deal desk approves through the API, the DocuSign emulator signs and
 delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
 phase-2 invoice through the API. Nothing talks to the workflow directly.
+
+The phase-3 deal is started through a second API process whose ``QTC_ERP`` is ``netsuite``: it
+records its first invoice in the NetSuite emulator (``erp_synced``) while every other deal, started
+through the main API with no ERP, skips that step. One worker serves both.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ class DemoDeal:
     example: str
     phase: int
     expected: str
+    # The extra API that starts the deal (``Stack.extra_apis``); None: the main API.
+    via: str | None = None
     deal_id: str | None = None
     stage: str = "not started"
     status: dict[str, Any] = field(default_factory=dict)
@@ -54,13 +60,17 @@ class DemoDeal:
         return self.problem is not None or self.stage in TERMINAL_STAGES or self.stage == "rejected"
 
 
-DEMO_DEALS: tuple[tuple[str, str, int, str], ...] = (
-    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed"),
-    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed"),
-    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed"),
-    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed"),
-    ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed"),
-    ("rejected by CPQ", "quote-rejected.json", 3, "rejected"),
+# The API through which the NetSuite deal is started (``QTC_ERP=netsuite``).
+ERP_API = "erp"
+ERP_ENV = {"QTC_ERP": "netsuite"}
+
+DEMO_DEALS: tuple[tuple[str, str, int, str, str | None], ...] = (
+    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed", None),
+    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed", None),
+    ("phase 3: the whole loop, ERP NetSuite", "quote-phase3.json", 3, "completed", ERP_API),
+    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed", None),
+    ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed", None),
+    ("rejected by CPQ", "quote-rejected.json", 3, "rejected", None),
 )
 
 
@@ -69,8 +79,15 @@ class DemoError(RuntimeError):
 
 
 class Demo:
-    def __init__(self, settings: Settings, examples: Path, console: Console) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        examples: Path,
+        console: Console,
+        api_urls: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.api_urls = api_urls or {}
         self.examples = examples
         self.console = console
         self.api = httpx.Client(
@@ -87,8 +104,14 @@ class Demo:
     def start_deals(self) -> None:
         for deal in self.deals:
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+            url = "/v1/deals"
+            if deal.via is not None:
+                if deal.via not in self.api_urls:
+                    deal.problem = f"the {deal.via} API is not running"
+                    continue
+                url = f"{self.api_urls[deal.via]}/v1/deals"
             response = self.api.post(
-                "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
+                url, json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
             )
             if response.status_code == 422:
                 errors = response.json().get("errors", [])
@@ -185,6 +208,7 @@ class Demo:
             "Stripe customer",
             "subscription",
             "invoice",
+            "ERP invoice",
             "first invoice",
             "provisioned flags",
             "signature -> invoice",
@@ -209,6 +233,7 @@ class Demo:
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
+                f"{s['erp']} {s['erp_invoice_id']}" if s.get("erp_invoice_id") else "-",
                 total,
                 _flags(flags),
                 _seconds_to_invoice(s),
@@ -266,11 +291,18 @@ def run_demo(
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
-    stack = Stack(settings, state_dir, persist_temporal=False, persist_emulators=False)
+    stack = Stack(
+        settings,
+        state_dir,
+        persist_temporal=False,
+        persist_emulators=False,
+        worker_env=ERP_ENV,
+        extra_apis={ERP_API: ERP_ENV},
+    )
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")
-        demo = Demo(settings, examples, console)
+        demo = Demo(settings, examples, console, stack.extra_api_urls)
         ok = demo.run()
         console.print(demo.results())
         console.print(demo.where_to_look(stack.web_ui_url))

@@ -229,6 +229,7 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    erp=None if settings.erp == "none" else settings.erp,
                 ),
                 id=deal_id,
                 task_queue=settings.temporal_task_queue,

@@ -22,6 +22,8 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256
 from oauthlib.oauth1 import Client as OAuth1Client
 from pydantic import SecretStr
 
+from runtime.settings import Settings
+
 SUITEQL_PAGE = 1000
 
 
@@ -197,3 +199,17 @@ def build_netsuite_http(
         timeout=httpx.Timeout(timeout_s, connect=5.0),
         headers={"Accept": "application/json"},
     )
+
+
+def build_netsuite_client(settings: Settings) -> tuple[NetSuiteClient, httpx.Client]:
+    """The worker's NetSuite client from settings, and the HTTP client to close on exit."""
+    credentials = TbaCredentials(
+        account=settings.netsuite_account,
+        consumer_key=settings.netsuite_consumer_key,
+        consumer_secret=settings.netsuite_consumer_secret,
+        token_id=settings.netsuite_token_id,
+        token_secret=settings.netsuite_token_secret,
+    )
+    base_url = settings.netsuite_base_url or default_base_url(settings.netsuite_account)
+    http = build_netsuite_http(base_url, credentials, settings.netsuite_timeout_s)
+    return NetSuiteClient(http), http
