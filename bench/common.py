@@ -134,7 +134,6 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_netsuite_port": ports.netsuite,
-        "netsuite_base_url": f"http://{host}:{ports.netsuite}/services/rest",
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache

@@ -31,6 +31,13 @@ SANDBOX_SECRETS: dict[str, str] = {
     "netsuite_consumer_secret": "sandbox-ns-consumer-secret",
     "netsuite_token_secret": "sandbox-ns-token-secret",
 }
+# The NetSuite emulator's account, consumer key and token id (their secrets are in
+# SANDBOX_SECRETS), used when the NetSuite settings are unset in the sandbox.
+SANDBOX_NETSUITE: dict[str, str] = {
+    "account": "SANDBOX",
+    "consumer_key": "sandbox-ns-consumer-key",
+    "token_id": "sandbox-ns-token-id",
+}
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
     "sandbox-deal-desk": ("dana.deskman@sandbox.example", "deal_desk"),
@@ -182,14 +189,17 @@ class Settings(BaseSettings):
     docusign_timeout_s: float = 30.0
     docusign_envelope_lookback_days: int = 730  # how far back send_contract looks for a sent one
 
-    # NetSuite (QTC_ERP=netsuite): token-based authentication of an integration record and an
-    # access token; the base URL defaults to the account's own REST address when unset.
-    netsuite_account: str = "SANDBOX"
-    netsuite_base_url: str | None = "http://127.0.0.1:12116/services/rest"
-    netsuite_consumer_key: str = "sandbox-ns-consumer-key"
-    netsuite_consumer_secret: SecretStr = SecretStr(SANDBOX_SECRETS["netsuite_consumer_secret"])
-    netsuite_token_id: str = "sandbox-ns-token-id"  # noqa: S105 (an id; the secret is below)
-    netsuite_token_secret: SecretStr = SecretStr(SANDBOX_SECRETS["netsuite_token_secret"])
+    # NetSuite (QTC_ERP=netsuite): token-based authentication with an integration record's
+    # consumer key / secret and an access token. Unset, they are the emulator's in the sandbox
+    # (SANDBOX_NETSUITE, SANDBOX_SECRETS) and required elsewhere, so production without NetSuite
+    # needs no NetSuite setting. The base URL: unset, the sandbox emulator in the sandbox, else
+    # the account's own REST address.
+    netsuite_account: str | None = None  # the account id, e.g. 1234567 or 1234567_SB1
+    netsuite_base_url: str | None = None
+    netsuite_consumer_key: str | None = None
+    netsuite_consumer_secret: SecretStr | None = None
+    netsuite_token_id: str | None = None
+    netsuite_token_secret: SecretStr | None = None
     netsuite_subsidiary_id: str = "1"  # the subsidiary new customers belong to
     # Per request, well below the step's 90 s start-to-close: a hung request fails the attempt
     # with a classified error and Temporal retries.
@@ -247,7 +257,7 @@ class Settings(BaseSettings):
         offending = [
             f"QTC_{name.upper()}"
             for name, value in SANDBOX_SECRETS.items()
-            if getattr(self, name).get_secret_value() == value
+            if getattr(self, name) is not None and getattr(self, name).get_secret_value() == value
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")
@@ -323,6 +333,10 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             members = value if isinstance(value, list | tuple) else [value]
             found.extend(m.get_secret_value() for m in members if isinstance(m, SecretStr))
+        if self.sandbox:
+            # An unset vendor secret is the sandbox's published one there (the client factories
+            # fall back to it), so those are held too.
+            found.extend(SANDBOX_SECRETS.values())
         if self.codec_on or self.codec_keys is not None:
             keys, _ = self.codec_key_set()
             found.extend(base64.b64encode(k).decode() for k in keys.values())

@@ -31,7 +31,6 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_docusign_port=ds,
         sandbox_provisioning_port=prov,
         sandbox_netsuite_port=netsuite,
-        netsuite_base_url=f"http://127.0.0.1:{netsuite}/services/rest",
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",

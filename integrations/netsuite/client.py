@@ -22,7 +22,7 @@ from oauthlib.oauth1 import SIGNATURE_HMAC_SHA256
 from oauthlib.oauth1 import Client as OAuth1Client
 from pydantic import SecretStr
 
-from runtime.settings import Settings
+from runtime.settings import SANDBOX_NETSUITE, SANDBOX_SECRETS, Settings
 
 SUITEQL_PAGE = 1000
 
@@ -201,15 +201,54 @@ def build_netsuite_http(
     )
 
 
+def netsuite_credentials(settings: Settings) -> TbaCredentials:
+    """The TBA credentials the settings give; the emulator's in the sandbox when unset.
+
+    Raises:
+        ValueError: Outside the sandbox, a NetSuite setting is missing (the message names each).
+    """
+    values = {
+        "account": settings.netsuite_account,
+        "consumer_key": settings.netsuite_consumer_key,
+        "consumer_secret": settings.netsuite_consumer_secret,
+        "token_id": settings.netsuite_token_id,
+        "token_secret": settings.netsuite_token_secret,
+    }
+    if settings.sandbox:
+        sandbox: dict[str, str | SecretStr] = {
+            **SANDBOX_NETSUITE,
+            "consumer_secret": SecretStr(SANDBOX_SECRETS["netsuite_consumer_secret"]),
+            "token_secret": SecretStr(SANDBOX_SECRETS["netsuite_token_secret"]),
+        }
+        values = {name: value or sandbox[name] for name, value in values.items()}
+    missing = [f"QTC_NETSUITE_{name.upper()}" for name, value in values.items() if not value]
+    if missing:
+        raise ValueError("QTC_ERP=netsuite needs " + ", ".join(missing))
+    return TbaCredentials(
+        account=str(values["account"]),
+        consumer_key=str(values["consumer_key"]),
+        consumer_secret=SecretStr(_text(values["consumer_secret"])),
+        token_id=str(values["token_id"]),
+        token_secret=SecretStr(_text(values["token_secret"])),
+    )
+
+
+def _text(value: str | SecretStr | None) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+def netsuite_base_url(settings: Settings, account: str) -> str:
+    """Where NetSuite's REST services are: set, the sandbox emulator, or the account's address."""
+    if settings.netsuite_base_url:
+        return settings.netsuite_base_url
+    if settings.sandbox:
+        return f"http://{settings.sandbox_host}:{settings.sandbox_netsuite_port}/services/rest"
+    return default_base_url(account)
+
+
 def build_netsuite_client(settings: Settings) -> tuple[NetSuiteClient, httpx.Client]:
     """The worker's NetSuite client from settings, and the HTTP client to close on exit."""
-    credentials = TbaCredentials(
-        account=settings.netsuite_account,
-        consumer_key=settings.netsuite_consumer_key,
-        consumer_secret=settings.netsuite_consumer_secret,
-        token_id=settings.netsuite_token_id,
-        token_secret=settings.netsuite_token_secret,
-    )
-    base_url = settings.netsuite_base_url or default_base_url(settings.netsuite_account)
+    credentials = netsuite_credentials(settings)
+    base_url = netsuite_base_url(settings, credentials.account)
     http = build_netsuite_http(base_url, credentials, settings.netsuite_timeout_s)
     return NetSuiteClient(http), http

@@ -15,12 +15,19 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from integrations.netsuite.activities import NetSuiteErp
-from integrations.netsuite.client import NetSuiteClient, TbaCredentials, build_netsuite_http
+from integrations.netsuite.client import (
+    NetSuiteClient,
+    TbaCredentials,
+    build_netsuite_http,
+    netsuite_base_url,
+    netsuite_credentials,
+)
 from qtc import errors
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from qtc.models import PricedQuote
 from qtc.ports import ErpInvoiceSynced, SyncErpInvoiceInput
+from runtime.settings import SANDBOX_SECRETS, Settings
 from sandbox.netsuite.app import SANDBOX_CREDENTIALS, create_app
 from sandbox.stripe.testing import serve_app
 from tests.unit.builders import quote_dict
@@ -251,3 +258,47 @@ def test_an_unreachable_netsuite_is_retried() -> None:
     unreachable = failure(erp_at(f"http://127.0.0.1:{port}"), sync_input(priced()))
 
     assert (unreachable.type, unreachable.non_retryable) == (errors.VENDOR_UNAVAILABLE, False)
+
+
+# --- settings ---------------------------------------------------------------------------------
+
+
+def test_the_sandbox_talks_to_the_emulator_without_any_netsuite_setting() -> None:
+    settings = Settings.model_validate({"env": "sandbox", "sandbox_netsuite_port": 40123})
+
+    assert netsuite_credentials(settings).account == "SANDBOX"
+    assert netsuite_base_url(settings, "SANDBOX") == "http://127.0.0.1:40123/services/rest"
+
+
+def test_production_needs_every_netsuite_setting_and_refuses_the_sandbox_secrets() -> None:
+    production: dict[str, Any] = {"env": "production", "codec_enabled": False, "api_tokens": {}}
+    for name, value in SANDBOX_SECRETS.items():
+        if not name.startswith("netsuite_"):
+            production[name] = f"real-{value}"
+    settings = Settings.model_validate(production)
+    with pytest.raises(ValueError) as missing:
+        netsuite_credentials(settings)
+    assert "QTC_NETSUITE_CONSUMER_SECRET" in str(missing.value)
+    assert "QTC_NETSUITE_ACCOUNT" in str(missing.value)
+
+    with pytest.raises(ValueError, match="QTC_NETSUITE_TOKEN_SECRET"):
+        Settings(
+            _env_file=None,
+            **production,
+            netsuite_token_secret=SANDBOX_SECRETS["netsuite_token_secret"],
+        )
+
+    real = Settings.model_validate(
+        {
+            **production,
+            "netsuite_account": "1234567_SB1",
+            "netsuite_consumer_key": "ck",
+            "netsuite_consumer_secret": "cs",
+            "netsuite_token_id": "ti",
+            "netsuite_token_secret": "ts",
+        }
+    )
+    assert netsuite_credentials(real).token_secret.get_secret_value() == "ts"
+    assert netsuite_base_url(real, "1234567_SB1") == (
+        "https://1234567-sb1.suitetalk.api.netsuite.com/services/rest"
+    )
