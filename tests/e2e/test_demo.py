@@ -17,8 +17,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from rich.console import Console
 
@@ -41,6 +43,8 @@ class DemoRun:
     web_ui_dom: str | None = None
     web_ui_error: str | None = None
     stored_history: str = ""
+    erp_by_deal: dict[str, str | None] = field(default_factory=dict)
+    netsuite_records: dict[str, Any] = field(default_factory=dict)
 
 
 def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
@@ -109,6 +113,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         run.expected = {d.label: d.expected for d in demo.deals}
         _look_at_web_ui(stack, run)
         run.stored_history = _history_without_codec(stack, "deal-006000000000003AAA")
+        run.erp_by_deal = {d.label: d.status.get("erp_invoice_id") for d in demo.deals}
+        netsuite = f"http://127.0.0.1:{stack.settings.sandbox_netsuite_port}/_sandbox/records"
+        run.netsuite_records = httpx.get(netsuite, timeout=10).json()
 
     run.exit_code = run_demo(
         settings, ROOT / "examples", Console(width=200), keep_up=False, after_run=after
@@ -120,6 +127,15 @@ def test_every_sample_deal_reaches_its_expected_final_stage(demo_run: DemoRun) -
     assert demo_run.stages == demo_run.expected
     assert set(demo_run.stages.values()) == {"completed", "rejected"}
     assert demo_run.exit_code == 0
+
+
+def test_only_the_deal_started_with_qtc_erp_netsuite_is_recorded_in_netsuite(
+    demo_run: DemoRun,
+) -> None:
+    recorded = {label: erp for label, erp in demo_run.erp_by_deal.items() if erp}
+    [invoice] = demo_run.netsuite_records["invoice"]
+    assert recorded == {"phase 3: the whole loop, ERP NetSuite": invoice["id"]}
+    assert len(demo_run.netsuite_records["customer"]) == 1
 
 
 def _decoded_strings(node: object) -> list[str]:
