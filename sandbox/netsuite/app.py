@@ -59,20 +59,22 @@ SANDBOX_CREDENTIALS = Credentials(
     token_id="sandbox-ns-token-id",
     token_secret="sandbox-ns-token-secret",
 )
-DEFAULT_CONCURRENCY_LIMIT = 5
+# A Tier-1 account without SuiteCloud Plus licences: 15 requests in flight.
+DEFAULT_CONCURRENCY_LIMIT = 15
 SUITEQL_MAX_LIMIT = 1000
 REQUEST_LOG_SIZE = 2000
 
-_RFC9110 = "https://www.rfc-editor.org/rfc/rfc9110.html#section-"
+_RFC2616 = "https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html"
+# The problem types NetSuite sends with each status (its REST error handling documentation).
 _TYPES = {
-    400: (_RFC9110 + "15.5.1", "Bad Request"),
-    401: (_RFC9110 + "15.5.2", "Unauthorized"),
-    403: (_RFC9110 + "15.5.4", "Forbidden"),
-    404: (_RFC9110 + "15.5.5", "Not Found"),
-    405: (_RFC9110 + "15.5.6", "Method Not Allowed"),
-    413: (_RFC9110 + "15.5.14", "Content Too Large"),
-    429: ("https://www.rfc-editor.org/rfc/rfc6585.html#section-4", "Too Many Requests"),
-    500: (_RFC9110 + "15.6.1", "Internal Server Error"),
+    400: (_RFC2616 + "#sec10.4.1", "Bad Request"),
+    401: (_RFC2616 + "#sec10.4.2", "Unauthorized"),
+    403: (_RFC2616 + "#sec10.4.4", "Forbidden"),
+    404: (_RFC2616 + "#sec10.4.5", "Not Found"),
+    405: (_RFC2616 + "#sec10.4.6", "Method Not Allowed"),
+    413: (_RFC2616 + "#sec10.4.14", "Request Entity Too Large"),
+    429: ("https://tools.ietf.org/html/rfc6585#section-4", "Too Many Requests"),
+    500: (_RFC2616 + "#sec10.5.1", "Internal Server Error"),
 }
 ERROR_MEDIA = "application/vnd.oracle.resource+json; type=error"
 INVALID_LOGIN_DETAIL = (
@@ -479,7 +481,7 @@ def create_app(
             items = emu.account.table("serviceitem")
             item_id = next((i for i, r in items.items() if r["itemId"] == sku), None)
             if item_id is None:
-                item_id = str(100 + len(items) + int(store.data["next_id"]))
+                item_id = emu.account.new_id()
             items[item_id] = {
                 "itemId": sku,
                 "displayName": control.displayName or sku,

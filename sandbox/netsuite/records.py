@@ -11,7 +11,8 @@ What NetSuite does and the emulator does too, because an adapter can get each of
   ``?replace=item`` (the sublist's name) replaces them. A retried upsert without it doubles the
   invoice.
 - A record is read back with sublists as links; ``?expandSubResources=true`` inlines their lines.
-- References are ``{"id": "..."}``; one to a record that does not exist is ``INVALID_KEY_OR_REF``.
+- References are ``{"id": "..."}``; one to a record that does not exist is ``INVALID_CONTENT``
+  ("You have entered an Invalid Field Value ...") with the reference's path, as NetSuite documents.
 - An invoice is in its customer's currency, which its subsidiary must have.
 - Totals are computed by the account: a taxable item adds tax, so the total can differ from the
   lines the caller sent.
@@ -51,6 +52,17 @@ def invalid(path: str, detail: str) -> NsError:
         400,
         "INVALID_VALUE",
         f"Invalid value for the resource or sub-resource field '{path}'. {detail}",
+        path,
+    )
+
+
+def bad_reference(path: str, value: str | None, field: str) -> NsError:
+    """A reference to a record that does not exist (or is inactive)."""
+    return NsError(
+        400,
+        "INVALID_CONTENT",
+        "Error while accessing resource: You have entered an Invalid Field Value "
+        f"{value} for the following field: {field}",
         path,
     )
 
@@ -108,7 +120,9 @@ def _number(value: Any, path: str, *, positive: bool = False) -> Decimal:
     except InvalidOperation as exc:
         raise invalid(path, "The value must be a number.") from exc
     if not number.is_finite() or number < 0 or (positive and number == 0):
-        raise invalid(path, "The value must be a positive number." if positive else "")
+        raise invalid(
+            path, "The value must be a positive number." if positive else "It cannot be negative."
+        )
     return number
 
 
@@ -136,7 +150,7 @@ class Account:
         records: dict[str, dict[str, Any]] = self.data["records"][record_type]
         return records
 
-    def _new_id(self) -> str:
+    def new_id(self) -> str:
         self.data["next_id"] += 1
         return str(self.data["next_id"])
 
@@ -172,7 +186,7 @@ class Account:
         if record_type == "invoice":
             record["tranId"] = f"INV{self.data['next_tran']:05d}"
             self.data["next_tran"] += 1
-        record_id = self._new_id()
+        record_id = self.new_id()
         self.table(record_type)[record_id] = record
         return record_id
 
@@ -257,12 +271,7 @@ class Account:
             raise NsError(400, "USER_ERROR", "Please enter value(s) for: Subsidiary", "subsidiary")
         subsidiary = self.table("subsidiary").get(subsidiary_id)
         if subsidiary is None:
-            raise NsError(
-                400,
-                "INVALID_KEY_OR_REF",
-                f"Invalid subsidiary reference key {subsidiary_id}.",
-                "subsidiary",
-            )
+            raise bad_reference("subsidiary", subsidiary_id, "subsidiary")
         currency_id = _ref_id(record, "currency") or subsidiary["currency"]
         self._check_currency(currency_id, subsidiary, "currency")
         record["subsidiary"] = {"id": subsidiary_id}
@@ -278,9 +287,7 @@ class Account:
     def _check_currency(self, currency_id: str, subsidiary: dict[str, Any], path: str) -> None:
         currency = self.table("currency").get(currency_id)
         if currency is None:
-            raise NsError(
-                400, "INVALID_KEY_OR_REF", f"Invalid currency reference key {currency_id}.", path
-            )
+            raise bad_reference(path, currency_id, "currency")
         if currency_id not in subsidiary["currencies"]:
             raise invalid(
                 path,
@@ -310,9 +317,7 @@ class Account:
             raise NsError(400, "USER_ERROR", "Please enter value(s) for: Customer", "entity")
         customer = self.table("customer").get(entity_id)
         if customer is None:
-            raise NsError(
-                400, "INVALID_KEY_OR_REF", f"Invalid entity reference key {entity_id}.", "entity"
-            )
+            raise bad_reference("entity", entity_id, "entity")
         subsidiary = self.table("subsidiary")[customer["subsidiary"]["id"]]
         currency_id = _ref_id(record, "currency") or customer["currency"]["id"]
         self._check_currency(currency_id, subsidiary, "currency")
@@ -345,12 +350,7 @@ class Account:
             item_id = _ref_id(line, "item")
             item = self.table("serviceitem").get(item_id or "")
             if item is None or item["isInactive"]:
-                raise NsError(
-                    400,
-                    "INVALID_KEY_OR_REF",
-                    f"Invalid item reference key {item_id}.",
-                    f"{path}.item",
-                )
+                raise bad_reference(f"{path}.item", item_id, "item")
             quantity = _number(line.get("quantity", 1), f"{path}.quantity", positive=True)
             rate = _number(line.get("rate", 0), f"{path}.rate")
             amount = (

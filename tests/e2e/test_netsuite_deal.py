@@ -16,7 +16,8 @@ import httpx
 import pytest
 from temporalio.client import Client
 
-from qtc.deal import DealStatus
+from qtc.deal import SIGNAL_RESUME, DealStatus, Resume
+from service import deals
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import ROOT, new_opportunity, quote_file, sign_contract
 from tests.e2e.support import wait_for_stage as stage_reached
@@ -158,3 +159,28 @@ async def test_a_worker_killed_during_the_erp_step_leaves_one_customer_and_one_i
     assert [entry.get("status") for entry in upserts] == [204, 204]
     assert done.invoice_preview is not None
     assert len(invoice["item"]["items"]) == len(done.invoice_preview.lines)
+
+
+async def test_a_sku_missing_in_netsuite_parks_the_deal_and_a_resume_after_the_fix_completes_it(
+    on_netsuite: Deployment, client: Client, tmp_path: Path
+) -> None:
+    items = f"{on_netsuite.emulators.netsuite_url}/_sandbox/items/EXTRA-STORAGE-TB"
+    httpx.delete(items).raise_for_status()
+    worker = on_netsuite.worker().start()
+    try:
+        deal_id = start_phase_3(on_netsuite, tmp_path, "Initech, item missing")
+        await sign_contract(client, on_netsuite.emulators, deal_id)
+        parked = await stage_reached(client, deal_id, "needs_attention", timeout_s=60)
+        assert parked.last_error is not None
+        assert parked.last_error.step == "sync_erp_invoice"
+        assert "EXTRA-STORAGE-TB" in parked.last_error.message
+        assert netsuite(on_netsuite, "/_sandbox/records")["invoice"] == []
+
+        httpx.put(items, json={"displayName": "Extra Storage"}).raise_for_status()
+        await deals.signal(client, deal_id, SIGNAL_RESUME, Resume(by="oscar.operator"))
+        done = await stage_reached(client, deal_id, "completed", "needs_attention", timeout_s=60)
+    finally:
+        worker.stop()
+
+    assert done.stage == "completed", done.last_error
+    assert_one_customer_and_invoice_equal_to_the_first_invoice(on_netsuite, done)
