@@ -26,6 +26,11 @@ SA_STAGE = "QtcStage"  # Keyword
 SA_CUSTOMER = "QtcCustomer"  # Text
 SA_ARR = "QtcArr"  # Double, in major units of the deal currency
 SA_PHASE = "QtcPhase"  # Int
+SA_CURRENCY = "QtcCurrency"  # Keyword: QtcArr's currency (USD, EUR, ...)
+# Keyword: the step a deal is blocked on (retrying or parked in needs_attention), and the type of
+# its error; unset otherwise. A saved view on them is the operator's list of stuck deals.
+SA_BLOCKED_STEP = "QtcBlockedStep"
+SA_ERROR_TYPE = "QtcErrorType"
 
 
 # Activity names: they belong to the port, not to a vendor. Each vendor's implementation registers
@@ -93,6 +98,9 @@ class ContractVoided(Model):
 class CreateCustomerInput(Model):
     deal_id: str
     priced: PricedQuote
+    # How many times an operator corrected the legal entity: an implementation must not replay
+    # an earlier attempt's request for a corrected entity (idempotency keys include it when > 0).
+    account_revision: int = 0
 
 
 class BillingCustomer(Model):

@@ -154,6 +154,10 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int = Field(20, ge=2)
     worker_graceful_shutdown_s: float = Field(30.0, ge=0)  # in-flight activities may finish
     worker_register_search_attributes: bool = True  # add missing Qtc* attributes at start-up
+    # How the steps after the signature run: ``local_first`` (two quick local attempts inside the
+    # workflow task, then regular activities if the failure may pass) or ``remote`` (always
+    # regular activities: every attempt visible in the Web UI, more server work per deal).
+    deal_steps: Literal["local_first", "remote"] = "local_first"
 
     # Stripe
     stripe_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["stripe_api_key"])

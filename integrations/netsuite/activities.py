@@ -34,13 +34,21 @@ VENDOR = "NetSuite"
 VENDOR_ID = "netsuite"
 
 
-def classify(exc: NetSuiteError, doing: str) -> Exception:
-    """A NetSuite error answer as a retryable or non-retryable activity failure."""
+def classify(exc: NetSuiteError, doing: str, *, customer: bool = False) -> Exception:
+    """A NetSuite error answer as a retryable or non-retryable activity failure.
+
+    ``customer``: the request wrote the customer, whose fields come from the signed legal entity;
+    a refused one is named by the deal's own pointer (``/account/...``) so the operator is told
+    to correct the account.
+    """
     details: dict[str, object] = {"vendor": VENDOR, "status": exc.status}
     if exc.code:
         details["code"] = exc.code
     if exc.path:
-        details["field"] = exc.path
+        pointer = mapping.account_pointer(exc.path) if customer else None
+        details["field"] = pointer or exc.path
+        if pointer:
+            details["netsuite_field"] = exc.path
     field = f" (field {exc.path})" if exc.path else ""
     message = f"{VENDOR} answered {exc.status} to {doing}: {exc.detail}{field}"
     if exc.status == 429:
@@ -59,11 +67,11 @@ def classify(exc: NetSuiteError, doing: str) -> Exception:
 
 
 @contextmanager
-def netsuite_failures(doing: str) -> Iterator[None]:
+def netsuite_failures(doing: str, *, customer: bool = False) -> Iterator[None]:
     try:
         yield
     except NetSuiteError as exc:
-        raise classify(exc, doing) from exc
+        raise classify(exc, doing, customer=customer) from exc
     except httpx.TransportError as exc:
         # The write may or may not have happened; the retry upserts the same external id.
         raise unreachable(VENDOR, exc) from exc
@@ -96,7 +104,7 @@ class NetSuiteErp:
         currency_id = self._currency_id(priced.currency)
         item_ids = self._item_ids(invoice)
         customer_eid = mapping.customer_external_id(input.billing_customer_id)
-        with netsuite_failures(f"the upsert of customer {customer_eid}"):
+        with netsuite_failures(f"the upsert of customer {customer_eid}", customer=True):
             customer_id = self._netsuite.upsert(
                 "customer",
                 customer_eid,

@@ -24,6 +24,22 @@ ADDRESS_SUBLIST = "addressBook"
 ITEM_SUBLIST = "item"
 
 
+# The customer fields that come from the signed legal entity, as the pointers an operator corrects
+# (``qtc deal correct``): NetSuite refusing one of them is the deal's own data being wrong.
+ACCOUNT_FIELDS = {
+    "companyName": "/account/legal_name",
+    "email": "/account/billing_email",
+    "addressBook": "/account/address",
+}
+
+
+def account_pointer(netsuite_path: str | None) -> str | None:
+    """The legal entity's field behind a customer field NetSuite refused, if it is one."""
+    if not netsuite_path:
+        return None
+    return ACCOUNT_FIELDS.get(netsuite_path.split(".", 1)[0].split("[", 1)[0])
+
+
 def customer_external_id(billing_customer_id: str) -> str:
     return EXTERNAL_ID_PREFIX + billing_customer_id
 

@@ -23,6 +23,7 @@ from service.deals import (
     DealFinished,
     DealNotFound,
     DealServiceError,
+    DecisionRefused,
     TemporalUnavailable,
 )
 
@@ -169,6 +170,13 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
 
     async def on_conflict(_: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, DealConflict)
+        if isinstance(exc, DecisionRefused):
+            return Problem(
+                409,
+                "decision-refused",
+                exc.reason,
+                extra={"deal_id": exc.deal_id, "current_stage": exc.current_stage},
+            ).response()
         slug = "deal-finished" if isinstance(exc, DealFinished) else "deal-conflict"
         return Problem(409, slug, str(exc), extra={"deal_id": exc.deal_id}).response()
 

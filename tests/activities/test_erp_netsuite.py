@@ -302,3 +302,17 @@ def test_production_needs_every_netsuite_setting_and_refuses_the_sandbox_secrets
     assert netsuite_base_url(real, "1234567_SB1") == (
         "https://1234567-sb1.suitetalk.api.netsuite.com/services/rest"
     )
+
+
+def test_a_customer_field_netsuite_refuses_is_named_as_the_legal_entitys_field(
+    erp: NetSuiteErp,
+) -> None:
+    quote = priced()
+    # The quote's own validation would refuse this e-mail; NetSuite refuses it too.
+    quote.account.billing_email = "ap@acme"
+
+    parked = failure(erp, sync_input(quote))
+
+    assert parked.type == errors.VENDOR_INVALID_REQUEST
+    assert parked.details[0]["field"] == "/account/billing_email"
+    assert parked.details[0]["netsuite_field"] == "email"
