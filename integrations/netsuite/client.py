@@ -207,34 +207,35 @@ def netsuite_credentials(settings: Settings) -> TbaCredentials:
     Raises:
         ValueError: Outside the sandbox, a NetSuite setting is missing (the message names each).
     """
-    values = {
+    given: dict[str, str | None] = {
         "account": settings.netsuite_account,
         "consumer_key": settings.netsuite_consumer_key,
-        "consumer_secret": settings.netsuite_consumer_secret,
+        "consumer_secret": _reveal(settings.netsuite_consumer_secret),
         "token_id": settings.netsuite_token_id,
-        "token_secret": settings.netsuite_token_secret,
+        "token_secret": _reveal(settings.netsuite_token_secret),
     }
     if settings.sandbox:
-        sandbox: dict[str, str | SecretStr] = {
+        fallback = {
             **SANDBOX_NETSUITE,
-            "consumer_secret": SecretStr(SANDBOX_SECRETS["netsuite_consumer_secret"]),
-            "token_secret": SecretStr(SANDBOX_SECRETS["netsuite_token_secret"]),
+            "consumer_secret": SANDBOX_SECRETS["netsuite_consumer_secret"],
+            "token_secret": SANDBOX_SECRETS["netsuite_token_secret"],
         }
-        values = {name: value or sandbox[name] for name, value in values.items()}
-    missing = [f"QTC_NETSUITE_{name.upper()}" for name, value in values.items() if not value]
+        given = {name: value or fallback[name] for name, value in given.items()}
+    values = {name: value for name, value in given.items() if value}
+    missing = [f"QTC_NETSUITE_{name.upper()}" for name in given if name not in values]
     if missing:
         raise ValueError("QTC_ERP=netsuite needs " + ", ".join(missing))
     return TbaCredentials(
-        account=str(values["account"]),
-        consumer_key=str(values["consumer_key"]),
-        consumer_secret=SecretStr(_text(values["consumer_secret"])),
-        token_id=str(values["token_id"]),
-        token_secret=SecretStr(_text(values["token_secret"])),
+        account=values["account"],
+        consumer_key=values["consumer_key"],
+        consumer_secret=SecretStr(values["consumer_secret"]),
+        token_id=values["token_id"],
+        token_secret=SecretStr(values["token_secret"]),
     )
 
 
-def _text(value: str | SecretStr | None) -> str:
-    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
 
 
 def netsuite_base_url(settings: Settings, account: str) -> str:
