@@ -441,6 +441,13 @@ class DealWorkflow:
             InvoiceSent,
         )
         self._status.invoice_sent_at = workflow.now()
+        if self._visible and self._status.signature is not None:
+            waited = workflow.now() - as_utc(self._status.signature.completed_at)
+            workflow.metric_meter().create_histogram_float(
+                "qtc_signature_to_invoice_seconds",
+                "From the signature to the first invoice sent",
+                "s",
+            ).record(max(waited.total_seconds(), 0.0))
         self._status.billing_invoice_id = invoice.invoice_id
         self._status.invoice_number = invoice.number
         self._status.billing_invoice_url = invoice.invoice_url
@@ -690,6 +697,7 @@ class DealWorkflow:
             self._status.last_error = blocked(
                 self._deal_id, name, error_type, message, details, workflow.now(), retrying=True
             )
+            self._count_failure(self._status.last_error)
             self._show()
         result = await self._remote(name, arg, result_type)
         if self._status.last_error is not None and self._status.last_error.retrying:
@@ -718,6 +726,7 @@ class DealWorkflow:
             self._status.last_error = blocked(
                 self._deal_id, step, error_type, message, details, workflow.now(), retrying=False
             )
+            self._count_failure(self._status.last_error)
         else:
             self._status.last_error = DealError(
                 step=step, type=error_type, message=message, at=workflow.now(), details=details
@@ -754,6 +763,9 @@ class DealWorkflow:
         self._status.stage = stage
         self._status.stage_history.append(StageEntry(stage=stage, at=workflow.now(), note=note))
         if self._visible:
+            workflow.metric_meter().create_counter(
+                "qtc_deal_stage_entered_total", "Deals that entered a stage"
+            ).add(1, {"stage": stage})
             self._show()
             return
         workflow.upsert_search_attributes(
@@ -763,6 +775,20 @@ class DealWorkflow:
                 ARR_KEY.value_set(self._status.arr_minor / MINOR_PER_MAJOR),
                 PHASE_KEY.value_set(self._input.phase),
             ]
+        )
+
+    def _count_failure(self, error: DealError) -> None:
+        # Metrics from workflow code are emitted once, never again when the history replays.
+        workflow.metric_meter().create_counter(
+            "qtc_step_failures_total", "Steps that failed their quick attempts, or for good"
+        ).add(
+            1,
+            {
+                "system": error.system or "unknown",
+                "step": error.step,
+                "error": error.type or "error",
+                "parked": str(not error.retrying).lower(),
+            },
         )
 
     def _show(self) -> None:

@@ -45,6 +45,8 @@ class DemoRun:
     stored_history: str = ""
     erp_by_deal: dict[str, str | None] = field(default_factory=dict)
     netsuite_records: dict[str, Any] = field(default_factory=dict)
+    worker_metrics: str = ""
+    api_metrics: str = ""
 
 
 def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
@@ -116,6 +118,10 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         run.erp_by_deal = {d.label: d.status.get("erp_invoice_id") for d in demo.deals}
         netsuite = f"http://127.0.0.1:{stack.settings.sandbox_netsuite_port}/_sandbox/records"
         run.netsuite_records = httpx.get(netsuite, timeout=10).json()
+        worker = f"http://127.0.0.1:{stack.worker_metrics_port()}/metrics"
+        api = f"http://127.0.0.1:{stack.settings.api_port}/metrics"
+        run.worker_metrics = httpx.get(worker, timeout=10).text
+        run.api_metrics = httpx.get(api, timeout=10).text
 
     run.exit_code = run_demo(
         settings, ROOT / "examples", Console(width=200), keep_up=False, after_run=after
@@ -136,6 +142,20 @@ def test_only_the_deal_started_with_qtc_erp_netsuite_is_recorded_in_netsuite(
     [invoice] = demo_run.netsuite_records["invoice"]
     assert recorded == {"phase 3: the whole loop, ERP NetSuite": invoice["id"]}
     assert len(demo_run.netsuite_records["customer"]) == 1
+
+
+def test_the_worker_and_the_api_serve_the_products_metrics_after_the_demo(
+    demo_run: DemoRun,
+) -> None:
+    worker, api = demo_run.worker_metrics, demo_run.api_metrics
+
+    assert "qtc_deal_stage_entered_total{" in worker
+    assert 'stage="completed"' in worker
+    assert "qtc_signature_to_invoice_seconds_bucket" in worker
+    # The SDK's own runtime metrics come out of the same endpoint.
+    assert "temporal_workflow_completed" in worker
+    assert 'qtc_api_requests_total{method="POST",route="/webhooks/docusign",status="200"}' in api
+    assert "temporal_request" in api
 
 
 def _decoded_strings(node: object) -> list[str]:
