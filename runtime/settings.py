@@ -14,12 +14,15 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.logging import register_secrets
+
+# A Salesforce record id: 15 case-sensitive characters, or 18 with the case-encoding suffix.
+SALESFORCE_ID_PATTERN = r"^[A-Za-z0-9]{15}(?:[A-Za-z0-5]{3})?$"
 
 Role = Literal["sales", "deal_desk", "finance", "operator"]
 
@@ -187,7 +190,10 @@ class Settings(BaseSettings):
     salesforce_session_id: SecretStr | None = SecretStr("sandbox-session")
     salesforce_api_version: str = "59.0"
     salesforce_callout_secret: SecretStr = SecretStr(SANDBOX_SECRETS["salesforce_callout_secret"])
-    salesforce_org_ids: list[str] = Field(default_factory=lambda: ["00D000000000001AAA"])
+    # 15 characters as Setup shows them or 18 as messages carry them; either matches the other.
+    salesforce_org_ids: list[
+        Annotated[str, StringConstraints(strip_whitespace=True, pattern=SALESFORCE_ID_PATTERN)]
+    ] = Field(default_factory=lambda: ["00D000000000001AAA"])
     salesforce_field_map: dict[str, str] = Field(default_factory=dict)
     salesforce_ca_file: Path | None = None  # CA bundle to trust (the sandbox's self-signed CA)
     salesforce_domain: str = "login"  # username/password login: "login", "test" or a My Domain

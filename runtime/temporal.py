@@ -22,7 +22,7 @@ def metrics_runtime(bind_address: str) -> Runtime:
     )
 
 
-def _tls(settings: Settings, api_key: str | None) -> bool | TLSConfig:
+def tls_for(settings: Settings, api_key: str | None) -> bool | TLSConfig:
     """TLS for the frontend: mTLS with a client certificate (self-hosted or Temporal Cloud's
     certificate auth), plain TLS with an API key or ``QTC_TEMPORAL_TLS``, else none."""
     cert, key, ca = settings.temporal_tls_cert, settings.temporal_tls_key, settings.temporal_tls_ca
@@ -64,7 +64,7 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         )
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     try:
-        tls = _tls(settings, api_key)
+        tls = tls_for(settings, api_key)
     except OSError as exc:
         raise ValueError(f"cannot read a Temporal TLS file: {exc}") from exc
     return await Client.connect(

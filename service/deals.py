@@ -113,6 +113,17 @@ class TemporalUnavailable(DealServiceError):
     """Temporal could not be reached (or did not answer in time); the request may be retried."""
 
 
+class DealWorkerUnavailable(TemporalUnavailable):
+    """No worker answered for a deal that is still open; ``stage`` is the last one recorded."""
+
+    def __init__(self, deal_id: str, stage: str | None) -> None:
+        self.deal_id = deal_id
+        self.stage = stage
+        super().__init__(
+            f"no deal worker answered for {deal_id!r}; its last recorded stage is {stage!r}"
+        )
+
+
 class DecisionRefused(DealConflict):
     """The deal refused a decision (its validator said no; nothing was written to its history)."""
 
@@ -305,16 +316,40 @@ async def start_deal(
 async def get_status(
     client: Client, deal_id: str, *, rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT
 ) -> DealStatus:
-    """Ask the deal workflow for its status (a Temporal query, answered by a worker).
+    """The deal's status: the workflow's answer to the status query, which a worker gives.
+
+    When no worker answers (none polls, or Temporal refuses with "no poller seen"), the status
+    Temporal itself recorded is used: a completed deal's result is its final status, read from
+    history without a worker. A running deal's live status has no such record, so that case is
+    ``DealWorkerUnavailable`` with the last recorded stage (the ``QtcStage`` search attribute).
 
     Raises:
         DealNotFound: No deal has this id.
-        TemporalUnavailable: Temporal, or the deal worker, did not answer in time.
+        DealWorkerUnavailable: The deal is not closed and no worker answered; retry later.
+        TemporalUnavailable: Temporal did not answer in time.
     """
-    async with _temporal_call(deal_id, rpc_timeout):
-        return await client.get_workflow_handle(deal_id).query(
-            contract.QUERY_STATUS, result_type=DealStatus, rpc_timeout=rpc_timeout
-        )
+    try:
+        async with _temporal_call(deal_id, rpc_timeout):
+            return await client.get_workflow_handle(deal_id).query(
+                contract.QUERY_STATUS, result_type=DealStatus, rpc_timeout=rpc_timeout
+            )
+    except DealNotFound:
+        raise
+    except DealServiceError as unanswered:
+        return await _recorded_status(client, deal_id, rpc_timeout, unanswered)
+
+
+async def _recorded_status(
+    client: Client, deal_id: str, rpc_timeout: timedelta, unanswered: DealServiceError
+) -> DealStatus:
+    # Temporal unreachable fails this describe too, and is reported as such.
+    description = await _describe(client, deal_id, rpc_timeout)
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        async with _temporal_call(deal_id, rpc_timeout):
+            handle = client.get_workflow_handle(deal_id, result_type=DealStatus)
+            return await handle.result(rpc_timeout=rpc_timeout)
+    stage = description.typed_search_attributes.get(STAGE_KEY)
+    raise DealWorkerUnavailable(deal_id, stage) from unanswered
 
 
 def _summary(execution: Any) -> DealSummary:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qtc.catalog import load_catalog
-from qtc.ports import CrmReader
+from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
@@ -27,7 +27,7 @@ from starters.api import metrics, routes_deals, routes_quotes, routes_webhooks
 from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
-from workers.compose import LazyCrmReader
+from workers.compose import LazyContractReader, LazyCrmReader
 
 access_log = structlog.get_logger("qtc.api.access")
 tracer = trace.get_tracer("qtc.api")
@@ -79,14 +79,18 @@ def create_app(
     settings: Settings,
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
+    contracts: ContractReader | None = None,
 ) -> FastAPI:
     """Build the API.
 
     Args:
         settings: The process settings (tokens, secrets, catalog path, Temporal address).
         client_factory: Connects to Temporal; called on first use (default: ``connect(settings)``).
-        opportunity_reader: Reads an opportunity as a ``Quote`` (blocking; default: Salesforce
-            through ``integrations.salesforce.activities``).
+        crm: Reads an opportunity as a ``Quote`` (blocking; default: the CRM ``QTC_CRM`` names,
+            built on first use); when it also reads stages, Outbound Messages without
+            ``StageName`` are decided with it.
+        contracts: Reads a contract by its id (blocking; default: the e-signature service
+            ``QTC_ESIGN`` names, built on first use).
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
@@ -109,13 +113,16 @@ def create_app(
             "`application/problem+json`."
         ),
     )
+    crm = crm or LazyCrmReader(settings)
     app.state.qtc = ApiState(
         settings=settings,
         catalog=load_catalog(settings.catalog),
         temporal=TemporalGateway(
             client_factory or default_factory, timedelta(seconds=settings.api_temporal_timeout_s)
         ),
-        crm=crm or LazyCrmReader(settings),
+        crm=crm,
+        contracts=contracts or LazyContractReader(settings),
+        opportunity_stages=crm if isinstance(crm, OpportunityStageReader) else None,
     )
     app.state.sdk_metrics_url = (
         f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None

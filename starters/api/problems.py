@@ -23,6 +23,7 @@ from service.deals import (
     DealFinished,
     DealNotFound,
     DealServiceError,
+    DealWorkerUnavailable,
     DecisionRefused,
     TemporalUnavailable,
 )
@@ -189,6 +190,17 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
             headers=retry_after,
         ).response()
 
+    async def on_no_worker(_: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, DealWorkerUnavailable)
+        log.warning("deal_worker_unavailable", deal_id=exc.deal_id, stage=exc.stage)
+        return Problem(
+            503,
+            "deal-worker-unavailable",
+            "No deal worker answered; the status shown is the last stage recorded. Retry later.",
+            headers=retry_after,
+            extra={"deal_id": exc.deal_id, "stage": exc.stage},
+        ).response()
+
     async def on_refused(_: Request, exc: Exception) -> ProblemResponse:
         log.error("temporal_refused", error=str(exc))
         return Problem(
@@ -204,6 +216,7 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(DealNotFound, on_not_found)
     app.add_exception_handler(DealConflict, on_conflict)
+    app.add_exception_handler(DealWorkerUnavailable, on_no_worker)
     app.add_exception_handler(TemporalUnavailable, on_unavailable)
     app.add_exception_handler(DealServiceError, on_refused)
     app.add_exception_handler(Exception, on_unexpected)

@@ -117,6 +117,9 @@ async def get_deal(
     state: State,
     client: TemporalClient,
 ) -> DealStatus:
+    """The deal's status. A closed deal's is readable even while no worker runs (its recorded
+    result); an open deal whose worker does not answer is 503 ``deal-worker-unavailable`` with
+    ``Retry-After`` and the last recorded ``stage``."""
     return await deals.get_status(client, deal_id, rpc_timeout=state.rpc_timeout)
 
 

@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from rich.console import Console
 from runtime.settings import Settings
 from sandbox.demo import Demo, run_demo
 from sandbox.stack import Stack, port_free, temporal_binary
+from tests.browser import CHROMIUM, HEADLESS
 from tests.stack_support import all_ports, stack_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @dataclass
@@ -45,6 +44,8 @@ class DemoRun:
     stored_history: str = ""
     erp_by_deal: dict[str, str | None] = field(default_factory=dict)
     netsuite_records: dict[str, Any] = field(default_factory=dict)
+    # (format, carries the envelope summary, final delivery state) of every Connect delivery.
+    connect_deliveries: list[tuple[str, bool, str]] = field(default_factory=list)
     worker_metrics: str = ""
     api_metrics: str = ""
 
@@ -57,14 +58,7 @@ def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
     query = quote('QtcStage="completed"')
     url = f"{stack.web_ui_url}/namespaces/default/workflows?query={query}"
     flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS,
         f"--user-data-dir={stack.state_dir / 'chromium'}",
         "--window-size=1600,1000",
         "--virtual-time-budget=15000",
@@ -118,6 +112,15 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         run.erp_by_deal = {d.label: d.status.get("erp_invoice_id") for d in demo.deals}
         netsuite = f"http://127.0.0.1:{stack.settings.sandbox_netsuite_port}/_sandbox/records"
         run.netsuite_records = httpx.get(netsuite, timeout=10).json()
+        deliveries = demo.docusign.get("/_sandbox/deliveries").json()["deliveries"]
+        run.connect_deliveries = [
+            (
+                d["format"],
+                isinstance(d["message"], dict) and "envelopeSummary" in d["message"]["data"],
+                d["state"],
+            )
+            for d in deliveries
+        ]
         worker = f"http://127.0.0.1:{stack.worker_metrics_port()}/metrics"
         api = f"http://127.0.0.1:{stack.settings.api_port}/metrics"
         run.worker_metrics = httpx.get(worker, timeout=10).text
@@ -142,6 +145,14 @@ def test_only_the_deal_started_with_qtc_erp_netsuite_is_recorded_in_netsuite(
     [invoice] = demo_run.netsuite_records["invoice"]
     assert recorded == {"phase 3: the whole loop, ERP NetSuite": invoice["id"]}
     assert len(demo_run.netsuite_records["customer"]) == 1
+
+
+def test_the_demo_signs_through_every_connect_format_a_real_account_sends(
+    demo_run: DemoRun,
+) -> None:
+    kinds = {(fmt, summary) for fmt, summary, _ in demo_run.connect_deliveries}
+    assert kinds == {("json", False), ("json", True), ("xml", False)}
+    assert {state for _, _, state in demo_run.connect_deliveries} == {"delivered"}
 
 
 def test_the_worker_and_the_api_serve_the_products_metrics_after_the_demo(
