@@ -93,13 +93,16 @@ class BenchPorts:
     docusign: int
     provisioning: int
     netsuite: int
+    # The first worker's /metrics; a bench on the sandbox's default would collide with any other
+    # stack running on the machine.
+    worker_metrics: int
 
     @classmethod
     def allocate(cls, base: int | None) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(8)))
-        return cls(*free_ports(8))
+            return cls(*(base + i for i in range(9)))
+        return cls(*free_ports(9))
 
 
 def bench_settings(
@@ -134,6 +137,7 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_netsuite_port": ports.netsuite,
+        "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache
