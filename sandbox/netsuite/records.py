@@ -33,6 +33,8 @@ CENT = Decimal("0.01")
 RECORD_TYPES = ("customer", "invoice", "serviceitem", "currency", "subsidiary")
 WRITABLE = ("customer", "invoice")
 _LINE_NUMBERS = ("quantity", "rate", "amount", "tax1Amt")
+# What the emulator keeps for its own rules and NetSuite does not show on the record.
+_INTERNAL = frozenset({"currencies", "taxRate"})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -421,7 +423,7 @@ class Account:
         href = f"{base}/record/v1/{record_type}/{record_id}"
         out: dict[str, Any] = {"links": [{"rel": "self", "href": href}], "id": record_id}
         for name, value in record.items():
-            if record_type == "subsidiary" and name == "currencies":
+            if name in _INTERNAL:
                 continue
             if isinstance(value, list):
                 out[name] = self._sublist(name, value, href, base, expand)
@@ -434,7 +436,7 @@ class Account:
             elif value is not None:
                 out[name] = value
         if record_type == "invoice":
-            out["status"] = {"id": "A", "refName": "Open"}
+            out["status"] = {"id": "open", "refName": "Open"}
         return out
 
     def _ref(self, name: str, ref_id: str, base: str) -> dict[str, Any]:
