@@ -35,6 +35,7 @@ WRITABLE = ("customer", "invoice")
 _LINE_NUMBERS = ("quantity", "rate", "amount", "tax1Amt")
 # What the emulator keeps for its own rules and NetSuite does not show on the record.
 _INTERNAL = frozenset({"currencies", "taxRate"})
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -280,9 +281,18 @@ class Account:
         record["currency"] = {"id": currency_id}
         addresses = self._merge_sublist("addressBook", current, body, replace)
         for index, line in enumerate(addresses):
+            path = f"addressBook.items[{index}].addressBookAddress"
             address = line.get("addressBookAddress")
-            if address is not None and not isinstance(address, dict):
-                raise invalid(f"addressBook.items[{index}].addressBookAddress", "")
+            if address is None:
+                continue
+            if not isinstance(address, dict):
+                raise invalid(path, "An address is an object.")
+            country = address.get("country")
+            if country is not None:
+                # A select of ISO 3166 alpha-2 codes (NetSuite's Country list).
+                code = _ref_id(address, "country") if isinstance(country, dict) else country
+                if not isinstance(code, str) or not _COUNTRY.match(code):
+                    raise bad_reference(f"{path}.country", str(code), "country")
         record["addressBook"] = addresses
         return record
 

@@ -341,7 +341,7 @@ PROBES = [
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=[p.name for p in PROBES])
-def test_the_emulator_refuses_as_netsuite_documents(probe: Probe, tmp_path: Path) -> None:
+def test_the_emulator_refuses_as_netsuite_documents(probe: Probe) -> None:
     with (
         serve_app(create_app(catalog_path=CATALOG, concurrency_limit=1)) as url,
         build_netsuite_http(f"{url}/services/rest", CREDS, 10) as http,

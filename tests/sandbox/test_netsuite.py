@@ -435,3 +435,16 @@ def test_state_survives_a_restart_when_written_through(tmp_path: Path) -> None:
         created = client(url).upsert("customer", "qtc-cus_9", customer_body(), replace=None)
     with serve_app(create_app(state, catalog_path=CATALOG)) as url:
         assert client(url).get("customer", created)["externalId"] == "qtc-cus_9"
+
+
+def test_a_customer_address_in_a_country_netsuite_does_not_list_is_refused(
+    ns: NetSuiteClient,
+) -> None:
+    address = {"addr1": "1 Main St", "country": {"id": "Texas"}}
+    body = customer_body(addressBook={"items": [{"addressBookAddress": address}]})
+
+    with pytest.raises(NetSuiteError) as raised:
+        ns.upsert("customer", "qtc-cus_1", body, replace="addressBook")
+
+    assert raised.value.code == "INVALID_CONTENT"
+    assert raised.value.path == "addressBook.items[0].addressBookAddress.country"
