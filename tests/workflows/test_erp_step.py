@@ -13,8 +13,17 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.deal import SIGNAL_APPROVE_INVOICE, SIGNAL_RESUME, DealStatus, InvoiceReview, Resume
-from qtc.errors import INVOICE_MISMATCH
+from qtc.deal import (
+    SIGNAL_APPROVE_INVOICE,
+    SIGNAL_RESUME,
+    UPDATE_CORRECT_ACCOUNT,
+    AccountCorrection,
+    DealStatus,
+    DecisionResult,
+    InvoiceReview,
+    Resume,
+)
+from qtc.errors import INVOICE_MISMATCH, VENDOR_INVALID_REQUEST
 from qtc.models import PricedQuote
 from qtc.ports import (
     ACT_CREATE_BILLING_CUSTOMER,
@@ -150,3 +159,61 @@ async def test_a_phase_2_deal_records_the_invoice_in_the_erp_after_the_review(
 
     assert fakes.names() == LOOP_WITH_ERP
     assert "erp_synced" in stages(status)
+
+
+async def test_a_customer_netsuite_refuses_is_corrected_and_the_erp_step_retried_with_it(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    fakes.failures[ACT_SYNC_ERP_INVOICE] = [
+        ApplicationError(
+            "NetSuite answered 400 to the upsert of customer qtc-cus_1: Enter a valid e-mail "
+            "address. (field email)",
+            {"vendor": "NetSuite", "status": 400, "field": "/account/billing_email"},
+            type=VENDOR_INVALID_REQUEST,
+            non_retryable=True,
+        )
+    ]
+    priced = quote()
+    handle = await start_deal(env.client, worker.task_queue, priced, erp="netsuite")
+    await sign(handle, now)
+    parked = await wait_for_stage(handle, "needs_attention")
+
+    assert parked.last_error is not None
+    assert (parked.last_error.system, parked.last_error.field) == ("erp", "/account/billing_email")
+    assert parked.last_error.action is not None and "qtc deal correct" in parked.last_error.action
+
+    fixed = priced.account.model_copy(update={"billing_email": "billing@acme.example"})
+    await handle.execute_update(
+        UPDATE_CORRECT_ACCOUNT,
+        AccountCorrection(by="oscar", reason="AP mailbox from the customer", account=fixed),
+        result_type=DecisionResult,
+    )
+    await handle.signal(SIGNAL_RESUME, Resume(by="oscar"))
+    done: DealStatus = await handle.result()
+
+    assert done.stage == "completed"
+    first, retried = fakes.inputs(ACT_SYNC_ERP_INVOICE)
+    assert first.priced.account.billing_email == "ap@acme.example"
+    assert retried.priced.account.billing_email == "billing@acme.example"
+
+
+async def test_a_netsuite_mismatch_tells_the_operator_to_fix_it_in_netsuite(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
+) -> None:
+    fakes.failures[ACT_SYNC_ERP_INVOICE] = [
+        ApplicationError(
+            "NetSuite invoice 1001 differs from billing invoice in_1: total: billed 69800.00, "
+            "NetSuite 70300.00",
+            {"vendor": "NetSuite", "invoice_id": "1001"},
+            type=INVOICE_MISMATCH,
+            non_retryable=True,
+        )
+    ]
+    handle = await start_deal(env.client, worker.task_queue, quote(), erp="netsuite")
+    await sign(handle, now)
+    parked = await wait_for_stage(handle, "needs_attention")
+
+    assert parked.last_error is not None
+    assert parked.last_error.action is not None
+    assert parked.last_error.action.startswith("NetSuite's invoice differs from the billed invoice")
+    assert "fix it in NetSuite, then `qtc deal resume" in parked.last_error.action
