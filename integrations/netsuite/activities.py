@@ -127,9 +127,8 @@ class NetSuiteErp:
             )
         with netsuite_failures(f"reading invoice {invoice_id}"):
             record = self._netsuite.get("invoice", invoice_id, expand=True)
-        differences = mapping.reconcile(
-            record, invoice, input.billed_total_minor, priced.currency, item_ids
-        )
+        billed = (input.billed_total_minor, input.billed_tax_minor)
+        differences = mapping.reconcile(record, invoice, billed, priced.currency, item_ids)
         if differences:
             log.warning(
                 "netsuite invoice differs from the billed invoice",
@@ -150,6 +149,7 @@ class NetSuiteErp:
                     ],
                 },
             )
+        recorded_total = mapping.minor(record.get("total") or 0, priced.currency)
         log.info(
             "netsuite invoice recorded",
             deal_id=input.deal_id,
@@ -161,7 +161,7 @@ class NetSuiteErp:
             customer_id=customer_id,
             invoice_id=invoice_id,
             invoice_number=record.get("tranId"),
-            total_minor=input.billed_total_minor,
+            total_minor=recorded_total if recorded_total is not None else input.billed_total_minor,
             system=VENDOR_ID,
         )
 

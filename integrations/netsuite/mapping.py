@@ -142,21 +142,30 @@ class Difference:
 def reconcile(
     record: dict[str, Any],
     invoice: ScheduledInvoice,
-    billed_total_minor: int,
+    billed: tuple[int, int],
     currency: str,
     item_ids: dict[str, str],
 ) -> list[Difference]:
-    """Every difference between NetSuite's invoice (read with its lines) and the billed one."""
+    """Every difference between NetSuite's invoice (read with its lines) and the billed one.
+
+    ``billed`` is (total, tax) in minor units. The lines and the subtotal must equal what was
+    billed before tax. Where billing added no tax, NetSuite's total must equal the billed total
+    too (a tax code NetSuite applies on its own makes them differ); where billing added tax,
+    NetSuite's tax is its own and is not compared.
+    """
+    billed_total, billed_tax = billed
     differences: list[Difference] = []
 
     def money(value: Any) -> str:
         return str(value) if value is not None else "(none)"
 
-    total = record.get("total")
-    if total is None or minor(total, currency) != billed_total_minor:
-        differences.append(
-            Difference("total", str(major(billed_total_minor, currency)), money(total))
-        )
+    checks = [("subtotal", billed_total - billed_tax)]
+    if billed_tax == 0:
+        checks.append(("total", billed_total))
+    for name, amount in checks:
+        value = record.get(name)
+        if value is None or minor(value, currency) != amount:
+            differences.append(Difference(name, str(major(amount, currency)), money(value)))
     sublist = record.get(ITEM_SUBLIST) or {}
     lines = sublist.get("items") if isinstance(sublist, dict) else None
     if not isinstance(lines, list):
@@ -164,14 +173,14 @@ def reconcile(
     if len(lines) != len(invoice.lines):
         differences.append(Difference("item", f"{len(invoice.lines)} lines", f"{len(lines)} lines"))
         return differences
-    for index, (billed, actual) in enumerate(zip(invoice.lines, lines, strict=True)):
-        where = f"item.items[{index}] ({billed.sku})"
-        start, end = rev_rec_dates(billed, invoice)
+    for index, (line, actual) in enumerate(zip(invoice.lines, lines, strict=True)):
+        where = f"item.items[{index}] ({line.sku})"
+        start, end = rev_rec_dates(line, invoice)
         item = actual.get("item") or {}
         expected: list[tuple[str, Any, Any]] = [
-            ("item", item_ids[billed.sku], item.get("id")),
-            ("quantity", billed.quantity, actual.get("quantity")),
-            ("amount", billed.amount_minor, minor(actual.get("amount") or 0, currency)),
+            ("item", item_ids[line.sku], item.get("id")),
+            ("quantity", line.quantity, actual.get("quantity")),
+            ("amount", line.amount_minor, minor(actual.get("amount") or 0, currency)),
             ("revRecStartDate", start.isoformat(), actual.get("revRecStartDate")),
             ("revRecEndDate", end.isoformat(), actual.get("revRecEndDate")),
         ]

@@ -316,3 +316,19 @@ def test_a_customer_field_netsuite_refuses_is_named_as_the_legal_entitys_field(
     assert parked.type == errors.VENDOR_INVALID_REQUEST
     assert parked.details[0]["field"] == "/account/billing_email"
     assert parked.details[0]["netsuite_field"] == "email"
+
+
+def test_with_tax_billed_the_lines_are_compared_net_and_netsuites_tax_is_its_own(
+    erp: NetSuiteErp, ns_url: str
+) -> None:
+    quote = priced(currency="gbp")
+    input = sync_input(quote)
+    # Billing added 20 % VAT; NetSuite records the lines net and taxes by its own setup.
+    input.billed_tax_minor = quote.invoices[0].total_minor // 5
+    input.billed_total_minor += input.billed_tax_minor
+
+    result = sync(erp, input)
+
+    [invoice] = records(ns_url)["invoice"]
+    assert round(invoice["subtotal"] * 100) == quote.invoices[0].total_minor
+    assert result.total_minor == quote.invoices[0].total_minor
