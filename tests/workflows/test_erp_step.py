@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
@@ -13,15 +13,18 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from qtc.amendments import amendment_deal_quote, price_amendment
 from qtc.deal import (
     SIGNAL_APPROVE_INVOICE,
     SIGNAL_RESUME,
     UPDATE_CORRECT_ACCOUNT,
     AccountCorrection,
+    AmendmentTerms,
     DealStatus,
     DecisionResult,
     InvoiceReview,
     Resume,
+    deal_id_for,
 )
 from qtc.errors import INVOICE_MISMATCH, VENDOR_INVALID_REQUEST
 from qtc.models import PricedQuote
@@ -36,7 +39,14 @@ from qtc.ports import (
     ACT_WRITE_BACK_BILLING_IDS,
 )
 from qtc.pricing import reprice_for_signature
-from tests.workflows.support import FakeVendors, start_deal, wait_for_stage
+from tests.workflows.support import (
+    FakeVendors,
+    new_opportunity_id,
+    priced_quote,
+    start_deal,
+    wait_for_stage,
+)
+from tests.workflows.test_amendment_and_services import CATALOG, signed_and_done
 from tests.workflows.test_deal_workflow import sign, stages
 from workflows.deal import PATCH_ERP_SYNC, DealWorkflow, workflow_id_for
 
@@ -217,3 +227,58 @@ async def test_a_netsuite_mismatch_tells_the_operator_to_fix_it_in_netsuite(
     assert parked.last_error.action is not None
     assert parked.last_error.action.startswith("NetSuite's invoice differs from the billed invoice")
     assert "fix it in NetSuite, then `qtc deal resume" in parked.last_error.action
+
+
+async def test_an_amendment_records_its_own_invoice_on_the_same_erp_customer(
+    env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors
+) -> None:
+    now = await env.get_current_time()
+    original_quote = priced_quote(
+        opportunity_id=new_opportunity_id(), priced_at=now, valid_until=now.date()
+    )
+    original_handle = await start_deal(
+        env.client, worker.task_queue, original_quote, erp="netsuite"
+    )
+    original = await signed_and_done(original_handle, now)
+    assert original.priced_quote is not None and original.billing_customer_id is not None
+    original_id = deal_id_for(original_quote.opportunity_id)
+    later = now + timedelta(days=100)
+    amendment = price_amendment(
+        {
+            "quote_id": "Q-A1",
+            "opportunity_id": new_opportunity_id(),
+            "amends": original_id,
+            "signer": {"name": "Jane Doe", "email": "jane@acme.example"},
+            "valid_until": "2099-12-31",
+            "lines": [{"sku": "PLATFORM-PRO", "quantity": 10}],
+        },
+        original.priced_quote,
+        CATALOG,
+        later - timedelta(days=2),
+    )
+    terms = AmendmentTerms(
+        original_deal_id=original_id,
+        original=original.priced_quote,
+        amendment=amendment,
+        billing_customer_id=original.billing_customer_id,
+        billing_subscription_id=original.billing_subscription_id,
+        billing_schedule_id=original.billing_schedule_id,
+    )
+    fakes.calls.clear()
+    handle = await start_deal(
+        env.client,
+        worker.task_queue,
+        amendment_deal_quote(original.priced_quote, amendment),
+        amends=terms,
+        erp="netsuite",
+    )
+    status = await signed_and_done(handle, later)
+
+    [synced] = fakes.inputs(ACT_SYNC_ERP_INVOICE)
+    assert synced.billing_customer_id == original.billing_customer_id
+    assert synced.invoice.date == later.date()
+    assert [line.kind for line in synced.invoice.lines] == ["proration"]
+    line = synced.invoice.lines[0]
+    assert (line.period_start, line.quantity) == (later.date(), 10)
+    assert "erp_synced" in stages(status)
+    assert status.stage == "completed"
