@@ -94,6 +94,7 @@ class BenchPorts:
     docusign: int
     provisioning: int
     hubspot: int
+    netsuite: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
     worker_metrics: int
@@ -103,7 +104,9 @@ class BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
             return cls(*(base + i for i in range(9)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot = free_ports(8)
+        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot, netsuite = (
+            free_ports(9)
+        )
         return cls(
             temporal,
             ui,
@@ -113,6 +116,7 @@ class BenchPorts:
             docusign,
             provisioning,
             hubspot,
+            netsuite,
             _free_run(workers),
         )
 
@@ -161,6 +165,7 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
+        "sandbox_netsuite_port": ports.netsuite,
         "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:
