@@ -430,7 +430,14 @@ class ChargebeeBackend:
 
     def _bill_term(self, sub: dict[str, Any], at: int, *, first: bool) -> None:
         self._apply_ramps(sub, at)
-        end = _add_period(at, sub["billing_period_unit"], sub["billing_period"])
+        # Terms are counted from the start, never chained: a subscription started on the 31st
+        # bills on the last day of shorter months and on the 31st again after them.
+        sub["_terms_billed"] = sub.get("_terms_billed", 0) + 1
+        end = _add_period(
+            sub["start_date"],
+            sub["billing_period_unit"],
+            sub["billing_period"] * sub["_terms_billed"],
+        )
         sub["current_term_start"], sub["current_term_end"] = at, end
         sub["next_billing_at"] = end
         if "remaining_billing_cycles" in sub:

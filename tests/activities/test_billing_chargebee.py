@@ -1,0 +1,417 @@
+"""The billing activities against the Chargebee emulator, through the official SDK over HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import socket
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from chargebee import Chargebee
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from integrations.chargebee import mapping
+from integrations.chargebee.activities import ChargebeeBilling, chargebee_failures
+from integrations.chargebee.client import chargebee_client
+from qtc import errors
+from qtc.deal import deal_id_for
+from qtc.models import PricedQuote
+from qtc.ports import (
+    CreateCustomerInput,
+    CreateSubscriptionInput,
+    InvoiceSent,
+    SendInvoiceInput,
+    SubscriptionCreated,
+)
+from sandbox.chargebee.testing import API_KEY, SITE, serve_chargebee_emulator
+from tests.activities.billing_deals import days_ago, design_example, stub_deal
+
+_opportunities = itertools.count(1)
+DAY_S = 86400
+
+
+@pytest.fixture(scope="module")
+def emulator_url() -> Iterator[str]:
+    with serve_chargebee_emulator() as url:
+        yield url
+
+
+@pytest.fixture
+def site(emulator_url: str) -> Iterator[httpx.Client]:
+    """The emulator's control plane, reset for this test (state, faults, clock)."""
+    with httpx.Client(base_url=emulator_url) as control:
+        control.post("/_sandbox/reset").raise_for_status()
+        yield control
+
+
+@pytest.fixture
+def cb(emulator_url: str, site: httpx.Client) -> Chargebee:
+    return chargebee_client(api_key=API_KEY, site=SITE, api_base=emulator_url)
+
+
+@pytest.fixture
+def billing(cb: Chargebee) -> ChargebeeBilling:
+    return ChargebeeBilling(cb)
+
+
+def fresh(quote: PricedQuote) -> PricedQuote:
+    return quote.model_copy(update={"opportunity_id": f"006CB{next(_opportunities):013d}"})
+
+
+def run_billing(
+    billing: ChargebeeBilling, quote: PricedQuote
+) -> tuple[str, SubscriptionCreated, InvoiceSent]:
+    env = ActivityEnvironment()
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer = env.run(
+        billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote)
+    )
+    created = env.run(
+        billing.create_subscription,
+        CreateSubscriptionInput(deal_id=deal_id, customer_id=customer.customer_id, priced=quote),
+    )
+    sent = env.run(
+        billing.send_first_invoice,
+        SendInvoiceInput(
+            deal_id=deal_id,
+            customer_id=customer.customer_id,
+            subscription_id=created.subscription_id,
+            priced=quote,
+        ),
+    )
+    return customer.customer_id, created, sent
+
+
+def invoice_lines(cb: Chargebee, invoice_id: str) -> list[tuple[str, int, int, int]]:
+    invoice = cb.Invoice.retrieve(invoice_id).invoice
+    return sorted(
+        (line.entity_id, line.quantity, line.unit_amount, line.amount)
+        for line in invoice.line_items
+    )
+
+
+def quoted_lines(quote: PricedQuote, index: int) -> list[tuple[str, int, int, int]]:
+    """The quoted invoice's lines keyed as Chargebee bills them (by item price)."""
+    recurring = {
+        line.sku: mapping.catalog_entry(quote, line, role).item_price_id
+        for line, role in mapping.recurring_roles(quote)
+    }
+    extra = {e.sku: e.item_price_id for e in mapping.catalog_entries(quote) if e.role == "stub"}
+    extra |= {e.sku: e.item_price_id for e in mapping.catalog_entries(quote) if e.role == "charge"}
+    return sorted(
+        (
+            recurring[line.sku] if line.kind == "recurring" else extra[line.sku],
+            line.quantity,
+            line.unit_amount_minor,
+            line.amount_minor,
+        )
+        for line in quote.invoices[index].lines
+    )
+
+
+def stats(site: httpx.Client) -> dict[str, Any]:
+    result: dict[str, Any] = site.get("/_sandbox/stats").json()
+    return result
+
+
+def subscription_invoices(cb: Chargebee, subscription_id: str) -> list[Any]:
+    rows = cb.Invoice.list(
+        {"subscription_id": {"is": subscription_id}, "sort_by": {"asc": "date"}, "limit": 100}
+    ).list
+    return [row.invoice for row in rows]
+
+
+def advance(site: httpx.Client, seconds: float) -> None:
+    site.post("/_sandbox/clock", json={"advance_s": seconds}).raise_for_status()
+
+
+def failure(fn: Any, *args: Any) -> ApplicationError:
+    with pytest.raises(ApplicationError) as caught:
+        ActivityEnvironment().run(fn, *args)
+    return caught.value
+
+
+# --- the quoted money, to the cent ---------------------------------------------------------------
+
+
+def test_a_36_month_annual_deal_bills_each_contract_year_at_its_uplifted_unit_price(
+    billing: ChargebeeBilling, cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    assert quote.lines[0].unit_amounts_by_year_minor == [129600, 138672, 148379]
+    customer_id, created, sent = run_billing(billing, quote)
+
+    assert (sent.total_minor, sent.status) == (6980000, "payment_due")
+    assert sent.total_minor == quote.first_invoice_total_minor
+    assert invoice_lines(cb, sent.invoice_id) == [
+        ("qtc-IMPL-SERVICES-USD", 1, 500000, 500000),
+        ("qtc-PLATFORM-PRO-USD-1-year", 50, 129600, 6480000),
+    ]
+    assert invoice_lines(cb, sent.invoice_id) == quoted_lines(quote, 0)
+    subscription = cb.Subscription.retrieve(created.subscription_id).subscription
+    assert (subscription.net_term_days, subscription.auto_collection) == (30, "off")
+    assert (subscription.billing_period, subscription.billing_period_unit) == (1, "year")
+    assert subscription.start_date == mapping.utc_midnight(quote.term_start)
+    invoice = cb.Invoice.retrieve(sent.invoice_id).invoice
+    assert invoice.due_date - invoice.date == 30 * DAY_S
+    emails = site.get("/_sandbox/emails").json()["emails"]
+    assert [(e["invoice_id"], e["to_address"]) for e in emails] == [
+        (sent.invoice_id, "ap@acme.example")
+    ]
+    ramps = cb.Ramp.list({"subscription_id": {"is": created.subscription_id}}).list
+    assert sorted(r.ramp.effective_from for r in ramps) == [
+        mapping.utc_midnight(start) for start in mapping.contract_year_starts(quote)[1:]
+    ]
+
+    # Years 2 and 3 renew at u_2 and u_3 (the ramps), and the term ends after three periods.
+    for _ in range(3):
+        advance(site, 366 * DAY_S)
+    invoices = subscription_invoices(cb, created.subscription_id)
+    assert [i.total for i in invoices] == [inv.total_minor for inv in quote.invoices]
+    assert [invoice_lines(cb, i.id) for i in invoices[1:]] == [
+        quoted_lines(quote, 1),
+        quoted_lines(quote, 2),
+    ]
+    assert cb.Subscription.retrieve(created.subscription_id).subscription.status == "cancelled"
+    assert sum(i.total for i in invoices) == quote.tcv_minor
+    assert customer_id == mapping.customer_id_for(deal_id_for(quote.opportunity_id))
+
+
+def test_a_monthly_first_of_month_deal_bills_the_stub_and_one_time_lines_first(
+    billing: ChargebeeBilling, cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(stub_deal(days_ago(0, avoid_first=True)))
+    assert mapping.has_stub(quote)
+    kinds = sorted(line.kind for line in quote.invoices[0].lines)
+    assert kinds == ["one_time", "stub", "stub"]
+    customer_id, created, sent = run_billing(billing, quote)
+
+    assert sent.invoice_id == created.invoice_id
+    assert sent.total_minor == quote.invoices[0].total_minor
+    assert invoice_lines(cb, sent.invoice_id) == quoted_lines(quote, 0)
+    first = cb.Invoice.retrieve(sent.invoice_id).invoice
+    assert (first.currency_code, first.net_term_days, first.status) == ("EUR", 15, "payment_due")
+    assert first.date == mapping.utc_midnight(quote.start_date)
+    stub_line = next(li for li in first.line_items if li.entity_id.endswith("-stub-EUR"))
+    assert stub_line.date_to == mapping.utc_midnight(quote.term_start)
+    subscription = cb.Subscription.retrieve(created.subscription_id).subscription
+    assert subscription.status == "future"
+    assert subscription.start_date == mapping.utc_midnight(quote.term_start)
+
+    # At the anchor the subscription starts and bills the first full month: plan and addon.
+    advance(site, 32 * DAY_S)
+    invoices = subscription_invoices(cb, created.subscription_id)
+    assert [invoice_lines(cb, i.id) for i in invoices[:1]] == [quoted_lines(quote, 1)]
+    assert invoices[0].total == quote.invoices[1].total_minor
+    assert len(site.get("/_sandbox/emails").json()["emails"]) == 1
+    assert customer_id == created.subscription_id
+
+
+# --- once, whatever happens ----------------------------------------------------------------------
+
+
+def test_every_step_run_twice_makes_one_customer_one_subscription_and_one_email(
+    billing: ChargebeeBilling, cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    first = run_billing(billing, quote)
+    again = run_billing(billing, quote)
+    assert again == first
+    counts = stats(site)
+    assert (counts["customers"], counts["subscriptions"], counts["ramps"], counts["emails"]) == (
+        1,
+        1,
+        2,
+        1,
+    )
+    received = site.get("/_sandbox/requests").json()["requests"]
+    creates = [r for r in received if r["method"] == "POST"]
+    assert all(r["idempotency_key"] and r["idempotency_key"].startswith("qtc:") for r in creates)
+
+
+def test_after_chargebee_forgot_the_keys_the_steps_find_what_they_made(
+    cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(stub_deal(days_ago(0, avoid_first=True)))
+    first = run_billing(ChargebeeBilling(cb), quote)
+    advance(site, 31 * 60)  # Chargebee keeps idempotency keys for 30 minutes
+    # A new worker process: nothing cached either.
+    again = run_billing(ChargebeeBilling(cb), quote)
+    assert again == first
+    counts = stats(site)
+    assert (counts["customers"], counts["subscriptions"], counts["invoices"], counts["emails"]) == (
+        1,
+        1,
+        1,
+        1,
+    )
+
+
+def test_an_invoice_that_differs_from_the_quote_is_held_and_shows_both_sides(
+    billing: ChargebeeBilling, cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    env = ActivityEnvironment()
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer = env.run(
+        billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote)
+    )
+    created = env.run(
+        billing.create_subscription,
+        CreateSubscriptionInput(deal_id=deal_id, customer_id=customer.customer_id, priced=quote),
+    )
+    signed = quote.model_copy(
+        update={
+            "invoices": [
+                quote.invoices[0].model_copy(update={"total_minor": 6980001}),
+                *quote.invoices[1:],
+            ]
+        }
+    )
+    error = failure(
+        billing.send_first_invoice,
+        SendInvoiceInput(
+            deal_id=deal_id,
+            customer_id=customer.customer_id,
+            subscription_id=created.subscription_id,
+            priced=signed,
+        ),
+    )
+    assert (error.type, error.non_retryable) == (errors.INVOICE_MISMATCH, True)
+    details = error.details[0]
+    assert details["total_minor"] == {"expected": 6980001, "actual": 6980000}
+    assert len(details["expected_lines"]) == len(details["actual_lines"]) == 2
+    assert cb.Invoice.retrieve(created.invoice_id or "").invoice.status == "pending"
+    assert stats(site)["emails"] == 0
+
+
+def test_a_voided_first_invoice_parks_the_deal(
+    billing: ChargebeeBilling, cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    env = ActivityEnvironment()
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer = env.run(
+        billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote)
+    )
+    created = env.run(
+        billing.create_subscription,
+        CreateSubscriptionInput(deal_id=deal_id, customer_id=customer.customer_id, priced=quote),
+    )
+    cb.Invoice.void_invoice(created.invoice_id or "")
+    error = failure(
+        billing.send_first_invoice,
+        SendInvoiceInput(
+            deal_id=deal_id,
+            customer_id=customer.customer_id,
+            subscription_id=created.subscription_id,
+            priced=quote,
+        ),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_CONFLICT, True)
+    assert stats(site)["emails"] == 0
+
+
+# --- Chargebee's refusals and troubles -----------------------------------------------------------
+
+
+def test_a_rate_limited_chargebee_is_retried_after_its_retry_after(
+    billing: ChargebeeBilling, site: httpx.Client
+) -> None:
+    site.post(
+        "/_sandbox/faults",
+        json={"rules": [{"path": "/customers", "rate_429": 1.0, "retry_after_s": 7}]},
+    ).raise_for_status()
+    quote = fresh(design_example(days_ago(0)))
+    error = failure(
+        billing.create_billing_customer,
+        CreateCustomerInput(deal_id=deal_id_for(quote.opportunity_id), priced=quote),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_RATE_LIMITED, False)
+    assert error.next_retry_delay == timedelta(seconds=7)
+
+
+def test_a_failing_chargebee_is_retried(billing: ChargebeeBilling, site: httpx.Client) -> None:
+    site.post(
+        "/_sandbox/faults", json={"rules": [{"path": "/customers", "rate_500": 1.0}]}
+    ).raise_for_status()
+    quote = fresh(design_example(days_ago(0)))
+    error = failure(
+        billing.create_billing_customer,
+        CreateCustomerInput(deal_id=deal_id_for(quote.opportunity_id), priced=quote),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_UNAVAILABLE, False)
+    assert error.details[0]["code"] == "internal_error"
+
+
+def test_an_invalid_api_key_fails_the_step_for_good(emulator_url: str, site: httpx.Client) -> None:
+    billing = ChargebeeBilling(chargebee_client(api_key="wrong", site=SITE, api_base=emulator_url))
+    quote = fresh(design_example(days_ago(0)))
+    error = failure(
+        billing.create_billing_customer,
+        CreateCustomerInput(deal_id=deal_id_for(quote.opportunity_id), priced=quote),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_AUTHENTICATION, True)
+
+
+def test_subscribing_a_customer_chargebee_does_not_know_is_not_retried(
+    billing: ChargebeeBilling, site: httpx.Client
+) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    error = failure(
+        billing.create_subscription,
+        CreateSubscriptionInput(
+            deal_id=deal_id_for(quote.opportunity_id), customer_id="nobody", priced=quote
+        ),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_NOT_FOUND, True)
+
+
+def test_an_unreachable_chargebee_is_retried() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    billing = ChargebeeBilling(
+        chargebee_client(api_key=API_KEY, site=SITE, api_base=f"http://127.0.0.1:{port}")
+    )
+    quote = fresh(design_example(days_ago(0)))
+    error = failure(
+        billing.create_billing_customer,
+        CreateCustomerInput(deal_id=deal_id_for(quote.opportunity_id), priced=quote),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_UNAVAILABLE, False)
+
+
+def test_a_reply_that_is_not_chargebees_json_is_retried() -> None:
+    with pytest.raises(ApplicationError) as caught, chargebee_failures():
+        raise Exception(
+            "Sorry, the server is currently unable to handle the request. \n"
+            " http_status_code: 503, \n content: <html>"
+        )
+    assert (caught.value.type, caught.value.non_retryable) == (errors.VENDOR_UNAVAILABLE, False)
+    with pytest.raises(KeyError), chargebee_failures():
+        raise KeyError("a bug of ours stays a bug")
+
+
+def test_ids_stay_within_chargebees_limits_and_distinct() -> None:
+    short = mapping.customer_id_for("deal-006000000000001AAA")
+    assert short == "qtc-deal-006000000000001AAA"
+    long_a = mapping.customer_id_for("deal-" + "x" * 80 + "a")
+    long_b = mapping.customer_id_for("deal-" + "x" * 80 + "b")
+    assert len(long_a) <= 50 and len(long_b) <= 50 and long_a != long_b
+    assert mapping.customer_id_for("deal-a/b") != mapping.customer_id_for("deal-a_b")
+
+
+def test_the_sdk_sends_on_the_process_pooled_connections(cb: Chargebee) -> None:
+    from chargebee import http_request
+
+    from integrations.chargebee import client
+
+    assert http_request._make_request is client._pooled_request
+    assert client._pool is not None
+    cb.ItemFamily.create({"id": "pooled", "name": "Pooled"})
+    assert cb.ItemFamily.retrieve("pooled").item_family.name == "Pooled"
