@@ -25,6 +25,7 @@ Role = Literal["sales", "deal_desk", "finance", "operator"]
 
 SANDBOX_SECRETS: dict[str, str] = {
     "stripe_api_key": "sk_test_sandbox",
+    "chargebee_api_key": "test_sandbox_chargebee",
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
     # --- Which vendor implements each port (workers/compose.py wires them) ---
     crm: Literal["salesforce"] = "salesforce"
     esign: Literal["docusign"] = "docusign"
-    billing: Literal["stripe"] = "stripe"
+    billing: Literal["stripe", "chargebee"] = "stripe"
     erp: Literal["none"] = "none"
     catalog: Path = Path("catalog.toml")
     state_dir: Path = Path(".qtc")
@@ -153,6 +154,13 @@ class Settings(BaseSettings):
     # with a classified error instead of a bare timeout; Temporal retries, the SDK does not.
     stripe_timeout_seconds: float = 20.0
 
+    # Chargebee (QTC_BILLING=chargebee): a site's name and a full-access API key. The API base
+    # replaces https://{site}.chargebee.com (the sandbox's emulator); empty for a real site.
+    chargebee_site: str = "sandbox"
+    chargebee_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["chargebee_api_key"])
+    chargebee_api_base: str | None = "http://127.0.0.1:12117"
+    chargebee_timeout_seconds: float = 20.0
+
     # Salesforce
     salesforce_instance_url: str = "https://127.0.0.1:12112"
     salesforce_username: str | None = None
@@ -191,6 +199,7 @@ class Settings(BaseSettings):
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_chargebee_port: int = 12117
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox

@@ -50,6 +50,11 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
         emulators.provisioning_url,
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
+    table.add_row(
+        "chargebee",
+        f"{emulators.chargebee_url}/api/v2",
+        f"site sandbox, API key {SANDBOX_SECRETS['chargebee_api_key']}",
+    )
     return table
 
 
@@ -80,6 +85,12 @@ def _stack_addresses(stack: Stack) -> Table:
         "provisioning",
         f"http://{s.sandbox_host}:{s.sandbox_provisioning_port}",
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    table.add_row(
+        "chargebee",
+        f"http://{s.sandbox_host}:{s.sandbox_chargebee_port}/api/v2",
+        f"site {s.chargebee_site}, API key {SANDBOX_SECRETS['chargebee_api_key']}"
+        + ("; the billing system (QTC_BILLING)" if s.billing == "chargebee" else ""),
     )
     return table
 

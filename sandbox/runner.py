@@ -1,13 +1,14 @@
-"""Run the four emulators (Stripe, Salesforce, DocuSign, product backend) in one process.
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, Chargebee) in one process.
 
-``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
+``start_emulators`` binds the listening sockets in the caller (so a busy port fails at once,
 with the port in the message, and port 0 gives an ephemeral port known before anything runs),
-then serves all four apps from one background thread running one asyncio loop with four uvicorn
-servers. The Salesforce emulator is served over TLS with a certificate from the sandbox CA
+then serves all the apps from one background thread running one asyncio loop with one uvicorn
+server each. The Salesforce emulator is served over TLS with a certificate from the sandbox CA
 (``sandbox.tls``); clients trust ``salesforce_ca_file``.
 
 ``python -m sandbox.runner`` runs them in the foreground with the ``QTC_*`` settings (default
-ports 12111-12114, state written through under ``<state dir>/emulators``) until SIGINT/SIGTERM.
+ports 12111-12114 and 12117, state written through under ``<state dir>/emulators``) until
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from starlette.types import ASGIApp
 
 from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
+from sandbox.chargebee.app import create_app as create_chargebee_app
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
@@ -38,7 +40,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "chargebee")
 
 
 class EmulatorStartError(RuntimeError):
@@ -53,6 +55,7 @@ class EmulatorPorts:
     salesforce: int = 0
     docusign: int = 0
     provisioning: int = 0
+    chargebee: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorPorts:
@@ -61,6 +64,7 @@ class EmulatorPorts:
             salesforce=settings.sandbox_salesforce_port,
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
+            chargebee=settings.sandbox_chargebee_port,
         )
 
 
@@ -74,7 +78,7 @@ def default_connect_url(settings: Settings) -> str:
 
 
 class RunningEmulators:
-    """The four emulators serving from a background thread; stop with ``stop()`` or ``with``."""
+    """The emulators serving from a background thread; stop with ``stop()`` or ``with``."""
 
     def __init__(
         self,
@@ -94,6 +98,7 @@ class RunningEmulators:
         self.salesforce_url = f"https://{url_host}:{ports.salesforce}"
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
+        self.chargebee_url = f"http://{url_host}:{ports.chargebee}"
         self._servers = servers
         self._sockets = sockets
         self._error: BaseException | None = None
@@ -107,6 +112,7 @@ class RunningEmulators:
             "salesforce": self.salesforce_url,
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
+            "chargebee": self.chargebee_url,
         }
 
     @property
@@ -200,12 +206,12 @@ def start_emulators(
     access_log: bool = False,
     startup_timeout_s: float = 30.0,
 ) -> RunningEmulators:
-    """Start the four emulators and return once all of them accept connections.
+    """Start the emulators and return once all of them accept connections.
 
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12117).
         connect_url: where the DocuSign emulator delivers Connect events.
         persist: write state through to ``state_dir`` so a restart loses nothing.
         access_log: log one line per request (useful in the foreground, noisy in tests).
@@ -223,12 +229,14 @@ def start_emulators(
         "salesforce": create_salesforce_app(state_file=state("salesforce")),
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
+        "chargebee": create_chargebee_app(state_file=state("chargebee")),
     }
     wanted = {
         "stripe": ports.stripe,
         "salesforce": ports.salesforce,
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
+        "chargebee": ports.chargebee,
     }
     sockets: list[socket.socket] = []
     try:

@@ -15,6 +15,8 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from integrations.chargebee.activities import ChargebeeBilling
+from integrations.chargebee.client import build_chargebee_client
 from integrations.docusign.activities import DocusignESignature
 from integrations.docusign.client import build_docusign_client
 from integrations.product_backend.activities import HttpProductBackend
@@ -47,6 +49,10 @@ def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
     return StripeBilling(build_stripe_client(settings))
 
 
+def _chargebee(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
+    return ChargebeeBilling(build_chargebee_client(settings))
+
+
 CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {
     "salesforce": _salesforce,
 }
@@ -55,6 +61,7 @@ ESIGNATURES: dict[str, Callable[[Settings, contextlib.ExitStack], ports.ESignatu
 }
 BILLINGS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Billing]] = {
     "stripe": _stripe,
+    "chargebee": _chargebee,
 }
 
 

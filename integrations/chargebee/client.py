@@ -10,6 +10,8 @@ import httpx
 from chargebee import Chargebee, http_request
 from chargebee.retry_config import RetryConfig
 
+from runtime.settings import Settings
+
 _pool_lock = threading.Lock()
 _pool: httpx.Client | None = None
 
@@ -79,3 +81,14 @@ def chargebee_client(
     if api_base is not None:
         client.env.api_endpoint = f"{api_base.rstrip('/')}/api/{client.env.API_VERSION}"
     return client
+
+
+def build_chargebee_client(settings: Settings) -> Chargebee:
+    """The one Chargebee client of a worker process, from settings."""
+    return chargebee_client(
+        api_key=settings.chargebee_api_key.get_secret_value(),
+        site=settings.chargebee_site,
+        api_base=settings.chargebee_api_base or None,
+        timeout_s=settings.chargebee_timeout_seconds,
+        pool_size=settings.worker_activity_threads,
+    )
