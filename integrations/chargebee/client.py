@@ -21,9 +21,7 @@ def _shared_http_client(pool_size: int) -> httpx.Client:
     with _pool_lock:
         if _pool is None:
             _pool = httpx.Client(
-                limits=httpx.Limits(
-                    max_connections=pool_size, max_keepalive_connections=pool_size
-                ),
+                limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size),
                 # Chargebee authenticates every request; no cookie may carry state between
                 # deals or threads.
                 cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),
