@@ -5,16 +5,22 @@ Starts the stack (Temporal dev server, emulators, worker, API), then drives the 
 API with a sales token, the deal desk approves through the API, the DocuSign emulator signs and
 delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
 phase-2 invoice through the API. Nothing talks to the workflow directly.
+
+One deal is billed by Chargebee instead of Stripe: a second worker, built with
+``QTC_BILLING=chargebee``, serves its own task queue, and that deal is started on it through the
+service layer (the API starts deals on the stack's task queue); everything after the start goes
+through the API and the emulators like every other deal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +29,16 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from qtc.catalog import load_catalog
+from qtc.cpq import price_quote
 from qtc.deal import TERMINAL_STAGES
+from qtc.errors import QtcError
+from qtc.models import PricedQuote
 from qtc.money import format_minor
 from runtime.settings import Settings
+from runtime.temporal import connect
 from sandbox.stack import Stack
+from service.deals import DealServiceError, start_deal
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -48,6 +60,7 @@ class DemoDeal:
     signed: bool = False
     quote_approved: bool = False
     invoice_approved: bool = False
+    billing: str = "stripe"
 
     @property
     def done(self) -> bool:
@@ -62,6 +75,23 @@ DEMO_DEALS: tuple[tuple[str, str, int, str], ...] = (
     ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed"),
     ("rejected by CPQ", "quote-rejected.json", 3, "rejected"),
 )
+# Billed by Chargebee: a 3-year EUR deal with uplift (one ramp per later year) and a one-time line.
+CHARGEBEE_DEAL = ("phase 3 billed by Chargebee", "quote-chargebee.json", 3, "completed")
+CHARGEBEE_WORKER = "chargebee-worker"
+
+
+def chargebee_queue(settings: Settings) -> str:
+    return f"{settings.temporal_task_queue}-chargebee"
+
+
+def chargebee_worker(settings: Settings) -> dict[str, dict[str, str]]:
+    """The second worker of the demo's stack: the same vendors but Chargebee for billing."""
+    return {
+        CHARGEBEE_WORKER: {
+            "QTC_BILLING": "chargebee",
+            "QTC_TEMPORAL_TASK_QUEUE": chargebee_queue(settings),
+        }
+    }
 
 
 class DemoError(RuntimeError):
@@ -80,6 +110,7 @@ class Demo:
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
         self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
+        self.deals.append(DemoDeal(*CHARGEBEE_DEAL, billing="chargebee"))
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -87,6 +118,9 @@ class Demo:
     def start_deals(self) -> None:
         for deal in self.deals:
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+            if deal.billing == "chargebee":
+                self._start_on_chargebee(deal, quote)
+                continue
             response = self.api.post(
                 "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
             )
@@ -99,6 +133,20 @@ class Demo:
                 deal.stage = "started"
             else:
                 deal.problem = f"POST /v1/deals answered {response.status_code}: {response.text}"
+
+    def _start_on_chargebee(self, deal: DemoDeal, quote: dict[str, Any]) -> None:
+        """Start the deal on the Chargebee worker's task queue, as the API would on its own."""
+        settings = self.settings.model_copy(
+            update={"temporal_task_queue": chargebee_queue(self.settings)}
+        )
+        try:
+            priced = price_quote(quote, load_catalog(settings.catalog), datetime.now(UTC))
+            started = asyncio.run(_start(settings, priced))
+        except (QtcError, DealServiceError) as exc:
+            deal.problem = f"could not start the Chargebee deal: {exc}"
+            return
+        deal.deal_id = started
+        deal.stage = "started"
 
     def _advance(self, deal: DemoDeal) -> None:
         """Read the deal's status and play the outside world's next move for its stage."""
@@ -182,7 +230,8 @@ class Demo:
             "deal",
             "scenario",
             "stage",
-            "Stripe customer",
+            "billing",
+            "customer",
             "subscription",
             "invoice",
             "first invoice",
@@ -206,6 +255,7 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 outcome,
+                deal.billing,
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
@@ -227,6 +277,13 @@ class Demo:
             if d.deal_id
         ]
         return Group(*lines)
+
+
+async def _start(settings: Settings, priced: PricedQuote) -> str:
+    """A phase-3 deal started on ``settings``' task queue."""
+    client = await connect(settings)
+    started = await start_deal(client, settings, priced, phase=3, started_by="qtc demo")
+    return started.deal_id
 
 
 def _flags(flags: dict[str, dict[str, Any]]) -> str:
@@ -266,7 +323,13 @@ def run_demo(
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
-    stack = Stack(settings, state_dir, persist_temporal=False, persist_emulators=False)
+    stack = Stack(
+        settings,
+        state_dir,
+        persist_temporal=False,
+        persist_emulators=False,
+        vendor_workers=chargebee_worker(settings),
+    )
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")

@@ -156,6 +156,9 @@ class Stack:
     # Worker processes on the task queue: a Python worker is bound by its one interpreter lock,
     # so on a machine with spare cores a second process adds throughput (bench/RESULTS.md).
     workers: int = 1
+    # Workers with another choice of vendors, each on a task queue of its own: the child's name
+    # and the QTC_* variables it gets on top of the stack's (QTC_BILLING, QTC_TEMPORAL_TASK_QUEUE).
+    vendor_workers: dict[str, dict[str, str]] = field(default_factory=dict)
     codec_endpoint: str | None = None
     children: list[Child] = field(default_factory=list)
 
@@ -189,7 +192,7 @@ class Stack:
             c.proc.pid for c in self.children if c.name == prefix or c.name.startswith(f"{prefix}-")
         ]
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], overrides: dict[str, str] | None = None) -> Child:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
@@ -198,7 +201,7 @@ class Stack:
                 argv,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env={**self.env, **(overrides or {})},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -277,14 +280,16 @@ class Stack:
         for port in ports:
             self._require(child, s.sandbox_host, port)
 
-    def start_worker(self, index: int = 0) -> None:
-        """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
-        "worker started" line. A restarted worker appends to the same log, so only what is
-        written after this start counts."""
-        name = worker_name(index)
+    def start_worker(
+        self, index: int = 0, *, name: str | None = None, overrides: dict[str, str] | None = None
+    ) -> None:
+        """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...), or the worker
+        ``name`` with ``overrides``, and wait for its "worker started" line. A restarted worker
+        appends to the same log, so only what is written after this start counts."""
+        name = name or worker_name(index)
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"])
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"], overrides)
         deadline = time.monotonic() + 30
 
         def started() -> bool:
@@ -319,6 +324,8 @@ class Stack:
             if self.with_worker:
                 for index in range(self.workers):
                     self.start_worker(index)
+                for name, overrides in self.vendor_workers.items():
+                    self.start_worker(name=name, overrides=overrides)
             if self.with_api:
                 self.start_api()
         except BaseException:

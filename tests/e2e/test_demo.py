@@ -38,6 +38,7 @@ class DemoRun:
     exit_code: int
     stages: dict[str, str] = field(default_factory=dict)
     expected: dict[str, str] = field(default_factory=dict)
+    billed_by: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     web_ui_dom: str | None = None
     web_ui_error: str | None = None
     stored_history: str = ""
@@ -107,6 +108,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     def after(stack: Stack, demo: Demo) -> None:
         run.stages = {d.label: d.stage for d in demo.deals}
         run.expected = {d.label: d.expected for d in demo.deals}
+        run.billed_by = {
+            d.label: (d.billing, d.status.get("billing_customer_id")) for d in demo.deals
+        }
         _look_at_web_ui(stack, run)
         run.stored_history = _history_without_codec(stack, "deal-006000000000003AAA")
 
@@ -120,6 +124,14 @@ def test_every_sample_deal_reaches_its_expected_final_stage(demo_run: DemoRun) -
     assert demo_run.stages == demo_run.expected
     assert set(demo_run.stages.values()) == {"completed", "rejected"}
     assert demo_run.exit_code == 0
+
+
+def test_one_deal_is_billed_by_chargebee_beside_the_stripe_ones(demo_run: DemoRun) -> None:
+    chargebee = {label: c for label, (b, c) in demo_run.billed_by.items() if b == "chargebee"}
+    assert list(chargebee.values()) == ["qtc-deal-006000000000005AAA"]
+    stripe_customers = [c for b, c in demo_run.billed_by.values() if b == "stripe" and c]
+    assert stripe_customers
+    assert all(c.startswith("cus_") for c in stripe_customers)
 
 
 def _decoded_strings(node: object) -> list[str]:
