@@ -38,7 +38,7 @@ bench-waiting: $(STAMP)
 	$(BIN)/python -m bench.waiting_deals --deals $(WAITING)
 
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos --deals $(DEALS)
+	$(BIN)/python -m bench.chaos --deals $(DEALS) --billing $(or $(BILLING),stripe)
 
 clean:
 	rm -rf $(VENV) .qtc .mypy_cache .ruff_cache .pytest_cache

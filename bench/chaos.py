@@ -55,7 +55,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 # Sandbox default ports, in BenchPorts order; a run uses these plus an offset (or ephemeral ones).
-DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114)
+DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12117)
 DEFAULT_PORT_OFFSET = 200
 OUTBOUND_EVERY = 5  # every fifth deal is started by a (repeated) Salesforce Outbound Message
 POLL_S = 1.0
@@ -117,8 +117,25 @@ def chaos_ports(port_offset: int | None) -> BenchPorts:
 
 
 def fault_rules(rate: float, seed: int) -> dict[str, dict[str, Any]]:
-    """The steady faults of each emulator (``sandbox.common.FaultConfig``)."""
+    """The steady faults of each emulator (``sandbox.common.FaultConfig``); both billing systems
+    get theirs, the one the run does not bill with sees no traffic."""
     return {
+        "chargebee": {
+            "seed": seed + 4,
+            "rules": [
+                {
+                    "path": r"^/api/v2/(invoices|subscriptions|customers/[^/]+/subscription_for)",
+                    "latency_ms": 300,
+                },
+                {
+                    "path": r"^/api/v2/",
+                    "method": "POST",
+                    "rate_429": round(rate * 2 / 3, 4),
+                    "rate_500": round(rate / 3, 4),
+                    "retry_after_s": 1,
+                },
+            ],
+        },
         "stripe": {
             "seed": seed,
             "rules": [
@@ -204,6 +221,7 @@ class Engine:
             "salesforce": self.world.sandbox.salesforce,
             "docusign": self.world.sandbox.docusign,
             "provisioning": self.world.sandbox.provisioning,
+            "chargebee": self.world.sandbox.chargebee,
         }[emulator]
         response = await self.world.sandbox.http.post(f"{base}/_sandbox/faults", json=config)
         response.raise_for_status()
@@ -344,6 +362,9 @@ async def _emulator_faults(world: World) -> dict[str, int]:
         "salesforce_request_limit_exceeded": injected["salesforce"].get("429", 0),
         "docusign_5xx": injected["docusign"].get("500", 0),
         "provisioning_5xx": injected["provisioning"].get("500", 0),
+        "chargebee_429_retry_after": injected["chargebee"].get("429", 0),
+        "chargebee_500": injected["chargebee"].get("500", 0),
+        "chargebee_slow": injected["chargebee"].get("latency", 0),
     }
 
 
@@ -383,7 +404,7 @@ async def _run(
         try:
             await engine.run()
         finally:
-            for emulator in ("stripe", "salesforce", "docusign", "provisioning"):
+            for emulator in ("stripe", "salesforce", "docusign", "provisioning", "chargebee"):
                 await engine.set_faults(emulator, {"rules": []})
         elapsed = time.monotonic() - started
         # Visibility trails the workflows by a moment; read it once more with faults off.
@@ -453,6 +474,7 @@ def run_chaos(
     fault_rate: float = 0.12,
     timeout_s: float = 600.0,
     say: Callable[[str], None] | None = None,
+    billing: str = "stripe",
 ) -> ChaosReport:
     """Run ``deals`` concurrent deals through the whole stack under faults and audit the result.
 
@@ -466,6 +488,8 @@ def run_chaos(
         fault_rate: share of vendor calls answered with an error (Stripe, DocuSign, product).
         timeout_s: the deals get this long to finish; the audit runs either way.
         say: receives one progress line at a time (the CLI prints them, tests log them).
+        billing: the billing system the deals run on (``QTC_BILLING``): ``stripe`` or
+            ``chargebee``; the audit reads that system's emulator.
 
     Every process the run starts is stopped before it returns, also when it fails.
     """
@@ -477,6 +501,7 @@ def run_chaos(
             "worker_graceful_shutdown_s": 2.0,
             "api_temporal_timeout_s": 3.0,
             "api_retry_after_s": 1,
+            "billing": billing,
         }
     )
     stack = ChaosStack(settings=settings, state_dir=state_dir, persist_temporal=True)
@@ -535,9 +560,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port-offset",
         default=str(DEFAULT_PORT_OFFSET),
-        help="added to every sandbox port (7233, 8233, 8000, 12111-12114); 'auto': ephemeral",
+        help="added to every sandbox port (7233, 8233, 8000, 12111-12117); 'auto': ephemeral",
     )
     parser.add_argument("--keep", action="store_true", help="keep the state directory and logs")
+    parser.add_argument(
+        "--billing", choices=("stripe", "chargebee"), default="stripe", help="QTC_BILLING"
+    )
     return parser.parse_args(argv)
 
 
@@ -559,6 +587,7 @@ def main(argv: list[str] | None = None) -> None:
             fault_rate=args.fault_rate,
             timeout_s=args.timeout,
             say=lambda line: console.print(f"[dim]chaos[/] {line}"),
+            billing=args.billing,
         )
     except (httpx.HTTPError, OSError, RuntimeError, TimeoutError) as err:
         console.print(f"[red]chaos run failed:[/] {err}")

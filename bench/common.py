@@ -367,6 +367,7 @@ class Sandbox:
         self.docusign = f"http://{host}:{settings.sandbox_docusign_port}"
         self.stripe = f"http://{host}:{settings.sandbox_stripe_port}"
         self.provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
+        self.chargebee = f"http://{host}:{settings.sandbox_chargebee_port}"
         assert settings.salesforce_ca_file is not None
         tls = ssl.create_default_context(cafile=str(settings.salesforce_ca_file))
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
@@ -453,6 +454,7 @@ class Sandbox:
             ("salesforce", self.salesforce),
             ("docusign", self.docusign),
             ("provisioning", self.provisioning),
+            ("chargebee", self.chargebee),
         ):
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 response = await self.http.get(f"{base}/_sandbox/stats")
