@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 from collections.abc import Iterator
 from datetime import timedelta
@@ -18,6 +19,7 @@ from integrations.chargebee import mapping
 from integrations.chargebee.activities import ChargebeeBilling, chargebee_failures
 from integrations.chargebee.client import chargebee_client
 from qtc import errors
+from qtc.dates import add_months
 from qtc.deal import deal_id_for
 from qtc.models import PricedQuote
 from qtc.ports import (
@@ -28,7 +30,7 @@ from qtc.ports import (
     SubscriptionCreated,
 )
 from sandbox.chargebee.testing import API_KEY, SITE, serve_chargebee_emulator
-from tests.activities.billing_deals import days_ago, design_example, stub_deal
+from tests.activities.billing_deals import days_ago, design_example, priced, stub_deal
 
 _opportunities = itertools.count(1)
 DAY_S = 86400
@@ -415,3 +417,59 @@ def test_the_sdk_sends_on_the_process_pooled_connections(cb: Chargebee) -> None:
     assert client._pool is not None
     cb.ItemFamily.create({"id": "pooled", "name": "Pooled"})
     assert cb.ItemFamily.retrieve("pooled").item_family.name == "Pooled"
+
+
+# --- the mapping alone ---------------------------------------------------------------------------
+
+
+def test_each_later_contract_year_is_one_ramp_at_that_years_unit_prices() -> None:
+    quote = priced(
+        days_ago(0),
+        currency="eur",
+        term_months=24,
+        billing_frequency="quarterly",
+        lines=[
+            {"sku": "PLATFORM-PRO", "quantity": 20, "discount_percent": "5"},
+            {"sku": "SUPPORT-PREMIUM", "quantity": 1},
+        ],
+    )
+    params = mapping.subscription_params("deal-x", quote)
+    assert params["billing_cycles"] == 8
+    assert params["first_invoice_pending"] is True
+    assert json.loads(params["meta_data"])["deal_id"] == "deal-x"
+    recurring = [line for line in quote.lines if line.kind == "recurring"]
+    assert [i["unit_price"] for i in params["subscription_items"][:2]] == [
+        line.unit_amounts_by_year_minor[0] for line in recurring if line.unit_amounts_by_year_minor
+    ]
+    assert [i["item_price_id"] for i in params["subscription_items"][:2]] == [
+        "qtc-PLATFORM-PRO-EUR-3-month",
+        "qtc-SUPPORT-PREMIUM-addon-EUR-3-month",
+    ]
+    (ramp,) = mapping.ramps(quote)
+    assert ramp.contract_year == 2
+    assert ramp.effective_from == mapping.utc_midnight(add_months(quote.term_start, 12))
+    assert [u["unit_price"] for u in ramp.params["items_to_update"]] == [
+        line.unit_amounts_by_year_minor[1] for line in recurring if line.unit_amounts_by_year_minor
+    ]
+
+
+def test_a_quote_without_a_recurring_line_is_not_subscribed() -> None:
+    quote = design_example(days_ago(0))
+    one_time_only = quote.model_copy(
+        update={"lines": [line for line in quote.lines if line.kind == "one_time"]}
+    )
+    with pytest.raises(mapping.UnbillableQuote):
+        mapping.subscription_params("deal-x", one_time_only)
+
+
+def test_only_an_eu_vat_id_becomes_chargebees_vat_number() -> None:
+    eu = mapping.customer_params("deal-x", stub_deal(days_ago(0, avoid_first=True)))
+    us = mapping.customer_params("deal-y", design_example(days_ago(0)))
+    assert eu["vat_number"] == "DE123456789"
+    assert "vat_number" not in us
+    assert json.loads(us["meta_data"])["tax_id"] == "12-3456789"
+    assert (us["auto_collection"], us["net_term_days"], us["preferred_currency_code"]) == (
+        "off",
+        30,
+        "USD",
+    )
