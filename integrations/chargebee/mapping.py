@@ -123,8 +123,8 @@ def catalog_entry(priced: PricedQuote, line: PricedLine, role: str) -> CatalogEn
     code = currency_code(priced)
     suffix = {"plan": "", "addon": " (add-on)", "stub": " (partial month)", "charge": ""}[role]
     if item_type == "charge":
-        months = 1 if role == "stub" else 0
-        price = line.list_price * months if months else line.list_price
+        # One-time: the list price per unit; stub: per unit and month (the bill overrides it with
+        # the quote's prorated unit amount).
         return CatalogEntry(
             sku=line.sku,
             role=role,
@@ -133,7 +133,7 @@ def catalog_entry(priced: PricedQuote, line: PricedLine, role: str) -> CatalogEn
             item_name=f"{line.name}{suffix}",
             item_price_id=_bounded_id(f"{item_id}-{code}"),
             item_price_name=f"{line.name}{suffix} {code}",
-            price_minor=to_minor(price, priced.currency),
+            price_minor=to_minor(line.list_price, priced.currency),
             currency_code=code,
         )
     count, unit = period(priced)

@@ -808,7 +808,9 @@ class ChargebeeBackend:
             if name in p:
                 rows = [o for o in rows if _matches(name, kind_, o.get(name), p[name])]
         sort = p.get("sort_by")
-        key, descending = "created_at", True
+        # Newest first by default, by the first time stamp the resource has.
+        key = next(k for k in ("created_at", "date", "updated_at", *sorts) if k in sorts)
+        descending = True
         if sort is not None:
             if not isinstance(sort, dict) or len(sort) != 1:
                 raise err.wrong_value("sort_by", "use sort_by[asc] or sort_by[desc]")
