@@ -30,6 +30,11 @@ SANDBOX_SECRETS: dict[str, str] = {
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
 }
+# Secrets that only one vendor of a port needs: (the port's setting, the vendor).
+_VENDOR_SECRETS: dict[str, tuple[str, str]] = {
+    "stripe_api_key": ("billing", "stripe"),
+    "chargebee_api_key": ("billing", "chargebee"),
+}
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
     "sandbox-deal-desk": ("dana.deskman@sandbox.example", "deal_desk"),
@@ -233,6 +238,11 @@ class Settings(BaseSettings):
     def docusign_connect_secrets(self) -> list[SecretStr]:
         return [self.docusign_connect_secret, *self.docusign_connect_secrets_extra]
 
+    def _uses_secret(self, name: str) -> bool:
+        """Whether the chosen vendors need this secret: a vendor not chosen needs no real one."""
+        port, vendor = _VENDOR_SECRETS.get(name, (None, None))
+        return port is None or getattr(self, port) == vendor
+
     @model_validator(mode="after")
     def _refuse_sandbox_secrets_outside_sandbox(self) -> Settings:
         if self.sandbox:
@@ -240,7 +250,7 @@ class Settings(BaseSettings):
         offending = [
             f"QTC_{name.upper()}"
             for name, value in SANDBOX_SECRETS.items()
-            if getattr(self, name).get_secret_value() == value
+            if getattr(self, name).get_secret_value() == value and self._uses_secret(name)
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")

@@ -12,12 +12,13 @@ from typing import Any
 import httpx
 import pytest
 from chargebee import Chargebee
+from pydantic import SecretStr, ValidationError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from integrations.chargebee import mapping
 from integrations.chargebee.activities import ChargebeeBilling, chargebee_failures
-from integrations.chargebee.client import chargebee_client
+from integrations.chargebee.client import build_chargebee_client, chargebee_client
 from qtc import errors
 from qtc.dates import add_months
 from qtc.deal import deal_id_for
@@ -29,6 +30,7 @@ from qtc.ports import (
     SendInvoiceInput,
     SubscriptionCreated,
 )
+from runtime.settings import ApiPrincipal, Settings
 from sandbox.chargebee.testing import API_KEY, SITE, serve_chargebee_emulator
 from tests.activities.billing_deals import days_ago, design_example, priced, stub_deal
 
@@ -473,3 +475,45 @@ def test_only_an_eu_vat_id_becomes_chargebees_vat_number() -> None:
         30,
         "USD",
     )
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def _production(**overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "_env_file": None,
+        "env": "production",
+        "codec_enabled": False,
+        "docusign_connect_secret": SecretStr("a-real-connect-secret"),
+        "salesforce_callout_secret": SecretStr("a-real-sf-secret"),
+        "provisioning_secret": SecretStr("a-real-provisioning-secret"),
+        "api_tokens": {"t-1": ApiPrincipal(person="p@example.com", role="operator")},
+        **overrides,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def test_production_refuses_the_sandbox_key_of_the_billing_system_it_uses_only() -> None:
+    stripe_site = _production(stripe_api_key=SecretStr("sk_live_real"))
+    assert stripe_site.billing == "stripe"
+    chargebee_site = _production(
+        billing="chargebee", chargebee_site="acme", chargebee_api_key=SecretStr("live_real")
+    )
+    assert chargebee_site.chargebee_site == "acme"
+    with pytest.raises(ValidationError, match="QTC_CHARGEBEE_API_KEY"):
+        _production(billing="chargebee", stripe_api_key=SecretStr("sk_live_real"))
+
+
+def test_the_client_from_settings_reaches_the_configured_site(emulator_url: str) -> None:
+    client = build_chargebee_client(Settings(_env_file=None, chargebee_api_base=emulator_url))
+    assert client.env.api_endpoint == f"{emulator_url}/api/v2"
+    real = build_chargebee_client(
+        _production(
+            billing="chargebee",
+            chargebee_site="acme-test",
+            chargebee_api_key=SecretStr("live_real"),
+            chargebee_api_base="",
+        )
+    )
+    assert real.env.api_endpoint == "https://acme-test.chargebee.com/api/v2"
