@@ -15,6 +15,7 @@ unreachable Chargebee is retried by Temporal, after Chargebee's ``Retry-After`` 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,7 @@ log = structlog.get_logger(__name__)
 VENDOR = "Chargebee"
 VENDOR_ID = "chargebee"
 KEY_HEADER = "chargebee-idempotency-key"
+MAX_KEY_LENGTH = 100
 
 # Chargebee's codes for trouble that clears up by itself (its 5xx and lock contention).
 RETRYABLE_CODES = frozenset(
@@ -140,7 +142,13 @@ def chargebee_failures() -> Iterator[None]:
 
 
 def _key(deal_id: str, step: str) -> dict[str, str]:
-    return {KEY_HEADER: f"qtc:{deal_id}:{step}"}
+    """The idempotency key of one step of one deal; Chargebee takes at most 100 characters, so a
+    longer one keeps its start and ends in a digest of the whole."""
+    key = f"qtc:{deal_id}:{step}"
+    if len(key) > MAX_KEY_LENGTH:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        key = f"{key[: MAX_KEY_LENGTH - 17]}-{digest}"
+    return {KEY_HEADER: key}
 
 
 def _is(exc: chargebee.APIError, code: str) -> bool:

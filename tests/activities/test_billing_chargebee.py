@@ -517,3 +517,14 @@ def test_the_client_from_settings_reaches_the_configured_site(emulator_url: str)
         )
     )
     assert real.env.api_endpoint == "https://acme-test.chargebee.com/api/v2"
+
+
+def test_idempotency_keys_fit_chargebees_100_characters_and_stay_distinct() -> None:
+    from integrations.chargebee.activities import KEY_HEADER, _key
+
+    short = _key("deal-006000000000001AAA", "customer")[KEY_HEADER]
+    assert short == "qtc:deal-006000000000001AAA:customer"
+    long_a = _key("deal-" + "9" * 60, "item-price:" + "x" * 50)[KEY_HEADER]
+    long_b = _key("deal-" + "9" * 60, "item-price:" + "x" * 49 + "y")[KEY_HEADER]
+    assert len(long_a) == len(long_b) == 100
+    assert long_a != long_b
