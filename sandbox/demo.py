@@ -6,6 +6,11 @@ API with a sales token, the deal desk approves through the API, the DocuSign emu
 delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
 phase-2 invoice through the API. Nothing talks to the workflow directly.
 
+The Connect messages come in every format a real account may be configured to send: the default
+JSON SIM message (the envelope id alone: the API reads the envelope from the emulator), JSON SIM
+with the envelope summary, and the legacy XML. The emulator's Connect configuration is switched
+just before each signature, so each deal's message has its scenario's format.
+
 One deal is billed by Chargebee instead of Stripe: a second worker, built with
 ``QTC_BILLING=chargebee``, serves its own task queue, and that deal is started on it through the
 service layer (the API starts deals on the stack's task queue); everything after the start goes
@@ -36,7 +41,7 @@ from qtc.errors import QtcError
 from qtc.models import PricedQuote
 from qtc.money import format_minor
 from runtime.settings import Settings
-from runtime.temporal import connect
+from runtime.temporal import connect as temporal_client
 from sandbox.stack import Stack
 from service.deals import DealServiceError, start_deal
 
@@ -58,6 +63,8 @@ class DemoDeal:
     status: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
     signed: bool = False
+    # The Connect configuration in force when this deal's envelope is signed.
+    connect: str = "default SIM"
     quote_approved: bool = False
     invoice_approved: bool = False
     billing: str = "stripe"
@@ -67,16 +74,28 @@ class DemoDeal:
         return self.problem is not None or self.stage in TERMINAL_STAGES or self.stage == "rejected"
 
 
-DEMO_DEALS: tuple[tuple[str, str, int, str], ...] = (
-    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed"),
-    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed"),
-    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed"),
-    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed"),
-    ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed"),
-    ("rejected by CPQ", "quote-rejected.json", 3, "rejected"),
+DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
+    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed", "default SIM"),
+    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed", "SIM + summary"),
+    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed", "legacy XML"),
+    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed", "default SIM"),
+    (
+        "monthly, first-of-month stub (EUR)",
+        "quote-monthly-stub.json",
+        3,
+        "completed",
+        "SIM + summary",
+    ),
+    ("rejected by CPQ", "quote-rejected.json", 3, "rejected", "default SIM"),
 )
 # Billed by Chargebee: a 3-year EUR deal with uplift (one ramp per later year) and a one-time line.
-CHARGEBEE_DEAL = ("phase 3 billed by Chargebee", "quote-chargebee.json", 3, "completed")
+CHARGEBEE_DEAL = (
+    "phase 3 billed by Chargebee",
+    "quote-chargebee.json",
+    3,
+    "completed",
+    "default SIM",
+)
 CHARGEBEE_WORKER = "chargebee-worker"
 
 
@@ -94,6 +113,14 @@ def chargebee_worker(settings: Settings) -> dict[str, dict[str, str]]:
     }
 
 
+# The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
+CONNECT_FORMATS: dict[str, dict[str, Any]] = {
+    "default SIM": {"format": "json", "include_data": []},
+    "SIM + summary": {"format": "json", "include_data": ["custom_fields", "recipients"]},
+    "legacy XML": {"format": "xml"},
+}
+
+
 class DemoError(RuntimeError):
     """The demo could not run; the message says what to do."""
 
@@ -109,8 +136,14 @@ class Demo:
         self.docusign = httpx.Client(
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
-        self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
-        self.deals.append(DemoDeal(*CHARGEBEE_DEAL, billing="chargebee"))
+        self.deals = [
+            DemoDeal(label, example, phase, expected, connect=connect)
+            for label, example, phase, expected, connect in DEMO_DEALS
+        ]
+        label, example, phase, expected, connect = CHARGEBEE_DEAL
+        self.deals.append(
+            DemoDeal(label, example, phase, expected, connect=connect, billing="chargebee")
+        )
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -166,6 +199,11 @@ class Demo:
             )
             deal.quote_approved = True
         elif deal.stage == "awaiting_signature" and not deal.signed and deal.status["envelope_id"]:
+            # The message is built when the envelope is signed, in the format configured then.
+            configured = self.docusign.post("/_sandbox/connect", json=CONNECT_FORMATS[deal.connect])
+            if not configured.is_success:
+                deal.problem = f"Connect format: {configured.status_code} {configured.text}"
+                return
             signed = self.docusign.post(f"/_sandbox/envelopes/{deal.status['envelope_id']}/sign")
             if signed.is_success:
                 deal.signed = True
@@ -187,7 +225,7 @@ class Demo:
 
     def progress(self) -> Table:
         table = Table(title="Deals in flight", expand=False)
-        for column in ("deal", "scenario", "phase", "stage"):
+        for column in ("deal", "scenario", "phase", "Connect message", "stage"):
             table.add_column(column)
         for deal in self.deals:
             style = "green" if deal.stage == deal.expected else "yellow"
@@ -197,6 +235,7 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 str(deal.phase),
+                deal.connect,
                 f"[{style}]{deal.problem or deal.stage}[/]",
             )
         return table
@@ -279,13 +318,6 @@ class Demo:
         return Group(*lines)
 
 
-async def _start(settings: Settings, priced: PricedQuote) -> str:
-    """A phase-3 deal started on ``settings``' task queue."""
-    client = await connect(settings)
-    started = await start_deal(client, settings, priced, phase=3, started_by="qtc demo")
-    return started.deal_id
-
-
 def _flags(flags: dict[str, dict[str, Any]]) -> str:
     """Switched-on flags by name, limits as name=value: what the product backend was told."""
     merged: dict[str, Any] = {}
@@ -302,6 +334,13 @@ def _seconds_to_invoice(status: dict[str, Any]) -> str:
         return "-"
     delta = datetime.fromisoformat(sent) - datetime.fromisoformat(signature["completed_at"])
     return f"{delta.total_seconds():.2f} s"
+
+
+async def _start(settings: Settings, priced: PricedQuote) -> str:
+    """A phase-3 deal started on ``settings``' task queue."""
+    client = await temporal_client(settings)
+    started = await start_deal(client, settings, priced, phase=3, started_by="qtc demo")
+    return started.deal_id
 
 
 def run_demo(
