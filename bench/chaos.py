@@ -55,7 +55,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 # Sandbox default ports, in BenchPorts order; a run uses these plus an offset (or ephemeral ones).
-DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12117)
+DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12117, 12121)
 DEFAULT_PORT_OFFSET = 200
 OUTBOUND_EVERY = 5  # every fifth deal is started by a (repeated) Salesforce Outbound Message
 POLL_S = 1.0
@@ -560,7 +560,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port-offset",
         default=str(DEFAULT_PORT_OFFSET),
-        help="added to every sandbox port (7233, 8233, 8000, 12111-12117); 'auto': ephemeral",
+        help="added to every sandbox port (7233, 8233, 8000, 12111-12121); 'auto': ephemeral",
     )
     parser.add_argument("--keep", action="store_true", help="keep the state directory and logs")
     parser.add_argument(

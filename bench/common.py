@@ -93,13 +93,15 @@ class BenchPorts:
     docusign: int
     provisioning: int
     chargebee: int
+    # The first worker's /metrics; a second worker takes the next port.
+    worker_metrics: int
 
     @classmethod
     def allocate(cls, base: int | None) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(8)))
-        return cls(*free_ports(8))
+            return cls(*(base + i for i in range(9)))
+        return cls(*free_ports(9))
 
 
 def bench_settings(
@@ -134,6 +136,7 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_chargebee_port": ports.chargebee,
+        "worker_metrics_port": ports.worker_metrics,
         "chargebee_api_base": f"http://{host}:{ports.chargebee}",
     }
     if worker_cache is not None:
