@@ -345,8 +345,8 @@ class ChargebeeBackend:
             "mrr": 0,
         }
         if "billing_cycles" in p:
+            # Chargebee shows only what is left of them.
             cycles = integer("billing_cycles", p["billing_cycles"], minimum=1)
-            subscription["billing_cycles"] = cycles
             subscription["remaining_billing_cycles"] = cycles
         if "po_number" in p:
             subscription["po_number"] = p["po_number"]
