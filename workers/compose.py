@@ -48,7 +48,7 @@ def _docusign(settings: Settings, closing: contextlib.ExitStack) -> ports.ESigna
 
 
 def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
-    return StripeBilling(build_stripe_client(settings))
+    return StripeBilling(build_stripe_client(settings), tax=settings.tax == "on")
 
 
 def _chargebee(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
@@ -100,6 +100,9 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
         billing.create_billing_customer,
         billing.create_subscription,
         billing.send_first_invoice,
+        billing.amend_subscription,
+        billing.send_amendment_invoice,
+        billing.preview_invoice_tax,
         backend.provision_product,
     ]
 

@@ -32,15 +32,23 @@ from integrations.chargebee import mapping
 from qtc import errors
 from qtc.models import PricedQuote
 from qtc.ports import (
+    ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
+    ACT_PREVIEW_INVOICE_TAX,
+    ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_FIRST_INVOICE,
+    AmendSubscriptionInput,
     BillingCustomer,
     CreateCustomerInput,
     CreateSubscriptionInput,
     InvoiceSent,
+    PreviewTaxInput,
+    SendAmendmentInvoiceInput,
     SendInvoiceInput,
+    SubscriptionAmended,
     SubscriptionCreated,
+    TaxPreview,
 )
 from runtime.vendor_errors import non_retryable, retry_after_from_headers, retryable, unreachable
 
@@ -381,16 +389,24 @@ class ChargebeeBilling:
                 invoice_id=invoice.id,
                 total_minor=invoice.total,
             )
+            tax = int(invoice.tax or 0)
             return InvoiceSent(
                 invoice_id=str(invoice.id),
                 number=str(invoice.id),
                 invoice_url=None,
                 total_minor=int(invoice.total),
                 status=str(invoice.status),
+                tax_minor=tax,
+                total_excluding_tax_minor=int(invoice.total) - tax,
             )
 
     def _first_invoice(self, input: SendInvoiceInput) -> Any:
         priced = input.priced
+        if mapping.is_services_order(priced):
+            # No subscription: the one-off invoice is made here, found again on a retry.
+            self._ensure_catalog(input.deal_id, priced)
+            invoice_id = self._ensure_first_invoice(input.deal_id, input.customer_id, priced)
+            return self._cb.Invoice.retrieve(invoice_id).invoice
         if mapping.has_stub(priced):
             found = self._find_first_invoice(input.customer_id)
             if found is None:
@@ -401,7 +417,11 @@ class ChargebeeBilling:
                     details={"vendor": VENDOR, "customer_id": input.customer_id},
                 )
             return found
-        invoice = self._subscription_first_invoice(input.subscription_id)
+        invoice = (
+            self._subscription_first_invoice(input.subscription_id)
+            if input.subscription_id
+            else None
+        )
         if invoice is not None:
             return invoice
         # Not an error of the deal: Chargebee raises the first invoice when the subscription
@@ -449,3 +469,37 @@ class ChargebeeBilling:
             if subject.endswith(marker) or f"{marker} " in subject:
                 return True
         return False
+
+    # --- tax and amendments ----------------------------------------------------------------
+
+    @activity.defn(name=ACT_PREVIEW_INVOICE_TAX)
+    def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        """No tax: this integration bills on a site that adds none (its invoices are reconciled
+        to the cent with the net quote, so a site adding tax parks the deal instead)."""
+        net = input.priced.invoices[0].total_minor if input.priced.invoices else 0
+        return TaxPreview(
+            tax_minor=0,
+            total_excluding_tax_minor=net,
+            total_minor=net,
+            tax_reasons=["not_collecting"],
+        )
+
+    @activity.defn(name=ACT_AMEND_SUBSCRIPTION)
+    def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
+        """Not offered on Chargebee yet: the amendment deal parks for an operator, who can bill
+        it in Chargebee by hand; nothing is changed."""
+        raise _no_amendments(input.deal_id, input.original_deal_id)
+
+    @activity.defn(name=ACT_SEND_AMENDMENT_INVOICE)
+    def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:
+        """Not offered on Chargebee yet (see ``amend_subscription``)."""
+        raise _no_amendments(input.deal_id, input.original_deal_id)
+
+
+def _no_amendments(deal_id: str, original_deal_id: str) -> ApplicationError:
+    return non_retryable(
+        errors.VENDOR_INVALID_REQUEST,
+        f"{VENDOR} billing does not amend subscriptions yet: amendment {deal_id} of "
+        f"{original_deal_id} must be billed in {VENDOR} by hand",
+        details={"vendor": VENDOR, "deal_id": deal_id, "original_deal_id": original_deal_id},
+    )

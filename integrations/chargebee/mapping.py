@@ -70,6 +70,11 @@ def subscription_id_for(deal_id: str) -> str:
     return _bounded_id(f"qtc-{deal_id}")
 
 
+def is_services_order(priced: PricedQuote) -> bool:
+    """One-time lines only: one invoice of its own, no subscription."""
+    return not any(line.kind == "recurring" for line in priced.lines)
+
+
 def has_stub(priced: PricedQuote) -> bool:
     """True when a stub period runs from the start date to the anchor (the next 1st)."""
     return priced.billing_anchor == "first_of_month" and priced.start_date != priced.term_start

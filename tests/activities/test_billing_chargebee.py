@@ -27,6 +27,8 @@ from qtc.ports import (
     CreateCustomerInput,
     CreateSubscriptionInput,
     InvoiceSent,
+    PreviewTaxInput,
+    SendAmendmentInvoiceInput,
     SendInvoiceInput,
     SubscriptionCreated,
 )
@@ -528,3 +530,55 @@ def test_idempotency_keys_fit_chargebees_100_characters_and_stay_distinct() -> N
     long_b = _key("deal-" + "9" * 60, "item-price:" + "x" * 49 + "y")[KEY_HEADER]
     assert len(long_a) == len(long_b) == 100
     assert long_a != long_b
+
+
+# --- services orders, tax, amendments -------------------------------------------------------------
+
+
+def test_a_services_order_is_one_sent_invoice_without_a_subscription(
+    billing: ChargebeeBilling, cb: Chargebee, site: httpx.Client
+) -> None:
+    quote = fresh(priced(days_ago(0), lines=[{"sku": "IMPL-SERVICES", "quantity": 2}]))
+    assert mapping.is_services_order(quote)
+    env = ActivityEnvironment()
+    deal_id = deal_id_for(quote.opportunity_id)
+    customer = env.run(
+        billing.create_billing_customer, CreateCustomerInput(deal_id=deal_id, priced=quote)
+    )
+    send = SendInvoiceInput(deal_id=deal_id, customer_id=customer.customer_id, priced=quote)
+    sent = env.run(billing.send_first_invoice, send)
+    again = env.run(billing.send_first_invoice, send)
+
+    assert again == sent
+    assert (sent.total_minor, sent.tax_minor, sent.status) == (
+        quote.invoices[0].total_minor,
+        0,
+        "payment_due",
+    )
+    assert invoice_lines(cb, sent.invoice_id) == quoted_lines(quote, 0)
+    counts = stats(site)
+    assert (counts["subscriptions"], counts["invoices"], counts["emails"]) == (0, 1, 1)
+
+
+def test_the_tax_preview_adds_no_tax_to_the_net_invoice(billing: ChargebeeBilling) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    preview = ActivityEnvironment().run(
+        billing.preview_invoice_tax,
+        PreviewTaxInput(deal_id="deal-x", customer_id="qtc-deal-x", priced=quote),
+    )
+    assert (preview.tax_minor, preview.total_minor) == (0, quote.invoices[0].total_minor)
+
+
+def test_an_amendment_on_chargebee_parks_for_an_operator_and_changes_nothing(
+    billing: ChargebeeBilling, site: httpx.Client
+) -> None:
+    quote = fresh(design_example(days_ago(0)))
+    error = failure(
+        billing.send_amendment_invoice,
+        SendAmendmentInvoiceInput(
+            deal_id="deal-amendment", original_deal_id="deal-x", customer_id="c", priced=quote
+        ),
+    )
+    assert (error.type, error.non_retryable) == (errors.VENDOR_INVALID_REQUEST, True)
+    assert "by hand" in error.message
+    assert stats(site)["requests"] == {}
