@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, metrics, cb = free_ports(9)
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, cb = free_ports(10)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -30,6 +30,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_salesforce_port=sf,
         sandbox_docusign_port=ds,
         sandbox_provisioning_port=prov,
+        sandbox_hubspot_port=hub,
         sandbox_chargebee_port=cb,
         chargebee_api_base=f"http://127.0.0.1:{cb}",
         stripe_api_base=f"http://127.0.0.1:{stripe}",
@@ -37,6 +38,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        hubspot_api_base=f"http://127.0.0.1:{hub}",
         worker_metrics_port=metrics,
         codec_enabled=codec,
     )
@@ -51,6 +53,7 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_salesforce_port,
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
+        settings.sandbox_hubspot_port,
         settings.worker_metrics_port or 0,
         settings.sandbox_chargebee_port,
     ]
