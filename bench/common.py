@@ -94,6 +94,7 @@ class BenchPorts:
     docusign: int
     provisioning: int
     hubspot: int
+    netsuite: int
     chargebee: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
@@ -103,10 +104,19 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(10)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot, chargebee = (
-            free_ports(9)
-        )
+            return cls(*(base + i for i in range(11)))
+        (
+            temporal,
+            ui,
+            api,
+            stripe,
+            salesforce,
+            docusign,
+            provisioning,
+            hubspot,
+            netsuite,
+            chargebee,
+        ) = free_ports(10)
         return cls(
             temporal,
             ui,
@@ -116,6 +126,7 @@ class BenchPorts:
             docusign,
             provisioning,
             hubspot,
+            netsuite,
             chargebee,
             _free_run(workers),
         )
@@ -165,6 +176,7 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
+        "sandbox_netsuite_port": ports.netsuite,
         "sandbox_chargebee_port": ports.chargebee,
         "chargebee_api_base": f"http://{host}:{ports.chargebee}",
         "worker_metrics_port": ports.worker_metrics,

@@ -1,14 +1,15 @@
-"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, Chargebee) in one
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite,
+Chargebee) in one
 process.
 
-``start_emulators`` binds the listening sockets in the caller (so a busy port fails at once,
-with the port in the message, and port 0 gives an ephemeral port known before anything runs),
-then serves all the apps from one background thread running one asyncio loop with one uvicorn
-server each. The Salesforce emulator is served over TLS with a certificate from the sandbox CA
-(``sandbox.tls``); clients trust ``salesforce_ca_file``.
+``start_emulators`` binds every emulator's listening socket in the caller (so a busy port fails at
+once, with the port in the message, and port 0 gives an ephemeral port known before anything
+runs), then serves all the apps from one background thread running one asyncio loop with one
+uvicorn server each. The Salesforce emulator is served over TLS with a certificate from the
+sandbox CA (``sandbox.tls``); clients trust ``salesforce_ca_file``.
 
 ``python -m sandbox.runner`` runs them in the foreground with the ``QTC_*`` settings (default
-ports 12111-12114 and 12117, state written through under ``<state dir>/emulators``) until
+ports 12111-12114, NetSuite 12116, state written through under ``<state dir>/emulators``) until
 SIGINT/SIGTERM.
 """
 
@@ -35,6 +36,7 @@ from runtime.settings import Settings, get_settings
 from sandbox.chargebee.app import create_app as create_chargebee_app
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.hubspot.app import create_app as create_hubspot_app
+from sandbox.netsuite.app import create_app as create_netsuite_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
 from sandbox.stripe.app import create_app as create_stripe_app
@@ -42,7 +44,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "chargebee")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "netsuite", "chargebee")
 
 
 class EmulatorStartError(RuntimeError):
@@ -58,6 +60,7 @@ class EmulatorPorts:
     docusign: int = 0
     provisioning: int = 0
     hubspot: int = 0
+    netsuite: int = 0
     chargebee: int = 0
 
     @classmethod
@@ -68,6 +71,7 @@ class EmulatorPorts:
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
             hubspot=settings.sandbox_hubspot_port,
+            netsuite=settings.sandbox_netsuite_port,
             chargebee=settings.sandbox_chargebee_port,
         )
 
@@ -108,6 +112,7 @@ class RunningEmulators:
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
         self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
+        self.netsuite_url = f"http://{url_host}:{ports.netsuite}"
         self.chargebee_url = f"http://{url_host}:{ports.chargebee}"
         self._servers = servers
         self._sockets = sockets
@@ -123,6 +128,7 @@ class RunningEmulators:
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
             "hubspot": self.hubspot_url,
+            "netsuite": self.netsuite_url,
             "chargebee": self.chargebee_url,
         }
 
@@ -223,7 +229,7 @@ def start_emulators(
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12117).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12117).
         connect_url: where the DocuSign emulator delivers Connect events.
         hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
             until ``POST /_sandbox/webhooks`` sets it).
@@ -244,6 +250,9 @@ def start_emulators(
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
         "hubspot": create_hubspot_app(state_file=state("hubspot"), webhook_url=hubspot_webhook_url),
+        "netsuite": create_netsuite_app(
+            state_file=state("netsuite"), catalog_path=get_settings().catalog
+        ),
         "chargebee": create_chargebee_app(state_file=state("chargebee")),
     }
     wanted = {
@@ -252,6 +261,7 @@ def start_emulators(
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
         "hubspot": ports.hubspot,
+        "netsuite": ports.netsuite,
         "chargebee": ports.chargebee,
     }
     sockets: list[socket.socket] = []

@@ -1,4 +1,4 @@
-"""The emulator runner: four emulators in one thread, the foreground mode, ``qtc sandbox up``."""
+"""The emulator runner: every emulator in one thread, the foreground mode, ``qtc sandbox up``."""
 
 from __future__ import annotations
 
@@ -57,6 +57,7 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
         "docusign": 200,
         "provisioning": 200,
         "hubspot": 200,
+        "netsuite": 200,
         "chargebee": 200,
     }
     assert not emulators.running
