@@ -95,6 +95,7 @@ class BenchPorts:
     provisioning: int
     hubspot: int
     netsuite: int
+    chargebee: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
     worker_metrics: int
@@ -103,10 +104,19 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(9)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot, netsuite = (
-            free_ports(9)
-        )
+            return cls(*(base + i for i in range(11)))
+        (
+            temporal,
+            ui,
+            api,
+            stripe,
+            salesforce,
+            docusign,
+            provisioning,
+            hubspot,
+            netsuite,
+            chargebee,
+        ) = free_ports(10)
         return cls(
             temporal,
             ui,
@@ -117,6 +127,7 @@ class BenchPorts:
             provisioning,
             hubspot,
             netsuite,
+            chargebee,
             _free_run(workers),
         )
 
@@ -166,6 +177,8 @@ def bench_settings(
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
         "sandbox_netsuite_port": ports.netsuite,
+        "sandbox_chargebee_port": ports.chargebee,
+        "chargebee_api_base": f"http://{host}:{ports.chargebee}",
         "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:
@@ -400,6 +413,7 @@ class Sandbox:
         self.stripe = f"http://{host}:{settings.sandbox_stripe_port}"
         self.provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
         self.hubspot = f"http://{host}:{settings.sandbox_hubspot_port}"
+        self.chargebee = f"http://{host}:{settings.sandbox_chargebee_port}"
         assert settings.salesforce_ca_file is not None
         tls = ssl.create_default_context(cafile=str(settings.salesforce_ca_file))
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
@@ -504,6 +518,7 @@ class Sandbox:
             ("docusign", self.docusign),
             ("provisioning", self.provisioning),
             ("hubspot", self.hubspot),
+            ("chargebee", self.chargebee),
         ):
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 response = await self.http.get(f"{base}/_sandbox/stats")

@@ -35,6 +35,7 @@ Role = Literal["sales", "deal_desk", "finance", "operator"]
 
 SANDBOX_SECRETS: dict[str, str] = {
     "stripe_api_key": "sk_test_sandbox",
+    "chargebee_api_key": "test_sandbox_chargebee",
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
@@ -49,6 +50,11 @@ SANDBOX_NETSUITE: dict[str, str] = {
     "account": "SANDBOX",
     "consumer_key": "sandbox-ns-consumer-key",
     "token_id": "sandbox-ns-token-id",
+}
+# Secrets that only one vendor of a port needs: (the port's setting, the vendor).
+_VENDOR_SECRETS: dict[str, tuple[str, str]] = {
+    "stripe_api_key": ("billing", "stripe"),
+    "chargebee_api_key": ("billing", "chargebee"),
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
@@ -171,7 +177,7 @@ class Settings(BaseSettings):
     # --- Which vendor implements each port (workers/compose.py wires them) ---
     crm: Literal["salesforce", "hubspot"] = "salesforce"
     esign: Literal["docusign"] = "docusign"
-    billing: Literal["stripe"] = "stripe"
+    billing: Literal["stripe", "chargebee"] = "stripe"
     erp: Literal["none", "netsuite"] = "none"
     # on: the billing system computes tax on every invoice (Stripe Tax's automatic_tax); prices
     # stay net of tax and invoices are reconciled on their amount excluding tax.
@@ -245,6 +251,13 @@ class Settings(BaseSettings):
     # Per request, below the activities' 30 s start-to-close so a hung call fails the attempt
     # with a classified error instead of a bare timeout; Temporal retries, the SDK does not.
     stripe_timeout_seconds: float = 20.0
+
+    # Chargebee (QTC_BILLING=chargebee): a site's name and a full-access API key. The API base
+    # replaces https://{site}.chargebee.com (the sandbox's emulator); empty for a real site.
+    chargebee_site: str = "sandbox"
+    chargebee_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["chargebee_api_key"])
+    chargebee_api_base: str | None = "http://127.0.0.1:12117"
+    chargebee_timeout_seconds: float = 20.0
 
     # Salesforce
     salesforce_instance_url: str = "https://127.0.0.1:12112"
@@ -325,6 +338,7 @@ class Settings(BaseSettings):
     sandbox_provisioning_port: int = Field(12114, ge=0, le=65535)
     sandbox_hubspot_port: int = Field(12115, ge=0, le=65535)
     sandbox_netsuite_port: int = Field(12116, ge=0, le=65535)
+    sandbox_chargebee_port: int = Field(12117, ge=0, le=65535)
     # Moves the whole local stack at once (see PORT_OFFSETS); None: the default ports.
     port_base: int | None = Field(None, ge=1024, le=65535 - PORT_SPAN)
 
@@ -395,6 +409,11 @@ class Settings(BaseSettings):
     def docusign_connect_secrets(self) -> list[SecretStr]:
         return [self.docusign_connect_secret, *self.docusign_connect_secrets_extra]
 
+    def _uses_secret(self, name: str) -> bool:
+        """Whether the chosen vendors need this secret: a vendor not chosen needs no real one."""
+        port, vendor = _VENDOR_SECRETS.get(name, (None, None))
+        return port is None or getattr(self, port) == vendor
+
     @model_validator(mode="after")
     def _refuse_sandbox_secrets_outside_sandbox(self) -> Settings:
         if self.sandbox:
@@ -406,6 +425,7 @@ class Settings(BaseSettings):
             and getattr(self, name).get_secret_value() == value
             # A vendor this deployment does not use needs no credentials of its own.
             and (self.uses_hubspot or not name.startswith("hubspot_"))
+            and self._uses_secret(name)
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")

@@ -78,6 +78,11 @@ def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) 
         f"{SANDBOX_SECRETS['hubspot_client_secret']}, delivered to {hubspot_url}",
     )
     table.add_row("netsuite", emulators.netsuite_url, _NETSUITE_NOTE)
+    table.add_row(
+        "chargebee",
+        f"{emulators.chargebee_url}/api/v2",
+        f"site sandbox, API key {SANDBOX_SECRETS['chargebee_api_key']}",
+    )
     return table
 
 
@@ -116,6 +121,12 @@ def _stack_addresses(stack: Stack) -> Table:
         f"{', '.join(s.hubspot_start_stages)} reaches {api}/webhooks/hubspot",
     )
     table.add_row("netsuite", f"http://{s.sandbox_host}:{s.sandbox_netsuite_port}", _NETSUITE_NOTE)
+    table.add_row(
+        "chargebee",
+        f"http://{s.sandbox_host}:{s.sandbox_chargebee_port}/api/v2",
+        f"site {s.chargebee_site}, API key {SANDBOX_SECRETS['chargebee_api_key']}"
+        + ("; the billing system (QTC_BILLING)" if s.billing == "chargebee" else ""),
+    )
     return table
 
 

@@ -1,4 +1,5 @@
-"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite) in one
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite,
+Chargebee) in one
 process.
 
 ``start_emulators`` binds every emulator's listening socket in the caller (so a busy port fails at
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp
 
 from runtime.logging import configure_logging
 from runtime.settings import Settings, SettingsError, get_settings
+from sandbox.chargebee.app import create_app as create_chargebee_app
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.hubspot.app import create_app as create_hubspot_app
 from sandbox.netsuite.app import create_app as create_netsuite_app
@@ -42,7 +44,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "netsuite")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "netsuite", "chargebee")
 
 
 class EmulatorStartError(RuntimeError):
@@ -59,6 +61,7 @@ class EmulatorPorts:
     provisioning: int = 0
     hubspot: int = 0
     netsuite: int = 0
+    chargebee: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorPorts:
@@ -69,6 +72,7 @@ class EmulatorPorts:
             provisioning=settings.sandbox_provisioning_port,
             hubspot=settings.sandbox_hubspot_port,
             netsuite=settings.sandbox_netsuite_port,
+            chargebee=settings.sandbox_chargebee_port,
         )
 
 
@@ -109,6 +113,7 @@ class RunningEmulators:
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
         self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
         self.netsuite_url = f"http://{url_host}:{ports.netsuite}"
+        self.chargebee_url = f"http://{url_host}:{ports.chargebee}"
         self._servers = servers
         self._sockets = sockets
         self._error: BaseException | None = None
@@ -124,6 +129,7 @@ class RunningEmulators:
             "provisioning": self.provisioning_url,
             "hubspot": self.hubspot_url,
             "netsuite": self.netsuite_url,
+            "chargebee": self.chargebee_url,
         }
 
     @property
@@ -224,7 +230,7 @@ def start_emulators(
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12116).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12117).
         connect_url: where the DocuSign emulator delivers Connect events.
         hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
             until ``POST /_sandbox/webhooks`` sets it).
@@ -249,6 +255,7 @@ def start_emulators(
         "netsuite": create_netsuite_app(
             state_file=state("netsuite"), catalog_path=get_settings().catalog
         ),
+        "chargebee": create_chargebee_app(state_file=state("chargebee")),
     }
     wanted = {
         "stripe": ports.stripe,
@@ -257,6 +264,7 @@ def start_emulators(
         "provisioning": ports.provisioning,
         "hubspot": ports.hubspot,
         "netsuite": ports.netsuite,
+        "chargebee": ports.chargebee,
     }
     sockets: list[socket.socket] = []
     try:
