@@ -1,6 +1,6 @@
 """The sandbox org's seed data: loaded at start (when there is no state file) and on reset.
 
-Nine open opportunities, ``006000000000001AAA`` ... ``006000000000009AAA``, all in
+Ten open opportunities, ``006000000000001AAA`` ... ``006000000000010AAA``, all in
 "Negotiation/Review", each with line items on the catalog's SKUs and every QTC field filled, so a
 deal can be started from any of them. Each is the example quote with the same id (``examples/``):
 customer, currency, terms, signer and lines agree, so starting a deal from the CRM or from the file
@@ -122,6 +122,18 @@ ACCOUNTS: tuple[dict[str, Any], ...] = (
         "QTC_Tax_Id_Type__c": None,
         "QTC_Tax_Id__c": None,
     },
+    {
+        "Name": "Globex Logistics GmbH",
+        "Industry": "Logistics",
+        "BillingStreet": "Hafenstrasse 12",
+        "BillingCity": "Hamburg",
+        "BillingState": None,
+        "BillingPostalCode": "20457",
+        "BillingCountryCode": "DE",
+        "QTC_Billing_Email__c": "rechnungen@globex.example",
+        "QTC_Tax_Id_Type__c": "eu_vat",
+        "QTC_Tax_Id__c": "DE123456789",
+    },
 )
 # The signers of the example quotes.
 CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
@@ -132,6 +144,7 @@ CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
     (4, "Robert", "Thorn", "thorn@soylent.example", "Procurement"),
     (5, "Greta", "Weber", "greta.weber@kraftwerk.example", "Geschaeftsfuehrerin"),
     (6, "Bill", "Lumbergh", "bill@initech.example", "Division VP"),
+    (7, "Klaus", "Weber", "k.weber@globex.example", "Geschaeftsfuehrer"),
 )
 
 # (account index, name, currency, term, frequency, anchor, payment days, uplift, close date,
@@ -147,8 +160,8 @@ OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
      "Q-1003", (("PLATFORM-PRO", 25, 5), ("SUPPORT-PREMIUM", 1, 0), ("EXTRA-STORAGE-TB", 2, 0))),
     (3, "Umbrella Health - Enterprise rollout", "USD", 36, "annual", "start", 30, 6,
      "2026-06-30", "Q-1004", (("PLATFORM-PRO", 400, 28), ("SUPPORT-PREMIUM", 1, 10))),
-    (4, "Soylent Foods - Platform trial", "USD", 18, "annual", "start", 90, 12, "2026-05-31",
-     "Q-1005", (("PLATFORM-PRO", 3, 55), ("PLATFORM-STARTER", 10, 0))),
+    (7, "Globex Logistics GmbH - Platform Pro 3y", "EUR", 36, "annual", "start", 30, 7,
+     "2026-05-31", "Q-1005", (("PLATFORM-PRO", 10, 10), ("EXTRA-STORAGE-TB", 2, 0))),
     (5, "Kraftwerk - Platform Pro monthly", "EUR", 12, "monthly", "first_of_month", 15, 0,
      "2026-07-31", "Q-1006", (("PLATFORM-PRO", 30, 12), ("ANALYTICS-ADDON", 10, 0))),
     (0, "Acme Robotics - Platform Pro monthly", "USD", 12, "monthly", "start", 30, 5,
@@ -157,6 +170,8 @@ OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
      "2026-09-30", "Q-1101-A1", (("PLATFORM-PRO", 10, 0),)),
     (6, "Initech - onboarding services", "USD", 12, "annual", "start", 15, None, "2026-09-30",
      "Q-1103", (("IMPL-SERVICES", 2, 0),)),
+    (4, "Soylent Foods - Platform trial", "USD", 18, "annual", "start", 90, 12, "2026-10-31",
+     "Q-1005", (("PLATFORM-PRO", 3, 55), ("PLATFORM-STARTER", 10, 0))),
 )  # fmt: skip
 
 
