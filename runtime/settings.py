@@ -14,20 +14,22 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.logging import register_secrets
 
 Role = Literal["sales", "deal_desk", "finance", "operator"]
+NotifyChannel = Literal["slack", "email"]
 
 SANDBOX_SECRETS: dict[str, str] = {
     "stripe_api_key": "sk_test_sandbox",
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
+    "slack_bot_token": "xoxb-sandbox",
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
@@ -185,12 +187,66 @@ class Settings(BaseSettings):
     provisioning_secret: SecretStr = SecretStr(SANDBOX_SECRETS["provisioning_secret"])
     provisioning_timeout_s: float = 15.0
 
+    # --- The deal ledger (runtime/ledger.py) ---
+    # SQLAlchemy URL; None: SQLite in the state directory. PostgreSQL in production, e.g.
+    # postgresql+psycopg://qtc@db.internal/qtc.
+    ledger_url: str | None = None
+
+    # --- Notifications (integrations/slack, integrations/email) ---
+    # Channels a waiting deal is announced on: "slack,email" or a JSON list. None: both in the
+    # sandbox (its emulators receive them), none elsewhere.
+    notify: Annotated[list[NotifyChannel] | None, NoDecode] = None
+    notify_remind_hours: float | None = Field(24.0, gt=0)  # None: no reminders
+    notify_escalate_hours: float | None = Field(48.0, gt=0)  # None: never escalate
+    # Where a message's "open in the Temporal Web UI" link points.
+    notify_web_ui_url: str = "http://127.0.0.1:8233"
+    slack_bot_token: SecretStr = SecretStr(SANDBOX_SECRETS["slack_bot_token"])
+    slack_api_url: str | None = "http://127.0.0.1:12118/api/"  # None: Slack's own
+    slack_channel: str = "#qtc-reviews"
+    slack_escalation_channel: str = "#qtc-escalations"
+    slack_timeout_s: float = 15.0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 12119
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = 15.0
+    email_from: str = "qtc@sandbox.example"
+    email_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["reviewers@sandbox.example"]
+    )
+    email_escalation_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["revops-leads@sandbox.example"]
+    )
+
+    @field_validator("notify", "email_to", "email_escalation_to", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @property
+    def notify_channels(self) -> list[NotifyChannel]:
+        if self.notify is not None:
+            return list(dict.fromkeys(self.notify))
+        return ["slack", "email"] if self.sandbox else []
+
+    @property
+    def ledger_database_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{(self.state_dir / 'ledger.sqlite').resolve()}"
+
     # Sandbox emulators
     sandbox_host: str = "127.0.0.1"
     sandbox_stripe_port: int = 12111
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_slack_port: int = 12118
+    sandbox_smtp_port: int = 12119
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox

@@ -28,7 +28,12 @@ from qtc.deal import (
     SIGNAL_MARK_LOST,
     SIGNAL_RESUME,
     SIGNAL_SIGNATURE_COMPLETED,
+    UPDATE_APPROVE_INVOICE,
+    UPDATE_APPROVE_QUOTE,
+    UPDATE_MARK_LOST,
+    UPDATE_RESUME,
     DealStatus,
+    DecisionResult,
     InvoiceReview,
     MarkLost,
     Phase,
@@ -91,6 +96,35 @@ async def _lost(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
     await handle.signal(SIGNAL_MARK_LOST, MarkLost(by="sam", reason="budget cut"))
 
 
+async def _phase_2_approved_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "awaiting_invoice_review")
+    await handle.execute_update(
+        UPDATE_APPROVE_INVOICE, InvoiceReview(reviewer="fiona"), result_type=DecisionResult
+    )
+
+
+async def _quote_approved_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "pending_approval")
+    await handle.execute_update(
+        UPDATE_APPROVE_QUOTE, QuoteDecision(by="dana"), result_type=DecisionResult
+    )
+    await _sign(handle, now)
+
+
+async def _resumed_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "needs_attention")
+    await handle.execute_update(UPDATE_RESUME, Resume(by="oscar"), result_type=DecisionResult)
+
+
+async def _lost_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "awaiting_signature")
+    await handle.execute_update(
+        UPDATE_MARK_LOST, MarkLost(by="sam", reason="budget cut"), result_type=DecisionResult
+    )
+
+
 Drive = Callable[[Handle, FakeVendors, datetime], Awaitable[None]]
 
 # name -> (phase, quote needs approval, fake failures, how the outside world behaves)
@@ -101,7 +135,13 @@ PATHS: dict[str, tuple[Phase, bool, bool, Drive]] = {
     "needs_attention_then_resumed": (3, False, True, _needs_attention_resumed),
     "expired_and_voided": (3, False, False, _expired),
     "lost_and_voided": (3, False, False, _lost),
+    # Decisions as updates, with notifications to the waiting roles.
+    "phase_2_review_approved_by_update": (2, False, False, _phase_2_approved_by_update),
+    "phase_1_quote_approved_by_update": (1, True, False, _quote_approved_by_update),
+    "needs_attention_resumed_by_update": (3, False, True, _resumed_by_update),
+    "lost_by_update": (3, False, False, _lost_by_update),
 }
+NOTIFYING = frozenset(name for name in PATHS if name.endswith("_update"))
 
 
 async def record(client: Client, name: str, now: datetime) -> str:
@@ -120,7 +160,15 @@ async def record(client: Client, name: str, now: datetime) -> str:
     )
     task_queue = f"record-{uuid.uuid4()}"
     async with deal_worker(client, task_queue, fakes):
-        handle = await start_deal(client, task_queue, priced, phase=phase)
+        handle = await start_deal(
+            client,
+            task_queue,
+            priced,
+            phase=phase,
+            notify=name in NOTIFYING,
+            notify_remind_hours=24,
+            notify_escalate_hours=48,
+        )
         await drive(handle, fakes, now)
         await handle.result()
         history = await handle.fetch_history()

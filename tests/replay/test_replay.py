@@ -8,6 +8,7 @@ deals started then may still be running.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from qtc.ports import ACT_SEND_CONTRACT
+from qtc.ports import ACT_RECORD_LEDGER_EVENTS, ACT_SEND_CONTRACT
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
 
@@ -61,12 +62,21 @@ def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     markers = [
-        event.marker_recorded_event_attributes.marker_name
+        event.marker_recorded_event_attributes
         for event in history.events
         if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     ]
+    local = [
+        json.loads(marker.details["data"].payloads[0].data)["activity_type"]
+        for marker in markers
+        if marker.marker_name == "core_local_activity"
+    ]
+    steps = [name for name in local if name != ACT_RECORD_LEDGER_EVENTS]
 
     assert scheduled == [ACT_SEND_CONTRACT]
-    # The re-dating step and the six steps from Closed Won to the write-back, plus the patch.
-    assert markers.count("core_local_activity") == 1 + len(LOCAL_STEPS)
-    assert markers.count("core_patch") == 1
+    # The re-dating step and the six steps from Closed Won to the write-back.
+    assert len(steps) == 1 + len(LOCAL_STEPS)
+    # The ledger written twice: when the deal waited for its signature and when it ended.
+    assert local.count(ACT_RECORD_LEDGER_EVENTS) == 2
+    # The local steps' patch and the ledger's.
+    assert [marker.marker_name for marker in markers].count("core_patch") == 2

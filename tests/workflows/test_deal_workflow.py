@@ -54,6 +54,7 @@ from workflows.deal import (
     ACTIVITY_RETRY_POLICY,
     ARR_KEY,
     CUSTOMER_KEY,
+    PATCH_LEDGER_AND_NOTIFICATIONS,
     PATCH_LOCAL_STEPS_AFTER_SIGNATURE,
     PHASE_KEY,
     STAGE_KEY,
@@ -622,7 +623,8 @@ async def test_every_stage_change_is_upserted_to_the_search_attributes(
     # the ones carrying the stage.
     patch_markers = [a for a in upserted if a.get(STAGE_KEY) is None]
     assert [a.get(CHANGE_VERSION_KEY) for a in patch_markers] == [
-        [PATCH_LOCAL_STEPS_AFTER_SIGNATURE]
+        [PATCH_LEDGER_AND_NOTIFICATIONS],
+        [PATCH_LEDGER_AND_NOTIFICATIONS, PATCH_LOCAL_STEPS_AFTER_SIGNATURE],
     ]
     upserted = [a for a in upserted if a.get(STAGE_KEY) is not None]
     assert [attributes.get(STAGE_KEY) for attributes in upserted] == stages(status)
