@@ -19,22 +19,31 @@ from datetime import datetime, timedelta
 from typing import Any, get_args
 
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
 from qtc import ports
-from qtc.deal import DealInput, DealStatus, Phase, SignatureCompleted, Stage
+from qtc.deal import DealInput, DealStatus, DecisionResult, Phase, SignatureCompleted, Stage
 from qtc.models import Model, PricedQuote
+from qtc.ports import LedgerEvent
+from runtime.ledger import open_ledger
 from runtime.search_attributes import ARR_KEY, CUSTOMER_KEY, MINOR_PER_MAJOR, PHASE_KEY, STAGE_KEY
 from runtime.settings import Settings
 
@@ -85,8 +94,31 @@ class DealFinished(DealConflict):
         super().__init__(deal_id, f"deal {deal_id!r} has finished and accepts no more signals")
 
 
+class DecisionRefused(DealConflict):
+    """The deal refused a decision (wrong stage, already decided, ended); nothing was recorded."""
+
+    def __init__(self, deal_id: str, reason: str, current_stage: str | None) -> None:
+        super().__init__(deal_id, f"deal {deal_id}: {reason}")
+        self.reason = reason
+        self.current_stage = current_stage
+
+
+class DealCompleted(DealConflict):
+    """The ledger says this opportunity's deal completed; it is never started again."""
+
+    def __init__(self, deal_id: str) -> None:
+        super().__init__(
+            deal_id,
+            f"deal {deal_id} completed (the ledger records it) and is not started again",
+        )
+
+
 class TemporalUnavailable(DealServiceError):
     """Temporal could not be reached (or did not answer in time); the request may be retried."""
+
+
+class LedgerUnavailable(TemporalUnavailable):
+    """The ledger could not be read; a start is refused rather than risk a second deal."""
 
 
 class StartResult(Model):
@@ -215,6 +247,12 @@ async def start_deal(
     timeout = rpc_timeout(settings)
     customer_label = settings.customer_search_label(priced.opportunity_id)
     deal_id = contract.deal_id_for(priced.opportunity_id)
+    if await _completed_in_ledger(settings, deal_id) and not await _known_to_temporal(
+        client, deal_id, timeout
+    ):
+        # Temporal has forgotten the deal (retention, or deleted); its id-reuse policy would let
+        # a second deal bill the same opportunity again. The ledger remembers.
+        raise DealCompleted(deal_id)
     fingerprint = quote_fingerprint(priced)
     # A fresh nonce in the memo tells this start apart from a concurrent one that won the race.
     start_nonce = uuid.uuid4().hex
@@ -229,6 +267,9 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    notify=bool(settings.notify_channels),
+                    notify_remind_hours=settings.notify_remind_hours,
+                    notify_escalate_hours=settings.notify_escalate_hours,
                 ),
                 id=deal_id,
                 task_queue=settings.temporal_task_queue,
@@ -255,6 +296,106 @@ async def start_deal(
             f"{memo.get(MEMO_QUOTE_ID)!r}; a different quote cannot replace a running contract",
         )
     return StartResult(deal_id=deal_id, created=False)
+
+
+async def _completed_in_ledger(settings: Settings, deal_id: str) -> bool:
+    store = open_ledger(settings.ledger_database_url)
+    try:
+        return await asyncio.to_thread(store.completed, deal_id)
+    except SQLAlchemyError as err:
+        raise LedgerUnavailable(f"the ledger could not be read: {type(err).__name__}") from err
+
+
+async def _known_to_temporal(client: Client, deal_id: str, wait: timedelta) -> bool:
+    try:
+        await _describe(client, deal_id, wait)
+    except DealNotFound:
+        return False
+    return True
+
+
+async def deal_events(settings: Settings, deal_id: str) -> list[LedgerEvent]:
+    """The deal's ledger, oldest first; available after Temporal has forgotten the deal.
+
+    Raises:
+        DealNotFound: The ledger holds nothing for this deal.
+        LedgerUnavailable: The ledger could not be read.
+    """
+    store = open_ledger(settings.ledger_database_url)
+    try:
+        events = await asyncio.to_thread(store.events, deal_id)
+    except SQLAlchemyError as err:
+        raise LedgerUnavailable(f"the ledger could not be read: {type(err).__name__}") from err
+    if not events:
+        raise DealNotFound(deal_id)
+    return events
+
+
+async def decide(
+    client: Client,
+    deal_id: str,
+    decision: str,
+    model: BaseModel,
+    *,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+    outcome_timeout: timedelta = timedelta(seconds=30),
+) -> DecisionResult:
+    """Put a person's decision to the deal as a Workflow Update and return the stage it led to.
+
+    The deal's validator refuses a decision it cannot take (wrong stage, already decided) before
+    anything is written; so does Temporal for a deal that has ended.
+
+    Args:
+        client: A Temporal client.
+        deal_id: The deal (workflow) id.
+        decision: One of the ``UPDATE_*`` names in ``qtc.deal``.
+        model: The decision's input (``QuoteDecision``, ``InvoiceReview``, ``Resume``,
+            ``MarkLost``).
+        rpc_timeout: How long to wait for Temporal to accept or refuse the decision.
+        outcome_timeout: How long to wait, once accepted, for the stage it leads to.
+
+    Raises:
+        DecisionRefused: The deal refused it; ``current_stage`` says where the deal is.
+        DealNotFound: No deal has this id.
+        TemporalUnavailable: Temporal could not be reached (the decision may not be recorded).
+    """
+    handle = client.get_workflow_handle(deal_id)
+    try:
+        async with _temporal_call(deal_id, rpc_timeout):
+            update = await handle.start_update(
+                decision,
+                model,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=DecisionResult,
+                rpc_timeout=rpc_timeout,
+            )
+    except WorkflowUpdateFailedError as err:
+        raise _refusal(deal_id, err) from err
+    except DealNotFound:
+        # NOT_FOUND is also what an ended deal answers: tell the two apart.
+        description = await _describe(client, deal_id, rpc_timeout)
+        raise DecisionRefused(
+            deal_id, "the deal has ended", description.typed_search_attributes.get(STAGE_KEY)
+        ) from None
+    try:
+        async with asyncio.timeout(outcome_timeout.total_seconds()):
+            return await update.result(rpc_timeout=outcome_timeout)
+    except WorkflowUpdateFailedError as err:
+        # Servers that answer the accepted stage only with the outcome report a refusal here.
+        raise _refusal(deal_id, err) from err
+    except TimeoutError as err:
+        raise TemporalUnavailable(
+            f"the decision was accepted but its outcome took longer than {outcome_timeout}"
+        ) from err
+
+
+def _refusal(deal_id: str, err: WorkflowUpdateFailedError) -> DealServiceError:
+    cause = err.cause
+    if isinstance(cause, ApplicationError) and cause.type == contract.DECISION_REFUSED:
+        facts = cause.details[0] if cause.details else {}
+        stage = facts.get("current_stage") if isinstance(facts, dict) else None
+        return DecisionRefused(deal_id, cause.message, stage)
+    return DealServiceError(f"deal {deal_id} failed the decision: {err}")
 
 
 async def get_status(
