@@ -27,6 +27,7 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
     WorkflowUpdateStage,
 )
 from temporalio.common import (
@@ -55,6 +56,7 @@ MEMO_START_NONCE = "qtc_start_nonce"
 # A caller (a webhook sender above all) must get an answer quickly: Temporal unreachable for this
 # long is reported as unavailable so the sender retries, instead of holding its connection open.
 DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
+MIN_DECISION_TIMEOUT = timedelta(seconds=10)
 
 
 _UNAVAILABLE_CODES = frozenset(
@@ -98,7 +100,8 @@ class DecisionRefused(DealConflict):
     """The deal refused a decision (wrong stage, already decided, ended); nothing was recorded."""
 
     def __init__(self, deal_id: str, reason: str, current_stage: str | None) -> None:
-        super().__init__(deal_id, f"deal {deal_id}: {reason}")
+        where = f" (current stage: {current_stage})" if current_stage else ""
+        super().__init__(deal_id, f"deal {deal_id}: {reason}{where}")
         self.reason = reason
         self.current_stage = current_stage
 
@@ -360,17 +363,24 @@ async def decide(
         TemporalUnavailable: Temporal could not be reached (the decision may not be recorded).
     """
     handle = client.get_workflow_handle(deal_id)
+    # The deal's worker runs the validator: allow it more than a plain RPC's round trip.
+    accept_timeout = max(rpc_timeout, MIN_DECISION_TIMEOUT)
     try:
-        async with _temporal_call(deal_id, rpc_timeout):
+        async with _temporal_call(deal_id, accept_timeout):
             update = await handle.start_update(
                 decision,
                 model,
                 wait_for_stage=WorkflowUpdateStage.ACCEPTED,
                 result_type=DecisionResult,
-                rpc_timeout=rpc_timeout,
+                rpc_timeout=accept_timeout,
             )
     except WorkflowUpdateFailedError as err:
         raise _refusal(deal_id, err) from err
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        raise TemporalUnavailable(
+            f"deal {deal_id} did not answer the decision within {accept_timeout}; it may not "
+            "have been recorded"
+        ) from err
     except DealNotFound:
         # NOT_FOUND is also what an ended deal answers: tell the two apart.
         description = await _describe(client, deal_id, rpc_timeout)
@@ -383,7 +393,7 @@ async def decide(
     except WorkflowUpdateFailedError as err:
         # Servers that answer the accepted stage only with the outcome report a refusal here.
         raise _refusal(deal_id, err) from err
-    except TimeoutError as err:
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
         raise TemporalUnavailable(
             f"the decision was accepted but its outcome took longer than {outcome_timeout}"
         ) from err
