@@ -33,12 +33,14 @@ from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
+from sandbox.slack.app import create_app as create_slack_app
+from sandbox.smtp.sink import SmtpSink
 from sandbox.stripe.app import create_app as create_stripe_app
 from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "slack")
 
 
 class EmulatorStartError(RuntimeError):
@@ -53,6 +55,8 @@ class EmulatorPorts:
     salesforce: int = 0
     docusign: int = 0
     provisioning: int = 0
+    slack: int = 0
+    smtp: int = 0  # the SMTP sink, served beside the Slack emulator (not an HTTP app)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorPorts:
@@ -61,6 +65,8 @@ class EmulatorPorts:
             salesforce=settings.sandbox_salesforce_port,
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
+            slack=settings.sandbox_slack_port,
+            smtp=settings.sandbox_smtp_port,
         )
 
 
@@ -84,6 +90,7 @@ class RunningEmulators:
         salesforce_ca_file: Path,
         servers: dict[str, uvicorn.Server],
         sockets: list[socket.socket],
+        smtp: tuple[SmtpSink, socket.socket],
     ) -> None:
         url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
         self.host = host
@@ -94,6 +101,10 @@ class RunningEmulators:
         self.salesforce_url = f"https://{url_host}:{ports.salesforce}"
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
+        self.slack_url = f"http://{url_host}:{ports.slack}"
+        self.smtp_host = url_host
+        self.smtp_port = ports.smtp
+        self._sink, self._smtp_socket = smtp
         self._servers = servers
         self._sockets = sockets
         self._error: BaseException | None = None
@@ -107,6 +118,7 @@ class RunningEmulators:
             "salesforce": self.salesforce_url,
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
+            "slack": self.slack_url,
         }
 
     @property
@@ -121,12 +133,17 @@ class RunningEmulators:
             self._error = exc
 
     async def _serve_all(self) -> None:
-        await asyncio.gather(
-            *(
-                server.serve(sockets=[sock])
-                for server, sock in zip(self._servers.values(), self._sockets, strict=True)
+        loop = asyncio.get_running_loop()
+        smtp = await loop.create_server(self._sink.protocol, sock=self._smtp_socket)
+        try:
+            await asyncio.gather(
+                *(
+                    server.serve(sockets=[sock])
+                    for server, sock in zip(self._servers.values(), self._sockets, strict=True)
+                )
             )
-        )
+        finally:
+            smtp.close()
 
     def _start(self, timeout_s: float) -> None:
         self._thread.start()
@@ -150,7 +167,7 @@ class RunningEmulators:
             for server in self._servers.values():
                 server.force_exit = True
             self._thread.join(timeout_s)
-        for sock in self._sockets:
+        for sock in [*self._sockets, self._smtp_socket]:
             sock.close()
 
     def reset(self) -> None:
@@ -218,17 +235,20 @@ def start_emulators(
     def state(name: str) -> Path | None:
         return state_dir / f"{name}.json" if persist else None
 
+    sink = SmtpSink(state_file=state("smtp"))
     apps: dict[str, ASGIApp] = {
         "stripe": create_stripe_app(state_file=state("stripe")),
         "salesforce": create_salesforce_app(state_file=state("salesforce")),
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
+        "slack": create_slack_app(state_file=state("slack"), mail=sink),
     }
     wanted = {
         "stripe": ports.stripe,
         "salesforce": ports.salesforce,
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
+        "slack": ports.slack,
     }
     sockets: list[socket.socket] = []
     try:
@@ -238,7 +258,14 @@ def start_emulators(
         for sock in sockets:
             sock.close()
         raise
-    actual = EmulatorPorts(*(sock.getsockname()[1] for sock in sockets))
+    try:
+        smtp_socket = _listen(host, ports.smtp, "smtp")
+    except EmulatorStartError:
+        for sock in sockets:
+            sock.close()
+        raise
+    bound = {name: sock.getsockname()[1] for name, sock in zip(EMULATORS, sockets, strict=True)}
+    actual = EmulatorPorts(**bound, smtp=smtp_socket.getsockname()[1])
 
     servers: dict[str, uvicorn.Server] = {}
     for name, sock in zip(EMULATORS, sockets, strict=True):
@@ -260,7 +287,9 @@ def start_emulators(
         )
         servers[name] = uvicorn.Server(config)
 
-    running = RunningEmulators(host, actual, state_dir, tls.ca_file, servers, sockets)
+    running = RunningEmulators(
+        host, actual, state_dir, tls.ca_file, servers, sockets, (sink, smtp_socket)
+    )
     running._start(startup_timeout_s)
     return running
 

@@ -265,6 +265,8 @@ class Stack:
             s.sandbox_salesforce_port,
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
+            s.sandbox_slack_port,
+            s.sandbox_smtp_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
         argv = [sys.executable, "-m", "sandbox.runner"]

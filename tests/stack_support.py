@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov = free_ports(7)
+    temporal, ui, api, stripe, sf, ds, prov, slack, smtp = free_ports(9)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -35,6 +35,11 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        sandbox_slack_port=slack,
+        sandbox_smtp_port=smtp,
+        slack_api_url=f"http://127.0.0.1:{slack}/api/",
+        smtp_port=smtp,
+        notify_web_ui_url=f"http://127.0.0.1:{ui}",
         codec_enabled=codec,
     )
 
@@ -48,4 +53,6 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_salesforce_port,
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
+        settings.sandbox_slack_port,
+        settings.sandbox_smtp_port,
     ]

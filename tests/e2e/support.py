@@ -56,6 +56,9 @@ def qtc_env(
             "QTC_DOCUSIGN_BASE_PATH": f"{emulators.docusign_url}/restapi",
             "QTC_DOCUSIGN_OAUTH_HOST": emulators.docusign_url.removeprefix("http://"),
             "QTC_PROVISIONING_URL": f"{emulators.provisioning_url}/v1/provision",
+            "QTC_SLACK_API_URL": f"{emulators.slack_url}/api/",
+            "QTC_SMTP_HOST": emulators.smtp_host,
+            "QTC_SMTP_PORT": str(emulators.smtp_port),
             "QTC_LOG_JSON": "true",
             # A killed worker must not leave the next one waiting on its slots; keep it small.
             "QTC_WORKER_ACTIVITY_THREADS": "8",
