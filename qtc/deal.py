@@ -13,7 +13,15 @@ from typing import Literal
 
 from pydantic import Field
 
-from qtc.models import FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
+from qtc.models import (
+    ApprovalNeeded,
+    FeatureValue,
+    Model,
+    PricedLine,
+    PricedQuote,
+    ScheduledInvoice,
+    renamed_from,
+)
 
 Phase = Literal[1, 2, 3]
 Stage = Literal[
@@ -189,3 +197,10 @@ class DealStatus(Model):
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
     notes: list[DealNote] = Field(default_factory=list)
+    # What a reviewer decides on, from the quote as priced (the invoice preview above replaces
+    # the quote's first invoice once it is re-dated at signature). None for statuses recorded
+    # before they were kept.
+    quote_lines: list[PricedLine] | None = None
+    quote_first_invoice: ScheduledInvoice | None = None
+    approvals_needed: list[ApprovalNeeded] | None = None
+    payment_terms_days: int | None = None

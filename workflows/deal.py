@@ -270,6 +270,10 @@ class DealWorkflow:
             phase=input.phase,
             stage=first_stage,
             crm=input.crm,
+            quote_lines=priced.lines,
+            quote_first_invoice=priced.invoices[0] if priced.invoices else None,
+            approvals_needed=priced.approvals_needed,
+            payment_terms_days=priced.payment_terms_days,
         )
         self._quote_decision: tuple[bool, QuoteDecision] | None = None
         self._review: tuple[bool, InvoiceReview] | None = None
