@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from qtc.models import (
+    Account,
     ApprovalNeeded,
     FeatureValue,
     Model,
@@ -39,10 +40,11 @@ Stage = Literal[
     "expired",
     "lost",
     "review_rejected",
+    "cancelled",
     "needs_attention",
 ]
 TERMINAL_STAGES: frozenset[str] = frozenset(
-    {"completed", "quote_rejected", "expired", "lost", "review_rejected"}
+    {"completed", "quote_rejected", "expired", "lost", "review_rejected", "cancelled"}
 )
 
 WORKFLOW_NAME = "DealWorkflow"
@@ -56,6 +58,8 @@ SIGNAL_APPROVE_INVOICE = "approve_invoice"
 SIGNAL_REJECT_INVOICE = "reject_invoice"
 SIGNAL_MARK_LOST = "mark_lost"
 SIGNAL_RESUME = "resume"
+UPDATE_CORRECT_ACCOUNT = "correct_account"
+UPDATE_CANCEL = "cancel"
 QUERY_STATUS = "status"
 
 # Decisions a person makes, as Workflow Updates: the validator refuses a decision the deal cannot
@@ -105,6 +109,9 @@ class DealInput(Model):
     # The CRM the opportunity lives in (``salesforce``, ``hubspot``), as the starter's settings
     # say; shown in the status. None for deals started before it was recorded.
     crm: str | None = None
+    # Run every step as a regular activity, never local (``QTC_DEAL_STEPS=remote``): more work
+    # for the Temporal server per deal, every attempt visible in the Web UI from the first.
+    remote_steps: bool = False
 
 
 class QuoteDecision(Model):
@@ -134,10 +141,34 @@ class Resume(Model):
     note: str | None = None
 
 
+class AccountCorrection(Model):
+    """An operator's correction of the signed legal entity's data (a tax id the billing system
+    refuses, a wrong address), made while the deal waits in ``needs_attention``."""
+
+    by: str
+    reason: str = Field(min_length=1, max_length=500)
+    account: Account
+
+
+class Cancel(Model):
+    """An operator ends a stuck deal for good."""
+
+    by: str
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class DecisionResult(Model):
-    """What an accepted decision led to: the stage the deal entered because of it."""
+    """What an accepted decision led to."""
 
     stage: Stage
+    message: str | None = None
+
+
+class Correction(Model):
+    at: datetime
+    by: str
+    reason: str
+    fields: list[str]
 
 
 class StageEntry(Model):
@@ -147,11 +178,22 @@ class StageEntry(Model):
 
 
 class DealError(Model):
+    """Why a step is blocked: parked in ``needs_attention``, or (``retrying``) still retrying."""
+
     step: str
     type: str | None = None
     message: str
     at: datetime
     details: dict[str, object] | None = None
+    # What an operator needs without reading ``details``: the port (``billing``), the vendor's
+    # error code, the deal field at fault (a JSON pointer into the quote), whether ``resume`` can
+    # help as things stand, and what to do. None in statuses recorded before they were kept.
+    system: str | None = None
+    code: str | None = None
+    field: str | None = None
+    retrying: bool = False
+    resume_helps: bool | None = None
+    action: str | None = None
 
 
 class DealNote(Model):
@@ -197,6 +239,7 @@ class DealStatus(Model):
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
     notes: list[DealNote] = Field(default_factory=list)
+    corrections: list[Correction] = Field(default_factory=list)
     # What a reviewer decides on, from the quote as priced (the invoice preview above replaces
     # the quote's first invoice once it is re-dated at signature). None for statuses recorded
     # before they were kept.

@@ -140,6 +140,10 @@ def worker_name(index: int) -> str:
     return "worker" if index == 0 else f"worker-{index + 1}"
 
 
+# Next to the emulators' ports (12111-12120).
+SANDBOX_WORKER_METRICS_PORT = 12121
+
+
 @dataclass
 class Stack:
     """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
@@ -183,13 +187,19 @@ class Stack:
         host = self.settings.temporal_address.rsplit(":", 1)[0]
         return f"http://{host}:{self.settings.temporal_ui_port}"
 
+    def worker_metrics_port(self, index: int = 0) -> int:
+        """Where worker ``index`` serves Prometheus /metrics (``QTC_WORKER_METRICS_PORT``, or the
+        sandbox's default, for the first worker)."""
+        first = self.settings.worker_metrics_port or SANDBOX_WORKER_METRICS_PORT
+        return first + index
+
     def pids_of(self, prefix: str) -> list[int]:
         """The pids of the children named ``prefix`` or ``prefix-N`` (e.g. every worker)."""
         return [
             c.proc.pid for c in self.children if c.name == prefix or c.name.startswith(f"{prefix}-")
         ]
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
@@ -198,7 +208,7 @@ class Stack:
                 argv,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -285,7 +295,14 @@ class Stack:
         name = worker_name(index)
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"])
+        # Each worker process serves its own /metrics, on consecutive ports from the first.
+        port = self.worker_metrics_port(index)
+        self._check_ports([(self.settings.sandbox_host, port)])
+        child = self._spawn(
+            name,
+            [sys.executable, "-m", "starters.cli", "worker"],
+            {"QTC_WORKER_METRICS_PORT": str(port), "QTC_WORKER_METRICS_HOST": "127.0.0.1"},
+        )
         deadline = time.monotonic() + 30
 
         def started() -> bool:

@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, slack, smtp = free_ports(9)
+    temporal, ui, api, stripe, sf, ds, prov, metrics, slack, smtp = free_ports(10)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -40,6 +40,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         slack_api_url=f"http://127.0.0.1:{slack}/api/",
         smtp_port=smtp,
         notify_web_ui_url=f"http://127.0.0.1:{ui}",
+        worker_metrics_port=metrics,
         codec_enabled=codec,
     )
 
@@ -55,4 +56,5 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_provisioning_port,
         settings.sandbox_slack_port,
         settings.sandbox_smtp_port,
+        settings.worker_metrics_port or 0,
     ]

@@ -23,6 +23,7 @@ from service.deals import (
     DealFinished,
     DealNotFound,
     DealServiceError,
+    DealWorkerUnavailable,
     DecisionRefused,
     LedgerUnavailable,
     TemporalUnavailable,
@@ -171,21 +172,19 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
 
     async def on_conflict(_: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, DealConflict)
+        if isinstance(exc, DecisionRefused):
+            return Problem(
+                409,
+                "decision-refused",
+                exc.reason,
+                extra={
+                    "deal_id": exc.deal_id,
+                    "current_stage": exc.current_stage,
+                    "reason": exc.reason,
+                },
+            ).response()
         slug = "deal-finished" if isinstance(exc, DealFinished) else "deal-conflict"
         return Problem(409, slug, str(exc), extra={"deal_id": exc.deal_id}).response()
-
-    async def on_refused_decision(_: Request, exc: Exception) -> ProblemResponse:
-        assert isinstance(exc, DecisionRefused)
-        return Problem(
-            409,
-            "decision-refused",
-            str(exc),
-            extra={
-                "deal_id": exc.deal_id,
-                "current_stage": exc.current_stage,
-                "reason": exc.reason,
-            },
-        ).response()
 
     async def on_ledger_unavailable(_: Request, exc: Exception) -> ProblemResponse:
         log.warning("ledger_unavailable", error=str(exc))
@@ -205,6 +204,17 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
             headers=retry_after,
         ).response()
 
+    async def on_no_worker(_: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, DealWorkerUnavailable)
+        log.warning("deal_worker_unavailable", deal_id=exc.deal_id, stage=exc.stage)
+        return Problem(
+            503,
+            "deal-worker-unavailable",
+            "No deal worker answered; the status shown is the last stage recorded. Retry later.",
+            headers=retry_after,
+            extra={"deal_id": exc.deal_id, "stage": exc.stage},
+        ).response()
+
     async def on_refused(_: Request, exc: Exception) -> ProblemResponse:
         log.error("temporal_refused", error=str(exc))
         return Problem(
@@ -220,7 +230,7 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(DealNotFound, on_not_found)
     app.add_exception_handler(DealConflict, on_conflict)
-    app.add_exception_handler(DecisionRefused, on_refused_decision)
+    app.add_exception_handler(DealWorkerUnavailable, on_no_worker)
     app.add_exception_handler(LedgerUnavailable, on_ledger_unavailable)
     app.add_exception_handler(TemporalUnavailable, on_unavailable)
     app.add_exception_handler(DealServiceError, on_refused)

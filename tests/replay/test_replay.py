@@ -17,7 +17,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from qtc.ports import ACT_RECORD_LEDGER_EVENTS, ACT_SEND_CONTRACT
+from qtc.ports import ACT_PROVISION_PRODUCT, ACT_RECORD_LEDGER_EVENTS, ACT_SEND_CONTRACT
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
 
@@ -78,5 +78,20 @@ def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
     assert len(steps) == 1 + len(LOCAL_STEPS)
     # The ledger written twice: when the deal waited for its signature and when it ended.
     assert local.count(ACT_RECORD_LEDGER_EVENTS) == 2
-    # The local steps' patch and the ledger's.
-    assert [marker.marker_name for marker in markers].count("core_patch") == 2
+    # The local steps' patch, the visible retries' and the ledger's.
+    assert [marker.marker_name for marker in markers].count("core_patch") == 3
+
+
+def test_a_local_step_that_keeps_failing_is_retried_as_a_regular_activity() -> None:
+    """Where an operator can see it: the Web UI lists a regular activity's pending attempts and
+    last failure, never a local one's."""
+    history = WorkflowHistory.from_json(
+        "retried", (HISTORIES / "retried_as_activity_then_completed.json").read_text()
+    )
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+    assert scheduled == [ACT_SEND_CONTRACT, ACT_PROVISION_PRODUCT]
