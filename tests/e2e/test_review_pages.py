@@ -29,7 +29,7 @@ from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from tests.e2e.chromium import CHROMIUM, Browser
+from tests.browser import CHROMIUM, Page, browser_page
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import (
     ROOT,
@@ -85,6 +85,35 @@ async def api(deployment: Deployment) -> AsyncIterator[str]:
         proc.wait(15)
 
 
+async def wait_for(page: Page, expression: str, timeout_s: float = 20.0) -> Any:
+    """Poll ``expression`` in the page until it is truthy (form posts navigate)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await page.evaluate(expression)
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{expression} never held; the page shows:\n{await page.text()}")
+        await asyncio.sleep(0.1)
+
+
+async def type_into(page: Page, selector: str, text: str) -> None:
+    await page.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+    await page.call("Input.insertText", text=text)
+
+
+async def click(page: Page, selector: str) -> None:
+    """A real mouse click in the middle of the element, as a reviewer's."""
+    x, y = await page.evaluate(
+        f"(() => {{ const r = document.querySelector({json.dumps(selector)})"
+        ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+    )
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.call(
+            "Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1
+        )
+
+
 async def history_length(client: Client, deal_id: str) -> int:
     return len((await client.get_workflow_handle(deal_id).fetch_history()).events)
 
@@ -119,7 +148,6 @@ async def received(url: str, path: str, deal_id: str) -> list[dict[str, Any]]:
 async def test_finance_approves_a_phase_2_deal_on_the_review_page_in_a_browser(
     deployment: Deployment, client: Client, api: str, worker: WorkerProcess, tmp_path: Path
 ) -> None:
-    assert CHROMIUM is not None
     opportunity_id = new_opportunity(deployment.sf, "Initech review")
     quote = json.loads(quote_file(tmp_path, "quote-phase2.json", opportunity_id).read_text())
     async with httpx.AsyncClient(base_url=api, timeout=30) as http:
@@ -130,22 +158,23 @@ async def test_finance_approves_a_phase_2_deal_on_the_review_page_in_a_browser(
         waiting = await wait_for_stage(client, deal_id, "awaiting_invoice_review")
         assert waiting.invoice_preview is not None
 
-        async with Browser(CHROMIUM, tmp_path / "chromium") as browser:
-            await browser.navigate(f"{api}/review")
-            await browser.type_into("#token", "sandbox-finance")
-            await browser.click("#sign-in-button")
+        async with browser_page() as page:
+            await page.goto(f"{api}/review")
+            await wait_for(page, "!!document.getElementById('token')")
+            await type_into(page, "#token", "sandbox-finance")
+            await click(page, "#sign-in-button")
             section = f"document.getElementById({json.dumps(deal_id)})"
-            await browser.wait_for(f"!!{section}")
-            await browser.screenshot(ARTIFACTS / "review-pending-invoice.png")
-            shown_total = await browser.evaluate(
+            await wait_for(page, f"!!{section}")
+            await page.screenshot(ARTIFACTS / "review-pending-invoice.png")
+            shown_total = await page.evaluate(
                 f"{section}.querySelector('[data-total-minor]').dataset.totalMinor"
             )
-            lines = await browser.evaluate(f"{section}.querySelectorAll('table tr').length")
-            cookies = (await browser.send("Network.getCookies", urls=[f"{api}/review"]))["cookies"]
-            await browser.type_into(f"#{deal_id} textarea", "matches the order form")
-            await browser.click(f"#{deal_id} button.approve")
-            outcome = await browser.wait_for("document.getElementById('result')?.textContent")
-            await browser.screenshot(ARTIFACTS / "review-approved.png")
+            lines = await page.evaluate(f"{section}.querySelectorAll('table tr').length")
+            cookies = (await page.call("Network.getCookies", urls=[f"{api}/review"]))["cookies"]
+            await type_into(page, f"#{deal_id} textarea", "matches the order form")
+            await click(page, f"#{deal_id} button.approve")
+            outcome = await wait_for(page, "document.getElementById('result')?.textContent")
+            await page.screenshot(ARTIFACTS / "review-approved.png")
 
         assert int(shown_total) == waiting.invoice_preview.total_minor
         assert lines >= len(waiting.invoice_preview.lines) + 3  # header, subtotal, tax, total
