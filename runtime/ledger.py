@@ -103,14 +103,15 @@ class LedgerStore:
         ]
         if not rows:
             return 0
+        insert = (
+            self._insert(ledger_events)
+            .on_conflict_do_nothing(index_elements=["deal_id", "seq"])
+            .returning(ledger_events.c.seq)
+        )
         with self.engine.begin() as connection:
-            result = connection.execute(
-                self._insert(ledger_events).on_conflict_do_nothing(
-                    index_elements=["deal_id", "seq"]
-                ),
-                rows,
-            )
-            return max(result.rowcount, 0)
+            # RETURNING names only the rows inserted (a driver's rowcount for a batch is not
+            # reliable across databases).
+            return len(connection.execute(insert, rows).all())
 
     def events(self, deal_id: str) -> list[LedgerEvent]:
         """The deal's events in the order the deal recorded them."""
