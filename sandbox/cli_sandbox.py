@@ -50,6 +50,16 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
         emulators.provisioning_url,
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
+    table.add_row(
+        "slack",
+        f"{emulators.slack_url}/api/",
+        f"bot token {SANDBOX_SECRETS['slack_bot_token']}; received: /_sandbox/messages",
+    )
+    table.add_row(
+        "smtp sink",
+        f"{emulators.smtp_host}:{emulators.smtp_port}",
+        f"received: {emulators.slack_url}/_sandbox/mail",
+    )
     return table
 
 
@@ -80,6 +90,18 @@ def _stack_addresses(stack: Stack) -> Table:
         "provisioning",
         f"http://{s.sandbox_host}:{s.sandbox_provisioning_port}",
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    table.add_row(
+        "review pages", f"{api}/review", "sign in with a deal-desk/finance/operator token"
+    )
+    slack = f"http://{s.sandbox_host}:{s.sandbox_slack_port}"
+    table.add_row(
+        "slack", f"{slack}/api/", f"bot token xoxb-sandbox; received: {slack}/_sandbox/messages"
+    )
+    table.add_row(
+        "smtp sink",
+        f"{s.sandbox_host}:{s.sandbox_smtp_port}",
+        f"received: {slack}/_sandbox/mail",
     )
     return table
 
