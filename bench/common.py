@@ -40,7 +40,7 @@ from qtc.cpq import price_quote
 from qtc.deal import DealStatus
 from qtc.models import PricedQuote
 from runtime.settings import Settings
-from sandbox.stack import Child, Stack, StackError, free_ports
+from sandbox.stack import Child, Stack, StackError, free_ports, port_free
 from service.deals import start_deal
 
 T = TypeVar("T")
@@ -92,13 +92,28 @@ class BenchPorts:
     salesforce: int
     docusign: int
     provisioning: int
+    # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
+    # of free ports here, never the sandbox's default (another stack may hold it).
+    worker_metrics: int
 
     @classmethod
-    def allocate(cls, base: int | None) -> BenchPorts:
+    def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(7)))
-        return cls(*free_ports(7))
+            return cls(*(base + i for i in range(8)))
+        temporal, ui, api, stripe, salesforce, docusign, provisioning = free_ports(7)
+        return cls(
+            temporal, ui, api, stripe, salesforce, docusign, provisioning, _free_run(workers)
+        )
+
+
+def _free_run(length: int) -> int:
+    """The first of ``length`` consecutive free loopback ports."""
+    for _ in range(50):
+        (first,) = free_ports(1)
+        if all(port_free("127.0.0.1", first + i) for i in range(1, length)):
+            return first
+    raise RuntimeError(f"no {length} consecutive free ports for the workers' metrics")
 
 
 def bench_settings(
@@ -132,6 +147,7 @@ def bench_settings(
         "sandbox_salesforce_port": ports.salesforce,
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
+        "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache
