@@ -39,8 +39,10 @@ SANDBOX_SECRETS: dict[str, str] = {
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
-    "slack_bot_token": "xoxb-sandbox",
 }
+# The Slack emulator's bot token. Not a default outside the sandbox, where Slack is optional: a
+# deployment without QTC_NOTIFY=slack needs no token at all.
+SANDBOX_SLACK_BOT_TOKEN = "xoxb-sandbox"  # noqa: S105 - a published sandbox value
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
     "sandbox-deal-desk": ("dana.deskman@sandbox.example", "deal_desk"),
@@ -230,7 +232,7 @@ class Settings(BaseSettings):
     notify_escalate_hours: float | None = Field(48.0, gt=0)  # None: never escalate
     # Where a message's "open in the Temporal Web UI" link points.
     notify_web_ui_url: str = "http://127.0.0.1:8233"
-    slack_bot_token: SecretStr = SecretStr(SANDBOX_SECRETS["slack_bot_token"])
+    slack_bot_token: SecretStr | None = None  # the sandbox's when unset in the sandbox
     slack_api_url: str | None = "http://127.0.0.1:12118/api/"  # None: Slack's own
     slack_channel: str = "#qtc-reviews"
     slack_escalation_channel: str = "#qtc-escalations"
@@ -258,6 +260,13 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
+
+    @property
+    def slack_token(self) -> str:
+        """The bot token Slack is called with (the emulator's in the sandbox when unset)."""
+        if self.slack_bot_token is not None:
+            return self.slack_bot_token.get_secret_value()
+        return SANDBOX_SLACK_BOT_TOKEN
 
     @property
     def notify_channels(self) -> list[NotifyChannel]:
@@ -321,6 +330,12 @@ class Settings(BaseSettings):
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")
+        if self.slack_bot_token is not None and (
+            self.slack_bot_token.get_secret_value() == SANDBOX_SLACK_BOT_TOKEN
+        ):
+            offending.append("QTC_SLACK_BOT_TOKEN")
+        if "slack" in self.notify_channels and self.slack_bot_token is None:
+            raise ValueError("QTC_NOTIFY includes slack but QTC_SLACK_BOT_TOKEN is not set")
         if offending:
             raise ValueError(
                 "sandbox credentials are refused outside the sandbox; set real values for: "

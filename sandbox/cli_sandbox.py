@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runtime.logging import configure_logging
-from runtime.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, get_settings
+from runtime.settings import SANDBOX_SECRETS, SANDBOX_SLACK_BOT_TOKEN, SANDBOX_TOKENS, get_settings
 from sandbox.stack import Stack, StackError
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
     table.add_row(
         "slack",
         f"{emulators.slack_url}/api/",
-        f"bot token {SANDBOX_SECRETS['slack_bot_token']}; received: /_sandbox/messages",
+        f"bot token {SANDBOX_SLACK_BOT_TOKEN}; received: /_sandbox/messages",
     )
     table.add_row(
         "smtp sink",

@@ -11,7 +11,7 @@ def build_slack_client(settings: Settings) -> WebClient:
     """A bot-token client; ``QTC_SLACK_API_URL`` points it at the sandbox's emulator. The SDK's
     own retry handlers stay off: Temporal retries the activity, honouring Retry-After."""
     return WebClient(
-        token=settings.slack_bot_token.get_secret_value(),
+        token=settings.slack_token,
         base_url=settings.slack_api_url or WebClient.BASE_URL,
         timeout=int(settings.slack_timeout_s),
         retry_handlers=[],
