@@ -92,6 +92,8 @@ class BenchPorts:
     salesforce: int
     docusign: int
     provisioning: int
+    slack: int  # the Slack emulator, and the SMTP sink beside it
+    smtp: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
     worker_metrics: int
@@ -100,10 +102,19 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(8)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning = free_ports(7)
+            return cls(*(base + i for i in range(10)))
+        temporal, ui, api, stripe, salesforce, docusign, provisioning, slack, smtp = free_ports(9)
         return cls(
-            temporal, ui, api, stripe, salesforce, docusign, provisioning, _free_run(workers)
+            temporal,
+            ui,
+            api,
+            stripe,
+            salesforce,
+            docusign,
+            provisioning,
+            slack,
+            smtp,
+            _free_run(workers),
         )
 
 
@@ -147,6 +158,10 @@ def bench_settings(
         "sandbox_salesforce_port": ports.salesforce,
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
+        "sandbox_slack_port": ports.slack,
+        "sandbox_smtp_port": ports.smtp,
+        "slack_api_url": f"http://{host}:{ports.slack}/api/",
+        "smtp_port": ports.smtp,
         "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:

@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None) -> Options:
         "--direct-deals", type=int, default=None, help="baseline deals (default 20, smoke: 3)"
     )
     parser.add_argument(
-        "--port-base", type=int, default=None, help="use ports BASE..BASE+6 (default: ephemeral)"
+        "--port-base", type=int, default=None, help="use ports BASE..BASE+9 (default: ephemeral)"
     )
     parser.add_argument("--worker-cache", type=int, default=None, help="max_cached_workflows")
     parser.add_argument("--activity-threads", type=int, default=None)
