@@ -10,6 +10,12 @@ The Connect messages come in every format a real account may be configured to se
 JSON SIM message (the envelope id alone: the API reads the envelope from the emulator), JSON SIM
 with the envelope summary, and the legacy XML. The emulator's Connect configuration is switched
 just before each signature, so each deal's message has its scenario's format.
+
+One more deal lives in HubSpot: the demo builds it there through HubSpot's SDK (company, signer
+contact, line items, the qtc_* terms) and moves it to "Contract Sent", as a salesperson would; the
+HubSpot emulator delivers the v3-signed stage change to the API's ``/webhooks/hubspot``, which
+starts the deal on a worker of its own (``QTC_CRM=hubspot``). It ends Closed Won in HubSpot with
+the billing ids on the deal.
 """
 
 from __future__ import annotations
@@ -19,19 +25,24 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+from hubspot import HubSpot
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from integrations.hubspot.activities import HubSpotCrm
+from integrations.hubspot.client import build_hubspot_client_from_settings
+from integrations.hubspot.mapping import PropertyMap
 from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
 from runtime.settings import Settings
-from sandbox.stack import Stack
+from sandbox.hubspot.seed import acme_company, seed_deal
+from sandbox.stack import Stack, with_hubspot_beside
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -55,6 +66,13 @@ class DemoDeal:
     connect: str = "default SIM"
     quote_approved: bool = False
     invoice_approved: bool = False
+    # Signed this many days ago (the e-signature emulator back-dates the signature), so the deal
+    # is mid-term today.
+    signed_days_ago: int = 0
+    # An amendment: the example file of the deal it amends, started once that one is billed.
+    amends: str | None = None
+    crm: str = "salesforce"
+    crm_record: str | None = None  # the HubSpot deal id
 
     @property
     def done(self) -> bool:
@@ -74,6 +92,13 @@ DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
         "SIM + summary",
     ),
     ("rejected by CPQ", "quote-rejected.json", 3, "rejected", "default SIM"),
+    (
+        "services order: one invoice, no subscription",
+        "quote-services.json",
+        3,
+        "completed",
+        "default SIM",
+    ),
 )
 # The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
 CONNECT_FORMATS: dict[str, dict[str, Any]] = {
@@ -81,6 +106,11 @@ CONNECT_FORMATS: dict[str, dict[str, Any]] = {
     "SIM + summary": {"format": "json", "include_data": ["custom_fields", "recipients"]},
     "legacy XML": {"format": "xml"},
 }
+# A monthly deal signed five weeks ago, and an amendment signed today: ten more seats from today
+# to the end of the term, prorated on one invoice to the same customer.
+AMENDED_DEAL = ("signed 5 weeks ago, then amended", "quote-amendable.json", 3, "completed")
+AMENDMENT = ("amendment: +10 seats mid-term", "amendment-seats.json", 3, "completed")
+AMENDED_SIGNED_DAYS_AGO = 35
 
 
 class DemoError(RuntimeError):
@@ -102,12 +132,35 @@ class Demo:
             DemoDeal(label, example, phase, expected, connect=connect)
             for label, example, phase, expected, connect in DEMO_DEALS
         ]
+        self.amendment_check = ""
+        self.deals.append(DemoDeal(*AMENDED_DEAL, signed_days_ago=AMENDED_SIGNED_DAYS_AGO))
+        self.deals.append(DemoDeal(*AMENDMENT, amends=AMENDED_DEAL[1]))
+        self.stripe = httpx.Client(
+            base_url=f"http://{settings.sandbox_host}:{settings.sandbox_stripe_port}",
+            auth=(settings.stripe_api_key.get_secret_value(), ""),
+            timeout=10,
+        )
+        if settings.uses_hubspot:
+            self.deals.append(
+                DemoDeal(
+                    "HubSpot: started by a signed webhook",
+                    "",
+                    settings.api_default_phase,
+                    "completed",
+                    crm="hubspot",
+                )
+            )
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
     def start_deals(self) -> None:
         for deal in self.deals:
+            if deal.amends is not None:
+                continue  # started once the deal it amends has been billed
+            if deal.crm == "hubspot":
+                self._start_in_hubspot(deal)
+                continue
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
             response = self.api.post(
                 "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
@@ -122,8 +175,69 @@ class Demo:
             else:
                 deal.problem = f"POST /v1/deals answered {response.status_code}: {response.text}"
 
+    def _start_amendment(self, deal: DemoDeal) -> None:
+        original = next(d for d in self.deals if d.example == deal.amends)
+        if original.problem is not None or original.stage in TERMINAL_STAGES - {"completed"}:
+            deal.problem = f"the deal it amends ended {original.problem or original.stage}"
+            return
+        if original.stage != "completed" or original.deal_id is None:
+            return
+        amendment = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+        response = self.api.post(
+            f"/v1/deals/{original.deal_id}/amendments",
+            json={"quote": amendment, "phase": deal.phase},
+            headers=self._auth(SALES),
+        )
+        if response.is_success:
+            deal.deal_id = response.json()["deal_id"]
+            deal.stage = "started"
+        else:
+            deal.problem = (
+                f"POST /v1/deals/{original.deal_id}/amendments answered "
+                f"{response.status_code}: {response.text}"
+            )
+
+    def _hubspot(self) -> HubSpot:
+        return HubSpot(
+            access_token=self.settings.hubspot_access_token.get_secret_value(),
+            host=self.settings.hubspot_api_base,
+        )
+
+    def _start_in_hubspot(self, deal: DemoDeal) -> None:
+        """Build the deal in HubSpot and move it to Contract Sent: HubSpot's webhook starts it."""
+        crm = HubSpotCrm(
+            build_hubspot_client_from_settings(self.settings),
+            PropertyMap.from_settings(self.settings),
+        )
+        report = crm.ensure_schema(create=True)
+        if not report.complete:
+            deal.problem = report.message()
+            return
+        hs = self._hubspot()
+        seeded = seed_deal(
+            hs,
+            quote_id="Q-HS-2001",
+            company=acme_company(" (HubSpot)"),
+            signer=("Hana", "Hubbard", "hana@acme.example"),
+        )
+        hs.crm.deals.basic_api.update(seeded.deal_id, {"properties": {"dealstage": "contractsent"}})
+        deal.crm_record = seeded.deal_id
+        deal.deal_id = f"deal-{seeded.deal_id}"
+        deal.stage = "moved to Contract Sent in HubSpot"
+
+    def _crm_outcome(self, deal: DemoDeal) -> str:
+        if deal.crm != "hubspot" or deal.crm_record is None:
+            return deal.crm
+        found = self._hubspot().crm.deals.basic_api.get_by_id(
+            deal.crm_record, properties=["dealstage", "qtc_billing_customer_id"]
+        )
+        written = "billing ids written" if found.properties.get("qtc_billing_customer_id") else ""
+        return f"hubspot {deal.crm_record}: {found.properties.get('dealstage')} {written}".strip()
+
     def _advance(self, deal: DemoDeal) -> None:
         """Read the deal's status and play the outside world's next move for its stage."""
+        if deal.deal_id is None and deal.amends is not None and not deal.done:
+            self._start_amendment(deal)
         if deal.deal_id is None or deal.done:
             return
         response = self.api.get(f"/v1/deals/{deal.deal_id}", headers=self._auth(SALES))
@@ -145,7 +259,13 @@ class Demo:
             if not configured.is_success:
                 deal.problem = f"Connect format: {configured.status_code} {configured.text}"
                 return
-            signed = self.docusign.post(f"/_sandbox/envelopes/{deal.status['envelope_id']}/sign")
+            when: dict[str, str] = {}
+            if deal.signed_days_ago:
+                moment = datetime.now(UTC) - timedelta(days=deal.signed_days_ago)
+                when = {"signed_at": moment.isoformat()}
+            signed = self.docusign.post(
+                f"/_sandbox/envelopes/{deal.status['envelope_id']}/sign", json=when
+            )
             if signed.is_success:
                 deal.signed = True
             else:
@@ -192,7 +312,36 @@ class Demo:
                 live.update(self.progress())
                 time.sleep(0.2)
             live.update(self.progress())
+        self.check_amendment()
         return all(d.stage == d.expected and d.problem is None for d in self.deals)
+
+    def check_amendment(self) -> None:
+        """What finance would check: the amendment invoice went to the original's customer with
+        the proration on it, and the next regular invoice carries the new quantity."""
+        amendment = next(d for d in self.deals if d.amends is not None)
+        original = next(d for d in self.deals if d.example == amendment.amends)
+        if amendment.stage != "completed" or amendment.problem:
+            return
+        customer = original.status.get("billing_customer_id")
+        invoice = self.stripe.get(f"/v1/invoices/{amendment.status['billing_invoice_id']}").json()
+        kinds = {line["metadata"].get("qtc_kind") for line in invoice["lines"]["data"]}
+        upcoming = self.stripe.post(
+            "/v1/invoices/create_preview",
+            data={"subscription": original.status.get("billing_subscription_id") or ""},
+        ).json()
+        quantities = [line.get("quantity") for line in upcoming.get("lines", {}).get("data", [])]
+        priced = amendment.status.get("priced_amendment") or {}
+        after = [line["quantity_after"] for line in priced.get("lines", [])]
+        self.amendment_check = (
+            f"amendment invoice {invoice.get('number')} to {invoice.get('customer')} "
+            f"({'the original customer' if invoice.get('customer') == customer else 'ANOTHER'}), "
+            f"{format_minor(invoice.get('total', 0), invoice.get('currency', 'usd'))} of "
+            f"{', '.join(sorted(k for k in kinds if k))}; next invoice bills {quantities} seats"
+        )
+        if invoice.get("customer") != customer or kinds != {"proration"}:
+            amendment.problem = f"amendment billed wrongly: {self.amendment_check}"
+        elif quantities != after:
+            amendment.problem = f"next invoice bills {quantities}, not {after}"
 
     def _configure_connect(self) -> None:
         """Point the DocuSign emulator's Connect listener at this API's webhook."""
@@ -210,10 +359,12 @@ class Demo:
             "deal",
             "scenario",
             "stage",
+            "CRM",
             "Stripe customer",
             "subscription",
             "invoice",
             "first invoice",
+            "tax",
             "provisioned flags",
             "signature -> invoice",
         ):
@@ -226,6 +377,8 @@ class Demo:
                 if first.get("total_minor") is not None
                 else "-"
             )
+            tax = s.get("invoice_tax_minor")
+            tax_shown = format_minor(tax, s.get("currency", "usd")) if tax else "-"
             flags = s.get("provisioned_features") or {}
             outcome = deal.problem or deal.stage
             if deal.stage == "rejected":
@@ -234,10 +387,12 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 outcome,
+                self._crm_outcome(deal),
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
                 total,
+                tax_shown,
                 _flags(flags),
                 _seconds_to_invoice(s),
             )
@@ -291,6 +446,12 @@ def run_demo(
         return 1
     if keep_up is None:
         keep_up = sys.stdin.isatty() and sys.stdout.isatty()
+    if "tax" not in settings.model_fields_set:
+        # The demo shows Stripe Tax at work (a GB customer pays 20 % VAT, an EU business with a
+        # VAT id is reverse charged) unless QTC_TAX says otherwise.
+        settings = settings.model_copy(update={"tax": "on"})
+    # One deal runs on HubSpot beside the Salesforce ones, on a worker of its own.
+    settings = with_hubspot_beside(settings)
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
@@ -301,6 +462,8 @@ def run_demo(
         demo = Demo(settings, examples, console)
         ok = demo.run()
         console.print(demo.results())
+        if demo.amendment_check:
+            console.print(f"Amendment: {demo.amendment_check}")
         console.print(demo.where_to_look(stack.web_ui_url))
         if after_run is not None:
             after_run(stack, demo)

@@ -1,4 +1,4 @@
-"""Run the four emulators (Stripe, Salesforce, DocuSign, product backend) in one process.
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot) in one process.
 
 ``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
 with the port in the message, and port 0 gives an ephemeral port known before anything runs),
@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
+from sandbox.hubspot.app import create_app as create_hubspot_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
 from sandbox.slack.app import create_app as create_slack_app
@@ -40,7 +41,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "slack")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "slack")
 
 
 class EmulatorStartError(RuntimeError):
@@ -55,6 +56,7 @@ class EmulatorPorts:
     salesforce: int = 0
     docusign: int = 0
     provisioning: int = 0
+    hubspot: int = 0
     slack: int = 0
     smtp: int = 0  # the SMTP sink, served beside the Slack emulator (not an HTTP app)
 
@@ -65,6 +67,7 @@ class EmulatorPorts:
             salesforce=settings.sandbox_salesforce_port,
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
+            hubspot=settings.sandbox_hubspot_port,
             slack=settings.sandbox_slack_port,
             smtp=settings.sandbox_smtp_port,
         )
@@ -77,6 +80,11 @@ def default_state_dir(settings: Settings) -> Path:
 def default_connect_url(settings: Settings) -> str:
     """Where the DocuSign emulator delivers Connect events: the API's DocuSign webhook."""
     return settings.api_public_url.rstrip("/") + "/webhooks/docusign"
+
+
+def default_hubspot_webhook_url(settings: Settings) -> str:
+    """Where the HubSpot emulator delivers deal events: the API's HubSpot webhook."""
+    return settings.api_public_url.rstrip("/") + "/webhooks/hubspot"
 
 
 class RunningEmulators:
@@ -101,6 +109,7 @@ class RunningEmulators:
         self.salesforce_url = f"https://{url_host}:{ports.salesforce}"
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
+        self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
         self.slack_url = f"http://{url_host}:{ports.slack}"
         self.smtp_host = url_host
         self.smtp_port = ports.smtp
@@ -118,6 +127,7 @@ class RunningEmulators:
             "salesforce": self.salesforce_url,
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
+            "hubspot": self.hubspot_url,
             "slack": self.slack_url,
         }
 
@@ -214,6 +224,7 @@ def start_emulators(
     connect_url: str | None = None,
     persist: bool = False,
     *,
+    hubspot_webhook_url: str | None = None,
     access_log: bool = False,
     startup_timeout_s: float = 30.0,
 ) -> RunningEmulators:
@@ -224,6 +235,8 @@ def start_emulators(
         host: address to listen on.
         ports: one port per emulator (0: ephemeral); default from settings (12111-12114).
         connect_url: where the DocuSign emulator delivers Connect events.
+        hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
+            until ``POST /_sandbox/webhooks`` sets it).
         persist: write state through to ``state_dir`` so a restart loses nothing.
         access_log: log one line per request (useful in the foreground, noisy in tests).
         startup_timeout_s: give up (and stop what started) after this long.
@@ -241,6 +254,7 @@ def start_emulators(
         "salesforce": create_salesforce_app(state_file=state("salesforce")),
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
+        "hubspot": create_hubspot_app(state_file=state("hubspot"), webhook_url=hubspot_webhook_url),
         "slack": create_slack_app(state_file=state("slack"), mail=sink),
     }
     wanted = {
@@ -248,6 +262,7 @@ def start_emulators(
         "salesforce": ports.salesforce,
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
+        "hubspot": ports.hubspot,
         "slack": ports.slack,
     }
     sockets: list[socket.socket] = []
@@ -322,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, default=default_state_dir(settings))
     parser.add_argument("--host", default=settings.sandbox_host)
     parser.add_argument("--connect-url", default=default_connect_url(settings))
+    parser.add_argument("--hubspot-webhook-url", default=default_hubspot_webhook_url(settings))
     parser.add_argument(
         "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
     )
@@ -334,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         args.state_dir,
         host=args.host,
         connect_url=args.connect_url,
+        hubspot_webhook_url=args.hubspot_webhook_url,
         persist=not args.no_persist,
         access_log=not args.no_access_log,
     ) as emulators:

@@ -53,6 +53,16 @@ def _env_value(value: Any) -> str:
     return str(plain)
 
 
+def with_hubspot_beside(settings: Settings) -> Settings:
+    """The sandbox's settings with HubSpot served beside the CRM ``QTC_CRM`` names: its webhook
+    starts deals on a queue of their own, which a ``QTC_CRM=hubspot`` worker polls."""
+    if settings.uses_hubspot:
+        return settings
+    return settings.model_copy(
+        update={"hubspot_task_queue": f"{settings.temporal_task_queue}-hubspot"}
+    )
+
+
 class StackError(RuntimeError):
     """A part of the stack could not start; the message says which and where its log is."""
 
@@ -275,6 +285,7 @@ class Stack:
             s.sandbox_salesforce_port,
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
+            s.sandbox_hubspot_port,
             s.sandbox_slack_port,
             s.sandbox_smtp_port,
         ]
@@ -288,11 +299,17 @@ class Stack:
         for port in ports:
             self._require(child, s.sandbox_host, port)
 
-    def start_worker(self, index: int = 0) -> None:
+    @property
+    def hubspot_beside(self) -> bool:
+        """Whether deals from HubSpot run beside another CRM's (``QTC_HUBSPOT_TASK_QUEUE``): they
+        need a worker of their own, with ``QTC_CRM=hubspot`` on that queue."""
+        return self.settings.crm != "hubspot" and bool(self.settings.hubspot_task_queue)
+
+    def start_worker(self, index: int = 0, *, name: str | None = None, **env: str) -> None:
         """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
         "worker started" line. A restarted worker appends to the same log, so only what is
-        written after this start counts."""
-        name = worker_name(index)
+        written after this start counts. ``env`` overrides settings for this worker only."""
+        name = name or worker_name(index)
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
         # Each worker process serves its own /metrics, on consecutive ports from the first.
@@ -301,7 +318,7 @@ class Stack:
         child = self._spawn(
             name,
             [sys.executable, "-m", "starters.cli", "worker"],
-            {"QTC_WORKER_METRICS_PORT": str(port), "QTC_WORKER_METRICS_HOST": "127.0.0.1"},
+            {"QTC_WORKER_METRICS_PORT": str(port), "QTC_WORKER_METRICS_HOST": "127.0.0.1", **env},
         )
         deadline = time.monotonic() + 30
 
@@ -315,6 +332,16 @@ class Stack:
         if child.proc.poll() is not None or not started():
             tail = child.log.read_text(errors="replace")[-2000:]
             raise StackError(f"worker did not start (log: {child.log}):\n{tail}")
+
+    def start_hubspot_worker(self) -> None:
+        """The worker of the deals HubSpot starts when HubSpot is not ``QTC_CRM``."""
+        # The worker after the last on the task queue: its own /metrics port too.
+        self.start_worker(
+            self.workers,
+            name="worker-hubspot",
+            QTC_CRM="hubspot",
+            QTC_TEMPORAL_TASK_QUEUE=str(self.settings.hubspot_task_queue),
+        )
 
     def start_api(self) -> None:
         s = self.settings
@@ -337,6 +364,8 @@ class Stack:
             if self.with_worker:
                 for index in range(self.workers):
                     self.start_worker(index)
+                if self.hubspot_beside:
+                    self.start_hubspot_worker()
             if self.with_api:
                 self.start_api()
         except BaseException:

@@ -43,6 +43,7 @@ from qtc import deal as contract
 from qtc import ports
 from qtc.deal import (
     AccountCorrection,
+    AmendmentTerms,
     Cancel,
     DealInput,
     DealStatus,
@@ -258,6 +259,7 @@ async def start_deal(
     *,
     phase: Phase,
     started_by: str,
+    amends: AmendmentTerms | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -273,6 +275,7 @@ async def start_deal(
         priced: The priced quote; it travels in the workflow input.
         phase: Rollout phase (1, 2 or 3).
         started_by: Who asked (a person or a webhook name), recorded on the deal.
+        amends: For an amendment deal (``service.amendments``): the deal it amends.
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -308,6 +311,8 @@ async def start_deal(
                     notify=bool(settings.notify_channels),
                     notify_remind_hours=settings.notify_remind_hours,
                     notify_escalate_hours=settings.notify_escalate_hours,
+                    amends=amends,
+                    tax=settings.tax == "on",
                     remote_steps=settings.deal_steps == "remote",
                 ),
                 id=deal_id,

@@ -36,6 +36,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from qtc import deal as contract
+from qtc import ports
+from qtc.amendments import PricedAmendment, amendment_to_json
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, violations_to_json
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
@@ -46,6 +48,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from runtime.temporal import connect
 from service import deals
+from service.amendments import start_amendment
 
 EXIT_FAILED = 1
 EXIT_REJECTED = 2
@@ -226,6 +229,59 @@ def start(
     _print_started(result, priced, json_output)
 
 
+@app.command("amend")
+def amend(
+    original: Annotated[str, typer.Argument(help="The deal amended (deal-<opportunity id>).")],
+    file: Annotated[Path, typer.Argument(help="Amendment JSON file (docs/architecture.md).")],
+    phase: PhaseOption = 3,
+    json_output: JsonOption = False,
+    catalog: CatalogOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Price the amendment FILE against the billed deal ORIGINAL and start its deal: its own
+    contract and signature, then the same billing customer, the subscription changed from the
+    next period and the amendment invoice sent at once."""
+    settings = get_settings()
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_QUOTE_BYTES + 1)
+    except OSError as exc:
+        _exit(f"cannot read {file}: {exc.strerror or exc}")
+    products = _load_catalog(catalog, settings)
+    target = _deal_id(original)
+
+    async def work(client: Client) -> tuple[deals.StartResult, PricedAmendment] | QuoteRejected:
+        try:
+            return await start_amendment(
+                client,
+                settings,
+                target,
+                raw,
+                products,
+                phase=cast(Phase, phase),
+                started_by=_actor(actor),
+            )
+        except QuoteRejected as exc:
+            return exc
+
+    outcome = _run(settings, work)
+    if isinstance(outcome, QuoteRejected):
+        _reject(outcome, json_output)
+    result, priced = outcome
+    if json_output:
+        _echo_json(
+            {**result.model_dump(mode="json"), "priced_amendment": amendment_to_json(priced)}
+        )
+        return
+    verb = "started" if result.created else "already running (joined)"
+    typer.echo(
+        f"{result.deal_id} {verb}: amends {target}, amendment invoice "
+        f"{format_minor(priced.first_invoice_total_minor, priced.currency)} if signed today"
+    )
+    if priced.status == "needs_approval":
+        typer.echo("the amendment needs deal-desk approval before the contract is sent")
+
+
 @app.command("start-from-crm")
 def start_from_crm(
     opportunity_id: Annotated[
@@ -258,14 +314,36 @@ def start_from_crm(
             ),
         )
     except QuoteRejected as exc:
+        _note_refusal(crm, opportunity_id, _violation_lines(exc))
         _reject(exc, json_output)
     except OpportunityUnavailable as exc:
+        if exc.reason == "not_quotable":
+            _note_refusal(crm, opportunity_id, str(exc))
         _exit(_first_line(exc))
     except ValueError as exc:
         _exit(f"the CRM ({settings.crm}) is not configured: {_first_line(exc)}")
     finally:
         crm.close()
     _print_started(result, None, json_output)
+
+
+def _violation_lines(exc: QuoteRejected) -> str:
+    return "The quote breaks CPQ rules:\n" + "\n".join(
+        f"{v.pointer or '(document)'}: {v.code}: {v.message}" for v in exc.violations
+    )
+
+
+def _note_refusal(crm: ports.CrmReader, opportunity_id: str, reason: str) -> None:
+    """Leave the reason on the CRM record too (HubSpot takes notes), where sales will see it."""
+    from service.crm import OpportunityUnavailable, note_refusal
+
+    try:
+        note = asyncio.run(note_refusal(crm, opportunity_id, reason))
+    except OpportunityUnavailable as err:
+        typer.echo(f"qtc: the CRM did not take the note: {_first_line(err)}", err=True)
+        return
+    if note is not None:
+        typer.echo(f"note {note} left on {opportunity_id} in the CRM", err=True)
 
 
 def _print_started(result: deals.StartResult, priced: PricedQuote | None, as_json: bool) -> None:
@@ -468,6 +546,11 @@ def review_list(json_output: JsonOption = False) -> None:
         )
         if item.invoice_preview is not None:
             console.print(_invoice_table(item.invoice_preview, item.currency))
+        if item.invoice_preview_total_minor is not None:
+            console.print(
+                f"with tax: {format_minor(item.invoice_preview_total_minor, item.currency)} "
+                f"(tax {format_minor(item.invoice_preview_tax_minor or 0, item.currency)})"
+            )
 
 
 def _review_row(item: DealStatus) -> dict[str, Any]:
@@ -482,6 +565,9 @@ def _review_row(item: DealStatus) -> dict[str, Any]:
         "invoice_preview": (
             item.invoice_preview.model_dump(mode="json") if item.invoice_preview else None
         ),
+        "invoice_preview_tax_minor": item.invoice_preview_tax_minor,
+        "invoice_preview_total_minor": item.invoice_preview_total_minor,
+        "amends": item.amends,
     }
 
 
@@ -551,6 +637,23 @@ def _print_status(item: DealStatus) -> None:
     console.print(history)
     if item.invoice_preview is not None:
         console.print(_invoice_table(item.invoice_preview, item.currency))
+    if item.invoice_preview_total_minor is not None:
+        console.print(
+            f"Under review, with tax: total "
+            f"{format_minor(item.invoice_preview_total_minor, item.currency)} (tax "
+            f"{format_minor(item.invoice_preview_tax_minor or 0, item.currency)})"
+        )
+    if item.invoice_total_minor is not None:
+        net = item.invoice_total_excluding_tax_minor
+        console.print(
+            f"Invoice as issued: total {format_minor(item.invoice_total_minor, item.currency)}"
+            + (
+                f" (excluding tax {format_minor(net, item.currency)}, tax "
+                f"{format_minor(item.invoice_tax_minor or 0, item.currency)})"
+                if net is not None
+                else ""
+            )
+        )
     if item.last_error is not None:
         error = item.last_error
         console.print(

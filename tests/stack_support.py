@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, metrics, slack, smtp = free_ports(10)
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, slack, smtp = free_ports(11)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -30,11 +30,13 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_salesforce_port=sf,
         sandbox_docusign_port=ds,
         sandbox_provisioning_port=prov,
+        sandbox_hubspot_port=hub,
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        hubspot_api_base=f"http://127.0.0.1:{hub}",
         sandbox_slack_port=slack,
         sandbox_smtp_port=smtp,
         slack_api_url=f"http://127.0.0.1:{slack}/api/",
@@ -54,6 +56,7 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_salesforce_port,
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
+        settings.sandbox_hubspot_port,
         settings.sandbox_slack_port,
         settings.sandbox_smtp_port,
         settings.worker_metrics_port or 0,

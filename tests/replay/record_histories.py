@@ -3,7 +3,7 @@
 Run after a deliberate, compatible workflow change (never to make a failing replay test pass: a
 failure there means running deals would break)::
 
-    .venv/bin/python -m tests.replay.record_histories
+    .venv/bin/python -m tests.replay.record_histories [PATH_NAME ...]
 
 Each main path runs once against the fake vendors on the time-skipping server and its history is
 written to ``tests/replay/histories/<path>.json``.
@@ -22,6 +22,8 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from qtc.amendments import amendment_deal_quote, price_amendment
+from qtc.catalog import load_catalog
 from qtc.deal import (
     QUERY_STATUS,
     SIGNAL_APPROVE_INVOICE,
@@ -36,6 +38,7 @@ from qtc.deal import (
     UPDATE_MARK_LOST,
     UPDATE_RESUME,
     AccountCorrection,
+    AmendmentTerms,
     Cancel,
     DealStatus,
     DecisionResult,
@@ -46,8 +49,10 @@ from qtc.deal import (
     Resume,
 )
 from qtc.errors import VENDOR_INVALID_REQUEST, VENDOR_UNAVAILABLE
-from qtc.models import TaxId
+from qtc.models import PricedQuote, TaxId
 from qtc.ports import ACT_CREATE_BILLING_CUSTOMER, ACT_CREATE_SUBSCRIPTION, ACT_PROVISION_PRODUCT
+from qtc.pricing import reprice_for_signature
+from tests.unit.builders import REPO_ROOT
 from tests.workflows.support import (
     FakeVendors,
     deal_worker,
@@ -187,6 +192,71 @@ def _provisioning_down_for_a_while() -> dict[str, list[BaseException]]:
 
 
 Failures = Callable[[], dict[str, list[BaseException]]]
+Deal = tuple[PricedQuote, AmendmentTerms | None, bool]
+
+
+def _usual_deal(now: datetime, needs_approval: bool) -> Deal:
+    priced = priced_quote(
+        opportunity_id=new_opportunity_id(),
+        priced_at=now - timedelta(days=10),
+        valid_until=(now + timedelta(days=30)).date(),
+        status="needs_approval" if needs_approval else "ok",
+    )
+    return priced, None, False
+
+
+def _services_order(now: datetime, needs_approval: bool) -> Deal:
+    priced, _, _ = _usual_deal(now, needs_approval)
+    one_time = [line for line in priced.lines if line.kind == "one_time"]
+    return (
+        reprice_for_signature(priced.model_copy(update={"lines": one_time}), priced.signed_at),
+        None,
+        False,
+    )
+
+
+def _amendment(now: datetime, needs_approval: bool) -> Deal:
+    original = priced_quote(
+        opportunity_id=new_opportunity_id(),
+        priced_at=now - timedelta(days=100),
+        valid_until=(now + timedelta(days=30)).date(),
+    )
+    original_deal = f"deal-{original.opportunity_id}"
+    amendment = price_amendment(
+        {
+            "quote_id": "Q-A1",
+            "opportunity_id": new_opportunity_id(),
+            "amends": original_deal,
+            "signer": {"name": "Jane Doe", "email": "jane@acme.example"},
+            "valid_until": (now + timedelta(days=30)).date().isoformat(),
+            "lines": [{"sku": "PLATFORM-PRO", "quantity": 10}],
+        },
+        original,
+        load_catalog(REPO_ROOT / "catalog.toml"),
+        now - timedelta(days=10),
+    )
+    terms = AmendmentTerms(
+        original_deal_id=original_deal,
+        original=original,
+        amendment=amendment,
+        billing_customer_id=f"cus_{original_deal}",
+        billing_subscription_id=f"sub_{original_deal}",
+        billing_schedule_id=f"sub_sched_{original_deal}",
+    )
+    return amendment_deal_quote(original, amendment), terms, False
+
+
+def _taxed(now: datetime, needs_approval: bool) -> Deal:
+    priced, _, _ = _usual_deal(now, needs_approval)
+    return priced, None, True
+
+
+# Paths whose deal is not the usual quote (the default is ``_usual_deal``).
+DEALS: dict[str, Callable[[datetime, bool], Deal]] = {
+    "services_order_completed": _services_order,
+    "amendment_completed": _amendment,
+    "phase_2_taxed_review_approved": _taxed,
+}
 
 # name -> (phase, quote needs approval, fake failures, how the outside world behaves)
 PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
@@ -199,6 +269,9 @@ PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
     "retried_as_activity_then_completed": (3, False, _provisioning_down_for_a_while, _phase_3),
     "account_corrected_then_resumed": (3, False, _tax_id_refused, _corrected_and_resumed),
     "cancelled_when_parked": (3, False, _tax_id_refused, _cancelled),
+    "services_order_completed": (3, False, _no_failures, _phase_3),
+    "amendment_completed": (3, False, _no_failures, _phase_3),
+    "phase_2_taxed_review_approved": (2, False, _no_failures, _phase_2_approved),
     # Decisions as updates, with notifications to the waiting roles.
     "phase_2_review_approved_by_update": (2, False, _no_failures, _phase_2_approved_by_update),
     "phase_1_quote_approved_by_update": (1, True, _no_failures, _quote_approved_by_update),
@@ -212,12 +285,7 @@ async def record(client: Client, name: str, now: datetime) -> str:
     """Run one path to its end and return its history as JSON."""
     phase, needs_approval, failures, drive = PATHS[name]
     fakes = FakeVendors(failures=failures())
-    priced = priced_quote(
-        opportunity_id=new_opportunity_id(),
-        priced_at=now - timedelta(days=10),
-        valid_until=(now + timedelta(days=30)).date(),
-        status="needs_approval" if needs_approval else "ok",
-    )
+    priced, amends, tax = DEALS.get(name, _usual_deal)(now, needs_approval)
     task_queue = f"record-{uuid.uuid4()}"
     async with deal_worker(client, task_queue, fakes):
         handle = await start_deal(
@@ -225,6 +293,8 @@ async def record(client: Client, name: str, now: datetime) -> str:
             task_queue,
             priced,
             phase=phase,
+            amends=amends,
+            tax=tax,
             notify=name in NOTIFYING,
             notify_remind_hours=24,
             notify_escalate_hours=48,
@@ -237,9 +307,12 @@ async def record(client: Client, name: str, now: datetime) -> str:
 
 async def main() -> None:
     env = await start_test_environment()
+    only = set(sys.argv[1:])  # record only these paths (default: every one)
     try:
         HISTORIES.mkdir(parents=True, exist_ok=True)
         for name in PATHS:
+            if only and name not in only:
+                continue
             now = await env.get_current_time()
             (HISTORIES / f"{name}.json").write_text(await record(env.client, name, now))
     finally:

@@ -17,7 +17,13 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from qtc.ports import ACT_PROVISION_PRODUCT, ACT_RECORD_LEDGER_EVENTS, ACT_SEND_CONTRACT
+from qtc.ports import (
+    ACT_AMEND_SUBSCRIPTION,
+    ACT_PROVISION_PRODUCT,
+    ACT_RECORD_LEDGER_EVENTS,
+    ACT_SEND_AMENDMENT_INVOICE,
+    ACT_SEND_CONTRACT,
+)
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
 
@@ -75,7 +81,9 @@ def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
 
     assert scheduled == [ACT_SEND_CONTRACT]
     # The re-dating step and the six steps from Closed Won to the write-back.
-    assert len(steps) == 1 + len(LOCAL_STEPS)
+    # (An amendment deal's two billing steps replace the customer and subscription steps there.)
+    new_deal_steps = LOCAL_STEPS - {ACT_AMEND_SUBSCRIPTION, ACT_SEND_AMENDMENT_INVOICE}
+    assert len(steps) == 1 + len(new_deal_steps)
     # The ledger written twice: when the deal waited for its signature and when it ended.
     assert local.count(ACT_RECORD_LEDGER_EVENTS) == 2
     # The local steps' patch, the visible retries' and the ledger's.
