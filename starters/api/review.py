@@ -189,6 +189,13 @@ def _invoice(invoice: ScheduledInvoice, status: DealStatus, label: str) -> str:
         for line in invoice.lines
     )
     subtotal = sum(line.amount_minor for line in invoice.lines)
+    # With tax on, the billing system's own figures for this invoice (asked before the review).
+    taxed = invoice is status.invoice_preview and status.invoice_preview_tax_minor is not None
+    tax_minor = status.invoice_preview_tax_minor if taxed else None
+    total_minor = status.invoice_preview_total_minor if taxed else None
+    tax_label = "Tax (from the billing system)" if taxed else "Tax (none on this deal)"
+    tax_shown = tax_minor if tax_minor is not None else 0
+    total_shown = total_minor if total_minor is not None else subtotal + tax_shown
     due = (
         f"; due {invoice.date + timedelta(days=status.payment_terms_days)} "
         f"(net {status.payment_terms_days})"
@@ -203,11 +210,11 @@ def _invoice(invoice: ScheduledInvoice, status: DealStatus, label: str) -> str:
         f"{rows}"
         f'<tr class="totals"><td colspan=4>Subtotal</td>'
         f'<td class="n">{_money(subtotal, currency)}</td><td></td></tr>'
-        f"<tr><td colspan=4>Tax (none on the quote; the billing system adds any due)</td>"
-        f'<td class="n">{_money(invoice.total_minor - subtotal, currency)}</td><td></td></tr>'
+        f"<tr><td colspan=4>{tax_label}</td>"
+        f'<td class="n">{_money(tax_shown, currency)}</td><td></td></tr>'
         f'<tr class="totals"><td colspan=4>Total</td>'
-        f'<td class="n" data-total-minor="{invoice.total_minor}">'
-        f"{_money(invoice.total_minor, currency)}</td><td></td></tr></table>"
+        f'<td class="n" data-total-minor="{total_shown}">'
+        f"{_money(total_shown, currency)}</td><td></td></tr></table>"
     )
 
 
