@@ -246,8 +246,13 @@ class Stack:
         self._check_ports([(host, port), (host, s.temporal_ui_port)])
         db = self.state_dir / "temporal.db"
         if not self.persist_temporal:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            # The default ledger belongs with the database it records: a fresh start forgets
+            # both, or the ledger would refuse to start the seeded opportunities again.
+            ledger = None if s.ledger_url else self.state_dir / "ledger.sqlite"
+            for path in (db, ledger):
+                for suffix in ("", "-wal", "-shm"):
+                    if path is not None:
+                        Path(f"{path}{suffix}").unlink(missing_ok=True)
         argv = [
             str(temporal_binary()),
             "server",
