@@ -94,6 +94,7 @@ class BenchPorts:
     docusign: int
     provisioning: int
     hubspot: int
+    netsuite: int
     slack: int  # the Slack emulator, and the SMTP sink beside it
     smtp: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
@@ -104,10 +105,20 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(11)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot, slack, smtp = (
-            free_ports(10)
-        )
+            return cls(*(base + i for i in range(12)))
+        (
+            temporal,
+            ui,
+            api,
+            stripe,
+            salesforce,
+            docusign,
+            provisioning,
+            hubspot,
+            netsuite,
+            slack,
+            smtp,
+        ) = free_ports(11)
         return cls(
             temporal,
             ui,
@@ -117,6 +128,7 @@ class BenchPorts:
             docusign,
             provisioning,
             hubspot,
+            netsuite,
             slack,
             smtp,
             _free_run(workers),
@@ -167,6 +179,7 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
+        "sandbox_netsuite_port": ports.netsuite,
         "sandbox_slack_port": ports.slack,
         "sandbox_smtp_port": ports.smtp,
         "slack_api_url": f"http://{host}:{ports.slack}/api/",

@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend and "
-    "HubSpot.",
+    "HubSpot and NetSuite.",
     no_args_is_help=True,
+)
+
+
+_NETSUITE_NOTE = (
+    "account SANDBOX; TBA consumer sandbox-ns-consumer-key / sandbox-ns-consumer-secret, "
+    "token sandbox-ns-token-id / sandbox-ns-token-secret; used when QTC_ERP=netsuite"
 )
 
 
@@ -58,6 +64,7 @@ def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) 
         f"private-app token {SANDBOX_SECRETS['hubspot_access_token']}; webhooks signed (v3) with "
         f"{SANDBOX_SECRETS['hubspot_client_secret']}, delivered to {hubspot_url}",
     )
+    table.add_row("netsuite", emulators.netsuite_url, _NETSUITE_NOTE)
     table.add_row(
         "slack",
         f"{emulators.slack_url}/api/",
@@ -105,6 +112,7 @@ def _stack_addresses(stack: Stack) -> Table:
         f"token {SANDBOX_SECRETS['hubspot_access_token']}; a deal moved to one of "
         f"{', '.join(s.hubspot_start_stages)} reaches {api}/webhooks/hubspot",
     )
+    table.add_row("netsuite", f"http://{s.sandbox_host}:{s.sandbox_netsuite_port}", _NETSUITE_NOTE)
     table.add_row(
         "review pages", f"{api}/review", "sign in with a deal-desk/finance/operator token"
     )

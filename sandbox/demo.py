@@ -16,6 +16,10 @@ contact, line items, the qtc_* terms) and moves it to "Contract Sent", as a sale
 HubSpot emulator delivers the v3-signed stage change to the API's ``/webhooks/hubspot``, which
 starts the deal on a worker of its own (``QTC_CRM=hubspot``). It ends Closed Won in HubSpot with
 the billing ids on the deal.
+
+The phase-3 deal is started through a second API process whose ``QTC_ERP`` is ``netsuite``: it
+records its first invoice in the NetSuite emulator (``erp_synced``) while every other deal, started
+through the main API with no ERP, skips that step. One worker serves both.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class DemoDeal:
     signed: bool = False
     # The Connect configuration in force when this deal's envelope is signed.
     connect: str = "default SIM"
+    # The extra API that starts the deal (``Stack.extra_apis``); None: the main API.
+    via: str | None = None
     quote_approved: bool = False
     invoice_approved: bool = False
     # Signed this many days ago (the e-signature emulator back-dates the signature), so the deal
@@ -79,10 +85,16 @@ class DemoDeal:
         return self.problem is not None or self.stage in TERMINAL_STAGES or self.stage == "rejected"
 
 
+# The API through which the NetSuite deal is started (``QTC_ERP=netsuite``).
+ERP_API = "erp"
+ERP_ENV = {"QTC_ERP": "netsuite"}
+# The deals started through an extra API rather than the main one.
+STARTED_VIA = {"phase 3: the whole loop, ERP NetSuite": ERP_API}
+
 DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
     ("phase 1: stop at signature", "quote-phase1.json", 1, "completed", "default SIM"),
     ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed", "SIM + summary"),
-    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed", "legacy XML"),
+    ("phase 3: the whole loop, ERP NetSuite", "quote-phase3.json", 3, "completed", "legacy XML"),
     ("deal desk approval needed", "quote-needs-approval.json", 3, "completed", "default SIM"),
     (
         "monthly, first-of-month stub (EUR)",
@@ -118,8 +130,16 @@ class DemoError(RuntimeError):
 
 
 class Demo:
-    def __init__(self, settings: Settings, examples: Path, console: Console) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        examples: Path,
+        console: Console,
+        api_urls: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        # The extra APIs' URLs by name (``Stack.extra_api_urls``).
+        self.api_urls = api_urls or {}
         self.examples = examples
         self.console = console
         self.api = httpx.Client(
@@ -129,7 +149,7 @@ class Demo:
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
         self.deals = [
-            DemoDeal(label, example, phase, expected, connect=connect)
+            DemoDeal(label, example, phase, expected, connect=connect, via=STARTED_VIA.get(label))
             for label, example, phase, expected, connect in DEMO_DEALS
         ]
         self.amendment_check = ""
@@ -162,8 +182,14 @@ class Demo:
                 self._start_in_hubspot(deal)
                 continue
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+            url = "/v1/deals"
+            if deal.via is not None:
+                if deal.via not in self.api_urls:
+                    deal.problem = f"the {deal.via} API is not running"
+                    continue
+                url = f"{self.api_urls[deal.via]}/v1/deals"
             response = self.api.post(
-                "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
+                url, json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
             )
             if response.status_code == 422:
                 errors = response.json().get("errors", [])
@@ -363,6 +389,7 @@ class Demo:
             "Stripe customer",
             "subscription",
             "invoice",
+            "ERP invoice",
             "first invoice",
             "tax",
             "provisioned flags",
@@ -391,6 +418,7 @@ class Demo:
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
+                f"{s['erp']} {s['erp_invoice_id']}" if s.get("erp_invoice_id") else "-",
                 total,
                 tax_shown,
                 _flags(flags),
@@ -455,11 +483,18 @@ def run_demo(
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
-    stack = Stack(settings, state_dir, persist_temporal=False, persist_emulators=False)
+    stack = Stack(
+        settings,
+        state_dir,
+        persist_temporal=False,
+        persist_emulators=False,
+        worker_env=ERP_ENV,
+        extra_apis={ERP_API: ERP_ENV},
+    )
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")
-        demo = Demo(settings, examples, console)
+        demo = Demo(settings, examples, console, stack.extra_api_urls)
         ok = demo.run()
         console.print(demo.results())
         if demo.amendment_check:

@@ -1,13 +1,15 @@
-"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot) in one process.
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite) in one
+process.
 
-``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
-with the port in the message, and port 0 gives an ephemeral port known before anything runs),
-then serves all four apps from one background thread running one asyncio loop with four uvicorn
-servers. The Salesforce emulator is served over TLS with a certificate from the sandbox CA
-(``sandbox.tls``); clients trust ``salesforce_ca_file``.
+``start_emulators`` binds every emulator's listening socket in the caller (so a busy port fails at
+once, with the port in the message, and port 0 gives an ephemeral port known before anything
+runs), then serves all the apps from one background thread running one asyncio loop with one
+uvicorn server each. The Salesforce emulator is served over TLS with a certificate from the
+sandbox CA (``sandbox.tls``); clients trust ``salesforce_ca_file``.
 
 ``python -m sandbox.runner`` runs them in the foreground with the ``QTC_*`` settings (default
-ports 12111-12114, state written through under ``<state dir>/emulators``) until SIGINT/SIGTERM.
+ports 12111-12114, NetSuite 12116, state written through under ``<state dir>/emulators``) until
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.hubspot.app import create_app as create_hubspot_app
+from sandbox.netsuite.app import create_app as create_netsuite_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
 from sandbox.slack.app import create_app as create_slack_app
@@ -41,7 +44,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "slack")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "netsuite", "slack")
 
 
 class EmulatorStartError(RuntimeError):
@@ -57,6 +60,7 @@ class EmulatorPorts:
     docusign: int = 0
     provisioning: int = 0
     hubspot: int = 0
+    netsuite: int = 0
     slack: int = 0
     smtp: int = 0  # the SMTP sink, served beside the Slack emulator (not an HTTP app)
 
@@ -68,6 +72,7 @@ class EmulatorPorts:
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
             hubspot=settings.sandbox_hubspot_port,
+            netsuite=settings.sandbox_netsuite_port,
             slack=settings.sandbox_slack_port,
             smtp=settings.sandbox_smtp_port,
         )
@@ -88,7 +93,7 @@ def default_hubspot_webhook_url(settings: Settings) -> str:
 
 
 class RunningEmulators:
-    """The four emulators serving from a background thread; stop with ``stop()`` or ``with``."""
+    """The emulators serving from a background thread; stop with ``stop()`` or ``with``."""
 
     def __init__(
         self,
@@ -110,6 +115,7 @@ class RunningEmulators:
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
         self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
+        self.netsuite_url = f"http://{url_host}:{ports.netsuite}"
         self.slack_url = f"http://{url_host}:{ports.slack}"
         self.smtp_host = url_host
         self.smtp_port = ports.smtp
@@ -128,6 +134,7 @@ class RunningEmulators:
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
             "hubspot": self.hubspot_url,
+            "netsuite": self.netsuite_url,
             "slack": self.slack_url,
         }
 
@@ -228,12 +235,12 @@ def start_emulators(
     access_log: bool = False,
     startup_timeout_s: float = 30.0,
 ) -> RunningEmulators:
-    """Start the four emulators and return once all of them accept connections.
+    """Start the emulators and return once all of them accept connections.
 
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12116).
         connect_url: where the DocuSign emulator delivers Connect events.
         hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
             until ``POST /_sandbox/webhooks`` sets it).
@@ -255,6 +262,9 @@ def start_emulators(
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
         "hubspot": create_hubspot_app(state_file=state("hubspot"), webhook_url=hubspot_webhook_url),
+        "netsuite": create_netsuite_app(
+            state_file=state("netsuite"), catalog_path=get_settings().catalog
+        ),
         "slack": create_slack_app(state_file=state("slack"), mail=sink),
     }
     wanted = {
@@ -263,6 +273,7 @@ def start_emulators(
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
         "hubspot": ports.hubspot,
+        "netsuite": ports.netsuite,
         "slack": ports.slack,
     }
     sockets: list[socket.socket] = []

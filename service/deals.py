@@ -311,6 +311,7 @@ async def start_deal(
                     notify=bool(settings.notify_channels),
                     notify_remind_hours=settings.notify_remind_hours,
                     notify_escalate_hours=settings.notify_escalate_hours,
+                    erp=None if settings.erp == "none" else settings.erp,
                     amends=amends,
                     tax=settings.tax == "on",
                     remote_steps=settings.deal_steps == "remote",

@@ -30,7 +30,7 @@ from tests.e2e.support import WorkerProcess, qtc_env, salesforce, settings_from
 from tests.stack_support import free_port
 
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"
-NAMESPACES = [f"e2e-{n}" for n in range(24)]
+NAMESPACES = [f"e2e-{n}" for n in range(32)]
 
 
 @pytest_asyncio.fixture(scope="session")

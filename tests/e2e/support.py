@@ -60,6 +60,7 @@ def qtc_env(
             "QTC_SMTP_HOST": emulators.smtp_host,
             "QTC_SMTP_PORT": str(emulators.smtp_port),
             "QTC_HUBSPOT_API_BASE": emulators.hubspot_url,
+            "QTC_NETSUITE_BASE_URL": f"{emulators.netsuite_url}/services/rest",
             "QTC_LOG_JSON": "true",
             # A killed worker must not leave the next one waiting on its slots; keep it small.
             "QTC_WORKER_ACTIVITY_THREADS": "8",

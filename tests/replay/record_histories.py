@@ -272,12 +272,15 @@ PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
     "services_order_completed": (3, False, _no_failures, _phase_3),
     "amendment_completed": (3, False, _no_failures, _phase_3),
     "phase_2_taxed_review_approved": (2, False, _no_failures, _phase_2_approved),
+    "phase_3_erp_synced": (3, False, _no_failures, _phase_3),
     # Decisions as updates, with notifications to the waiting roles.
     "phase_2_review_approved_by_update": (2, False, _no_failures, _phase_2_approved_by_update),
     "phase_1_quote_approved_by_update": (1, True, _no_failures, _quote_approved_by_update),
     "needs_attention_resumed_by_update": (3, False, _subscription_refused, _resumed_by_update),
     "lost_by_update": (3, False, _no_failures, _lost_by_update),
 }
+# Paths whose deal records its billed invoice in an ERP.
+WITH_ERP = {"phase_3_erp_synced"}
 NOTIFYING = frozenset(name for name in PATHS if name.endswith("_update"))
 
 
@@ -288,6 +291,7 @@ async def record(client: Client, name: str, now: datetime) -> str:
     priced, amends, tax = DEALS.get(name, _usual_deal)(now, needs_approval)
     task_queue = f"record-{uuid.uuid4()}"
     async with deal_worker(client, task_queue, fakes):
+        erp = "netsuite" if name in WITH_ERP else None
         handle = await start_deal(
             client,
             task_queue,
@@ -295,6 +299,7 @@ async def record(client: Client, name: str, now: datetime) -> str:
             phase=phase,
             amends=amends,
             tax=tax,
+            erp=erp,
             notify=name in NOTIFYING,
             notify_remind_hours=24,
             notify_escalate_hours=48,

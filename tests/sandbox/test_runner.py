@@ -1,4 +1,4 @@
-"""The emulator runner: four emulators in one thread, the foreground mode, ``qtc sandbox up``."""
+"""The emulator runner: every emulator in one thread, the foreground mode, ``qtc sandbox up``."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
             for name, url in emulators.urls.items()
         }
         assert emulators.salesforce_url.startswith("https://127.0.0.1:")
-        assert len(set(emulators.urls.values())) == 6
+        assert len(set(emulators.urls.values())) == 7
         assert emulators.smtp_port not in {
             0,
             *(int(u.rsplit(":", 1)[1]) for u in emulators.urls.values()),
@@ -61,6 +61,7 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
         "docusign": 200,
         "provisioning": 200,
         "hubspot": 200,
+        "netsuite": 200,
         "slack": 200,
     }
     assert not emulators.running

@@ -47,6 +47,7 @@ from qtc.ports import (
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
     ACT_SEND_NOTIFICATION,
+    ACT_SYNC_ERP_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
     AmendSubscriptionInput,
@@ -55,6 +56,7 @@ from qtc.ports import (
     ContractVoided,
     CreateCustomerInput,
     CreateSubscriptionInput,
+    ErpInvoiceSynced,
     InvoiceSent,
     LedgerEvent,
     MarkClosedWonInput,
@@ -68,6 +70,7 @@ from qtc.ports import (
     SendInvoiceInput,
     SubscriptionAmended,
     SubscriptionCreated,
+    SyncErpInvoiceInput,
     TaxPreview,
     VoidContractInput,
     WriteBackInput,
@@ -291,6 +294,17 @@ class FakeVendors:
         features = {line.sku: dict(line.features) for line in input.priced.lines if line.features}
         return Provisioned(tenant_id=input.tenant_id, features=features)
 
+    @activity.defn(name=ACT_SYNC_ERP_INVOICE)
+    async def sync_erp_invoice(self, input: SyncErpInvoiceInput) -> ErpInvoiceSynced:
+        self._attempt(ACT_SYNC_ERP_INVOICE, input)
+        return ErpInvoiceSynced(
+            customer_id=f"erp-cus-{input.deal_id}",
+            invoice_id=f"erp-in-{input.deal_id}",
+            invoice_number="INV00001",
+            total_minor=input.billed_total_minor,
+            system="netsuite",
+        )
+
     @activity.defn(name=ACT_WRITE_BACK_BILLING_IDS)
     async def write_back_billing_ids(self, input: WriteBackInput) -> None:
         self._attempt(ACT_WRITE_BACK_BILLING_IDS, input)
@@ -323,6 +337,7 @@ class FakeVendors:
             self.send_amendment_invoice,
             self.preview_invoice_tax,
             self.provision_product,
+            self.sync_erp_invoice,
             self.write_back_billing_ids,
             self.record_ledger_events,
             self.send_notification,
@@ -346,6 +361,7 @@ async def start_deal(
     notify: bool = False,
     notify_remind_hours: float | None = None,
     notify_escalate_hours: float | None = None,
+    erp: str | None = None,
     start_signal: str | None = None,
     start_signal_arg: Any = None,
     amends: AmendmentTerms | None = None,
@@ -359,6 +375,7 @@ async def start_deal(
         notify=notify,
         notify_remind_hours=notify_remind_hours,
         notify_escalate_hours=notify_escalate_hours,
+        erp=erp,
         amends=amends,
         tax=tax,
     )
