@@ -124,4 +124,5 @@ def test_the_erp_step_is_a_remote_activity_behind_its_patch() -> None:
     ]
 
     assert scheduled == [ACT_SEND_CONTRACT, ACT_SYNC_ERP_INVOICE]
-    assert markers.count("core_patch") == 3
+    # Visible retries, the ledger, the local steps and the ERP step.
+    assert markers.count("core_patch") == 4
