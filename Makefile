@@ -39,7 +39,7 @@ bench-waiting: $(STAMP)
 	$(BIN)/python -m bench.waiting_deals --deals $(WAITING)
 
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos --deals $(DEALS) --crm $(CRM)
+	$(BIN)/python -m bench.chaos --deals $(DEALS) --crm $(CRM) --billing $(or $(BILLING),stripe)
 
 clean:
 	rm -rf $(VENV) .qtc .mypy_cache .ruff_cache .pytest_cache

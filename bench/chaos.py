@@ -55,7 +55,21 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 # Sandbox default ports, in BenchPorts order; a run uses these plus an offset (or ephemeral ones).
-DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12115, 12116, 12118, 12119, 12121)
+DEFAULT_PORTS = (
+    7233,
+    8233,
+    8000,
+    12111,
+    12112,
+    12113,
+    12114,
+    12115,
+    12116,
+    12117,
+    12118,
+    12119,
+    12121,
+)
 DEFAULT_PORT_OFFSET = 200
 OUTBOUND_EVERY = 5  # every fifth deal is started by a (repeated) Salesforce Outbound Message
 POLL_S = 1.0
@@ -125,6 +139,23 @@ def fault_rules(rate: float, seed: int, crm: str = "salesforce") -> dict[str, di
         else []
     )
     return {
+        # Both billing systems get faults; the one the run does not bill with sees no traffic.
+        "chargebee": {
+            "seed": seed + 4,
+            "rules": [
+                {
+                    "path": r"^/api/v2/(invoices|subscriptions|customers/[^/]+/subscription_for)",
+                    "latency_ms": 300,
+                },
+                {
+                    "path": r"^/api/v2/",
+                    "method": "POST",
+                    "rate_429": round(rate * 2 / 3, 4),
+                    "rate_500": round(rate / 3, 4),
+                    "retry_after_s": 1,
+                },
+            ],
+        },
         "stripe": {
             "seed": seed,
             "rules": [
@@ -220,6 +251,7 @@ class Engine:
             "docusign": self.world.sandbox.docusign,
             "provisioning": self.world.sandbox.provisioning,
             "hubspot": self.world.sandbox.hubspot,
+            "chargebee": self.world.sandbox.chargebee,
         }[emulator]
         response = await self.world.sandbox.http.post(f"{base}/_sandbox/faults", json=config)
         response.raise_for_status()
@@ -363,6 +395,9 @@ async def _emulator_faults(world: World) -> dict[str, int]:
         "provisioning_5xx": injected["provisioning"].get("500", 0),
         "hubspot_429": injected.get("hubspot", {}).get("429", 0),
         "hubspot_5xx": injected.get("hubspot", {}).get("500", 0),
+        "chargebee_429_retry_after": injected["chargebee"].get("429", 0),
+        "chargebee_500": injected["chargebee"].get("500", 0),
+        "chargebee_slow": injected["chargebee"].get("latency", 0),
     }
 
 
@@ -406,7 +441,14 @@ async def _run(
         try:
             await engine.run()
         finally:
-            for emulator in ("stripe", "salesforce", "docusign", "provisioning", "hubspot"):
+            for emulator in (
+                "stripe",
+                "salesforce",
+                "docusign",
+                "provisioning",
+                "hubspot",
+                "chargebee",
+            ):
                 await engine.set_faults(emulator, {"rules": []})
         elapsed = time.monotonic() - started
         # Visibility trails the workflows by a moment; read it once more with faults off.
@@ -481,6 +523,7 @@ def run_chaos(
     timeout_s: float = 600.0,
     say: Callable[[str], None] | None = None,
     crm: str = "salesforce",
+    billing: str = "stripe",
 ) -> ChaosReport:
     """Run ``deals`` concurrent deals through the whole stack under faults and audit the result.
 
@@ -497,6 +540,8 @@ def run_chaos(
         crm: ``salesforce``, or ``hubspot``: deals live in HubSpot, every fifth is started by
             HubSpot's signed webhook (delivered twice), HubSpot answers 429 in bursts and 5xx on
             deal writes.
+        billing: the billing system the deals run on (``QTC_BILLING``): ``stripe`` or
+            ``chargebee``; the audit reads that system's emulator.
 
     Every process the run starts is stopped before it returns, also when it fails.
     """
@@ -508,6 +553,7 @@ def run_chaos(
             "worker_graceful_shutdown_s": 2.0,
             "api_temporal_timeout_s": 3.0,
             "api_retry_after_s": 1,
+            "billing": billing,
         }
     )
     stack = ChaosStack(settings=settings, state_dir=state_dir, persist_temporal=True)
@@ -566,7 +612,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port-offset",
         default=str(DEFAULT_PORT_OFFSET),
-        help="added to every sandbox port (7233, 8233, 8000, 12111-12115, 12121); 'auto': "
+        help="added to every sandbox port (7233, 8233, 8000, 12111-12117, 12121); 'auto': "
         "ephemeral",
     )
     parser.add_argument("--keep", action="store_true", help="keep the state directory and logs")
@@ -575,6 +621,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         choices=["salesforce", "hubspot"],
         default="salesforce",
         help="the CRM the deals live in (hubspot: its webhooks start some, its faults included)",
+    )
+    parser.add_argument(
+        "--billing", choices=("stripe", "chargebee"), default="stripe", help="QTC_BILLING"
     )
     return parser.parse_args(argv)
 
@@ -598,6 +647,7 @@ def main(argv: list[str] | None = None) -> None:
             timeout_s=args.timeout,
             say=lambda line: console.print(f"[dim]chaos[/] {line}"),
             crm=args.crm,
+            billing=args.billing,
         )
     except (httpx.HTTPError, OSError, RuntimeError, TimeoutError) as err:
         console.print(f"[red]chaos run failed:[/] {err}")

@@ -37,6 +37,7 @@ from hubspot import HubSpot
 from simple_salesforce import format_soql
 
 from bench.common import DOCUSIGN_TOKEN, HUBSPOT_TOKEN, BenchStack, Sandbox
+from integrations.chargebee.client import chargebee_client
 from integrations.hubspot.activities import HubSpotCrm
 from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.salesforce.activities import SalesforceCrm
@@ -44,7 +45,7 @@ from integrations.salesforce.client import build_salesforce_client
 from qtc import deal as contract
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from qtc.models import Quote
+from qtc.models import Catalog, Quote
 from qtc.ports import ReadOpportunityInput
 from runtime.settings import SANDBOX_TOKENS, Settings
 from sandbox.hubspot.seed import seed_deal
@@ -557,45 +558,15 @@ def _stripe(settings: Settings) -> Any:
     ).v1
 
 
-def audit(settings: Settings, planned: list[PlannedDeal], stages: dict[str, str]) -> Audit:
-    """Count, per deal, what DocuSign, Stripe, the product backend and Salesforce hold.
-
-    Call with every fault switched off: the emulators answer their list endpoints with faults too.
-    """
-    catalog = load_catalog(Path(settings.catalog))
-    by_opportunity = {d.opportunity_id: d for d in planned}
-    findings = {
-        d.deal_id: DealFindings(d.deal_id, stages.get(d.deal_id, "unknown")) for d in planned
-    }
-    host = settings.sandbox_host
-    docusign = f"http://{host}:{settings.sandbox_docusign_port}"
-    provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
-    with httpx.Client(timeout=60) as http:
-        deliveries = http.get(f"{docusign}/_sandbox/deliveries").json()["deliveries"]
-        # Read from the envelopes themselves: most Connect formats do not carry custom fields.
-        listed = http.get(
-            f"{docusign}/restapi/v2.1/accounts/{settings.docusign_account_id}/envelopes",
-            params={"from_date": "2000-01-01", "count": "100000", "include": "custom_fields"},
-            headers={"Authorization": f"Bearer {DOCUSIGN_TOKEN}"},
-        ).json()
-        tenants = http.get(f"{provisioning}/v1/tenants").json()["data"]
-        provisioning_stats = http.get(f"{provisioning}/_sandbox/stats").json()
-
-    # DocuSign: distinct envelopes per opportunity (custom field), and when each was signed.
-    envelopes: dict[str, set[str]] = defaultdict(set)
-    signed_at: dict[str, datetime] = {}
-    for envelope in listed.get("envelopes", []):
-        fields = envelope.get("customFields", {}).get("textCustomFields", [])
-        opportunity = next((f["value"] for f in fields if f["name"] == "opportunity_id"), None)
-        if opportunity not in by_opportunity:
-            continue
-        deal_id = by_opportunity[opportunity].deal_id
-        envelopes[deal_id].add(envelope["envelopeId"])
-        if envelope["status"] == "completed" and envelope.get("completedDateTime"):
-            signed_at[deal_id] = docusign_time(envelope["completedDateTime"])
-    for deal_id, ids in envelopes.items():
-        findings[deal_id].envelopes = len(ids)
-
+def _audit_stripe(
+    settings: Settings,
+    planned: list[PlannedDeal],
+    findings: dict[str, DealFindings],
+    signed_at: dict[str, datetime],
+    catalog: Catalog,
+) -> int:
+    """Count Stripe's customers, subscriptions and sent first invoices per deal; the number of
+    customers no deal claims."""
     # Stripe: customers by metadata, then subscriptions, sent invoices by customer.
     client = _stripe(settings)
     customer_deal: dict[str, str] = {}
@@ -652,6 +623,123 @@ def audit(settings: Settings, planned: list[PlannedDeal], stages: dict[str, str]
             )
         # One wrong invoice makes the deal's billing wrong, whatever the other copies say.
         found.invoice_matches = matches and found.invoice_matches is not False
+    return stray
+
+
+def _audit_chargebee(
+    settings: Settings,
+    planned: list[PlannedDeal],
+    findings: dict[str, DealFindings],
+    signed_at: dict[str, datetime],
+    catalog: Catalog,
+) -> int:
+    """The same counts from the Chargebee emulator: customers by their ``deal_id`` meta data,
+    subscriptions by customer, e-mailed invoices from the site's e-mail log."""
+    base = f"http://{settings.sandbox_host}:{settings.sandbox_chargebee_port}"
+    cb = chargebee_client(
+        api_key=settings.chargebee_api_key.get_secret_value(),
+        site=settings.chargebee_site,
+        api_base=base,
+    )
+
+    def every(list_fn: Any, params: dict[str, Any]) -> list[Any]:
+        rows: list[Any] = []
+        offset: str | None = None
+        while True:
+            page = list_fn({**params, "limit": 100, **({"offset": offset} if offset else {})})
+            rows += page.list
+            offset = page.next_offset
+            if not offset:
+                return rows
+
+    customer_deal: dict[str, str] = {}
+    stray = 0
+    for row in every(cb.Customer.list, {}):
+        tagged = (row.customer.meta_data or {}).get("deal_id")
+        if tagged is not None and tagged in findings:
+            customer_deal[row.customer.id] = str(tagged)
+            findings[tagged].customers += 1
+        else:
+            stray += 1
+    for row in every(cb.Subscription.list, {}):
+        owner = customer_deal.get(row.subscription.customer_id)
+        if owner is not None:
+            findings[owner].subscriptions += 1
+    with httpx.Client(timeout=60) as http:
+        emails = http.get(f"{base}/_sandbox/emails").json()["emails"]
+    sent: Counter[str] = Counter(str(e["invoice_id"]) for e in emails)
+    for invoice_id, times in sent.items():
+        invoice = cb.Invoice.retrieve(invoice_id).invoice
+        billed_deal = customer_deal.get(str(invoice.customer_id))
+        if billed_deal is None:
+            continue
+        found = findings[billed_deal]
+        found.invoices_sent += times
+        deal = next(d for d in planned if d.deal_id == billed_deal)
+        if billed_deal not in signed_at:
+            found.problems.append(f"invoice {invoice_id} sent but no signature recorded")
+            found.invoice_matches = False
+            continue
+        expected = price_quote(deal.quote, catalog, signed_at[billed_deal]).invoices[0]
+        billed = sorted((line.quantity, line.amount) for line in invoice.line_items)
+        wanted = sorted((line.quantity, line.amount_minor) for line in expected.lines)
+        matches = (
+            invoice.total == expected.total_minor
+            and str(invoice.currency_code).lower() == deal.quote.currency
+            and billed == wanted
+        )
+        if not matches:
+            found.problems.append(
+                f"invoice {invoice_id}: {invoice.currency_code} {invoice.total} {billed}, "
+                f"expected {deal.quote.currency} {expected.total_minor} {wanted}"
+            )
+        found.invoice_matches = matches and found.invoice_matches is not False
+    return stray
+
+
+def audit(settings: Settings, planned: list[PlannedDeal], stages: dict[str, str]) -> Audit:
+    """Count, per deal, what DocuSign, Stripe, the product backend and Salesforce hold.
+
+    Call with every fault switched off: the emulators answer their list endpoints with faults too.
+    """
+    catalog = load_catalog(Path(settings.catalog))
+    by_opportunity = {d.opportunity_id: d for d in planned}
+    findings = {
+        d.deal_id: DealFindings(d.deal_id, stages.get(d.deal_id, "unknown")) for d in planned
+    }
+    host = settings.sandbox_host
+    docusign = f"http://{host}:{settings.sandbox_docusign_port}"
+    provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
+    with httpx.Client(timeout=60) as http:
+        deliveries = http.get(f"{docusign}/_sandbox/deliveries").json()["deliveries"]
+        # Read from the envelopes themselves: most Connect formats do not carry custom fields.
+        listed = http.get(
+            f"{docusign}/restapi/v2.1/accounts/{settings.docusign_account_id}/envelopes",
+            params={"from_date": "2000-01-01", "count": "100000", "include": "custom_fields"},
+            headers={"Authorization": f"Bearer {DOCUSIGN_TOKEN}"},
+        ).json()
+        tenants = http.get(f"{provisioning}/v1/tenants").json()["data"]
+        provisioning_stats = http.get(f"{provisioning}/_sandbox/stats").json()
+
+    # DocuSign: distinct envelopes per opportunity (custom field), and when each was signed.
+    envelopes: dict[str, set[str]] = defaultdict(set)
+    signed_at: dict[str, datetime] = {}
+    for envelope in listed.get("envelopes", []):
+        fields = envelope.get("customFields", {}).get("textCustomFields", [])
+        opportunity = next((f["value"] for f in fields if f["name"] == "opportunity_id"), None)
+        if opportunity not in by_opportunity:
+            continue
+        deal_id = by_opportunity[opportunity].deal_id
+        envelopes[deal_id].add(envelope["envelopeId"])
+        if envelope["status"] == "completed" and envelope.get("completedDateTime"):
+            signed_at[deal_id] = docusign_time(envelope["completedDateTime"])
+    for deal_id, ids in envelopes.items():
+        findings[deal_id].envelopes = len(ids)
+
+    if settings.billing == "chargebee":
+        stray = _audit_chargebee(settings, planned, findings, signed_at, catalog)
+    else:
+        stray = _audit_stripe(settings, planned, findings, signed_at, catalog)
 
     # Product backend: tenants (one per Stripe customer) naming each deal.
     provisioned_deals = 0

@@ -95,6 +95,7 @@ class BenchPorts:
     provisioning: int
     hubspot: int
     netsuite: int
+    chargebee: int
     slack: int  # the Slack emulator, and the SMTP sink beside it
     smtp: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
@@ -105,7 +106,7 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(12)))
+            return cls(*(base + i for i in range(13)))
         (
             temporal,
             ui,
@@ -116,9 +117,10 @@ class BenchPorts:
             provisioning,
             hubspot,
             netsuite,
+            chargebee,
             slack,
             smtp,
-        ) = free_ports(11)
+        ) = free_ports(12)
         return cls(
             temporal,
             ui,
@@ -129,6 +131,7 @@ class BenchPorts:
             provisioning,
             hubspot,
             netsuite,
+            chargebee,
             slack,
             smtp,
             _free_run(workers),
@@ -180,6 +183,8 @@ def bench_settings(
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
         "sandbox_netsuite_port": ports.netsuite,
+        "sandbox_chargebee_port": ports.chargebee,
+        "chargebee_api_base": f"http://{host}:{ports.chargebee}",
         "sandbox_slack_port": ports.slack,
         "sandbox_smtp_port": ports.smtp,
         "slack_api_url": f"http://{host}:{ports.slack}/api/",
@@ -418,6 +423,7 @@ class Sandbox:
         self.stripe = f"http://{host}:{settings.sandbox_stripe_port}"
         self.provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
         self.hubspot = f"http://{host}:{settings.sandbox_hubspot_port}"
+        self.chargebee = f"http://{host}:{settings.sandbox_chargebee_port}"
         assert settings.salesforce_ca_file is not None
         tls = ssl.create_default_context(cafile=str(settings.salesforce_ca_file))
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
@@ -522,6 +528,7 @@ class Sandbox:
             ("docusign", self.docusign),
             ("provisioning", self.provisioning),
             ("hubspot", self.hubspot),
+            ("chargebee", self.chargebee),
         ):
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 response = await self.http.get(f"{base}/_sandbox/stats")

@@ -36,6 +36,7 @@ NotifyChannel = Literal["slack", "email"]
 
 SANDBOX_SECRETS: dict[str, str] = {
     "stripe_api_key": "sk_test_sandbox",
+    "chargebee_api_key": "test_sandbox_chargebee",
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
@@ -54,6 +55,11 @@ SANDBOX_NETSUITE: dict[str, str] = {
 # The Slack emulator's bot token. Not a default outside the sandbox, where Slack is optional: a
 # deployment without QTC_NOTIFY=slack needs no token at all.
 SANDBOX_SLACK_BOT_TOKEN = "xoxb-sandbox"  # noqa: S105 - a published sandbox value
+# Secrets that only one vendor of a port needs: (the port's setting, the vendor).
+_VENDOR_SECRETS: dict[str, tuple[str, str]] = {
+    "stripe_api_key": ("billing", "stripe"),
+    "chargebee_api_key": ("billing", "chargebee"),
+}
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
     "sandbox-deal-desk": ("dana.deskman@sandbox.example", "deal_desk"),
@@ -126,7 +132,7 @@ class Settings(BaseSettings):
     # --- Which vendor implements each port (workers/compose.py wires them) ---
     crm: Literal["salesforce", "hubspot"] = "salesforce"
     esign: Literal["docusign"] = "docusign"
-    billing: Literal["stripe"] = "stripe"
+    billing: Literal["stripe", "chargebee"] = "stripe"
     erp: Literal["none", "netsuite"] = "none"
     # on: the billing system computes tax on every invoice (Stripe Tax's automatic_tax); prices
     # stay net of tax and invoices are reconciled on their amount excluding tax.
@@ -198,6 +204,13 @@ class Settings(BaseSettings):
     # Per request, below the activities' 30 s start-to-close so a hung call fails the attempt
     # with a classified error instead of a bare timeout; Temporal retries, the SDK does not.
     stripe_timeout_seconds: float = 20.0
+
+    # Chargebee (QTC_BILLING=chargebee): a site's name and a full-access API key. The API base
+    # replaces https://{site}.chargebee.com (the sandbox's emulator); empty for a real site.
+    chargebee_site: str = "sandbox"
+    chargebee_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["chargebee_api_key"])
+    chargebee_api_base: str | None = "http://127.0.0.1:12117"
+    chargebee_timeout_seconds: float = 20.0
 
     # Salesforce
     salesforce_instance_url: str = "https://127.0.0.1:12112"
@@ -335,6 +348,7 @@ class Settings(BaseSettings):
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_chargebee_port: int = 12117
     sandbox_slack_port: int = 12118
     sandbox_smtp_port: int = 12119
     sandbox_hubspot_port: int = 12115
@@ -384,6 +398,11 @@ class Settings(BaseSettings):
     def docusign_connect_secrets(self) -> list[SecretStr]:
         return [self.docusign_connect_secret, *self.docusign_connect_secrets_extra]
 
+    def _uses_secret(self, name: str) -> bool:
+        """Whether the chosen vendors need this secret: a vendor not chosen needs no real one."""
+        port, vendor = _VENDOR_SECRETS.get(name, (None, None))
+        return port is None or getattr(self, port) == vendor
+
     @model_validator(mode="after")
     def _refuse_sandbox_secrets_outside_sandbox(self) -> Settings:
         if self.sandbox:
@@ -395,6 +414,7 @@ class Settings(BaseSettings):
             and getattr(self, name).get_secret_value() == value
             # A vendor this deployment does not use needs no credentials of its own.
             and (self.uses_hubspot or not name.startswith("hubspot_"))
+            and self._uses_secret(name)
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")

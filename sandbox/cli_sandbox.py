@@ -66,6 +66,9 @@ def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) 
     )
     table.add_row("netsuite", emulators.netsuite_url, _NETSUITE_NOTE)
     table.add_row(
+        "chargebee",
+        f"{emulators.chargebee_url}/api/v2",
+        f"site sandbox, API key {SANDBOX_SECRETS['chargebee_api_key']}",
         "slack",
         f"{emulators.slack_url}/api/",
         f"bot token {SANDBOX_SLACK_BOT_TOKEN}; received: /_sandbox/messages",
@@ -114,7 +117,13 @@ def _stack_addresses(stack: Stack) -> Table:
     )
     table.add_row("netsuite", f"http://{s.sandbox_host}:{s.sandbox_netsuite_port}", _NETSUITE_NOTE)
     table.add_row(
-        "review pages", f"{api}/review", "sign in with a deal-desk/finance/operator token"
+        "chargebee",
+        f"http://{s.sandbox_host}:{s.sandbox_chargebee_port}/api/v2",
+        f"site {s.chargebee_site}, API key {SANDBOX_SECRETS['chargebee_api_key']}"
+        + ("; the billing system (QTC_BILLING)" if s.billing == "chargebee" else ""),
+        "review pages",
+        f"{api}/review",
+        "sign in with a deal-desk/finance/operator token",
     )
     slack = f"http://{s.sandbox_host}:{s.sandbox_slack_port}"
     table.add_row(

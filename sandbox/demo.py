@@ -20,10 +20,16 @@ the billing ids on the deal.
 The phase-3 deal is started through a second API process whose ``QTC_ERP`` is ``netsuite``: it
 records its first invoice in the NetSuite emulator (``erp_synced``) while every other deal, started
 through the main API with no ERP, skips that step. One worker serves both.
+
+One deal is billed by Chargebee instead of Stripe: a second worker, built with
+``QTC_BILLING=chargebee``, serves its own task queue, and that deal is started on it through the
+service layer (the API starts deals on the stack's task queue); everything after the start goes
+through the API and the emulators like every other deal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -42,11 +48,17 @@ from rich.table import Table
 from integrations.hubspot.activities import HubSpotCrm
 from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.hubspot.mapping import PropertyMap
+from qtc.catalog import load_catalog
+from qtc.cpq import price_quote
 from qtc.deal import TERMINAL_STAGES
+from qtc.errors import QtcError
+from qtc.models import PricedQuote
 from qtc.money import format_minor
 from runtime.settings import Settings
+from runtime.temporal import connect as temporal_client
 from sandbox.hubspot.seed import acme_company, seed_deal
 from sandbox.stack import Stack, with_hubspot_beside
+from service.deals import DealServiceError, start_deal
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -72,6 +84,7 @@ class DemoDeal:
     via: str | None = None
     quote_approved: bool = False
     invoice_approved: bool = False
+    billing: str = "stripe"
     # Signed this many days ago (the e-signature emulator back-dates the signature), so the deal
     # is mid-term today.
     signed_days_ago: int = 0
@@ -112,6 +125,31 @@ DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
         "default SIM",
     ),
 )
+# Billed by Chargebee: a 3-year EUR deal with uplift (one ramp per later year) and a one-time line.
+CHARGEBEE_DEAL = (
+    "phase 3 billed by Chargebee",
+    "quote-chargebee.json",
+    3,
+    "completed",
+    "default SIM",
+)
+CHARGEBEE_WORKER = "chargebee-worker"
+
+
+def chargebee_queue(settings: Settings) -> str:
+    return f"{settings.temporal_task_queue}-chargebee"
+
+
+def chargebee_worker(settings: Settings) -> dict[str, dict[str, str]]:
+    """The second worker of the demo's stack: the same vendors but Chargebee for billing."""
+    return {
+        CHARGEBEE_WORKER: {
+            "QTC_BILLING": "chargebee",
+            "QTC_TEMPORAL_TASK_QUEUE": chargebee_queue(settings),
+        }
+    }
+
+
 # The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
 CONNECT_FORMATS: dict[str, dict[str, Any]] = {
     "default SIM": {"format": "json", "include_data": []},
@@ -152,6 +190,10 @@ class Demo:
             DemoDeal(label, example, phase, expected, connect=connect, via=STARTED_VIA.get(label))
             for label, example, phase, expected, connect in DEMO_DEALS
         ]
+        label, example, phase, expected, connect = CHARGEBEE_DEAL
+        self.deals.append(
+            DemoDeal(label, example, phase, expected, connect=connect, billing="chargebee")
+        )
         self.amendment_check = ""
         self.deals.append(DemoDeal(*AMENDED_DEAL, signed_days_ago=AMENDED_SIGNED_DAYS_AGO))
         self.deals.append(DemoDeal(*AMENDMENT, amends=AMENDED_DEAL[1]))
@@ -182,6 +224,9 @@ class Demo:
                 self._start_in_hubspot(deal)
                 continue
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+            if deal.billing == "chargebee":
+                self._start_on_chargebee(deal, quote)
+                continue
             url = "/v1/deals"
             if deal.via is not None:
                 if deal.via not in self.api_urls:
@@ -200,6 +245,20 @@ class Demo:
                 deal.stage = "started"
             else:
                 deal.problem = f"POST /v1/deals answered {response.status_code}: {response.text}"
+
+    def _start_on_chargebee(self, deal: DemoDeal, quote: dict[str, Any]) -> None:
+        """Start the deal on the Chargebee worker's task queue, as the API would on its own."""
+        settings = self.settings.model_copy(
+            update={"temporal_task_queue": chargebee_queue(self.settings)}
+        )
+        try:
+            priced = price_quote(quote, load_catalog(settings.catalog), datetime.now(UTC))
+            started = asyncio.run(_start(settings, priced))
+        except (QtcError, DealServiceError) as exc:
+            deal.problem = f"could not start the Chargebee deal: {exc}"
+            return
+        deal.deal_id = started
+        deal.stage = "started"
 
     def _start_amendment(self, deal: DemoDeal) -> None:
         original = next(d for d in self.deals if d.example == deal.amends)
@@ -386,7 +445,8 @@ class Demo:
             "scenario",
             "stage",
             "CRM",
-            "Stripe customer",
+            "billing",
+            "customer",
             "subscription",
             "invoice",
             "ERP invoice",
@@ -415,6 +475,7 @@ class Demo:
                 deal.label,
                 outcome,
                 self._crm_outcome(deal),
+                deal.billing,
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
@@ -458,6 +519,13 @@ def _seconds_to_invoice(status: dict[str, Any]) -> str:
     return f"{delta.total_seconds():.2f} s"
 
 
+async def _start(settings: Settings, priced: PricedQuote) -> str:
+    """A phase-3 deal started on ``settings``' task queue."""
+    client = await temporal_client(settings)
+    started = await start_deal(client, settings, priced, phase=3, started_by="qtc demo")
+    return started.deal_id
+
+
 def run_demo(
     settings: Settings,
     examples: Path,
@@ -490,6 +558,7 @@ def run_demo(
         persist_emulators=False,
         worker_env=ERP_ENV,
         extra_apis={ERP_API: ERP_ENV},
+        vendor_workers=chargebee_worker(settings),
     )
     try:
         stack.start()

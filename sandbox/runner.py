@@ -1,4 +1,5 @@
-"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite) in one
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite,
+Chargebee) in one
 process.
 
 ``start_emulators`` binds every emulator's listening socket in the caller (so a busy port fails at
@@ -32,6 +33,7 @@ from starlette.types import ASGIApp
 
 from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
+from sandbox.chargebee.app import create_app as create_chargebee_app
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.hubspot.app import create_app as create_hubspot_app
 from sandbox.netsuite.app import create_app as create_netsuite_app
@@ -44,7 +46,16 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "netsuite", "slack")
+EMULATORS = (
+    "stripe",
+    "salesforce",
+    "docusign",
+    "provisioning",
+    "hubspot",
+    "netsuite",
+    "chargebee",
+    "slack",
+)
 
 
 class EmulatorStartError(RuntimeError):
@@ -61,6 +72,7 @@ class EmulatorPorts:
     provisioning: int = 0
     hubspot: int = 0
     netsuite: int = 0
+    chargebee: int = 0
     slack: int = 0
     smtp: int = 0  # the SMTP sink, served beside the Slack emulator (not an HTTP app)
 
@@ -73,6 +85,7 @@ class EmulatorPorts:
             provisioning=settings.sandbox_provisioning_port,
             hubspot=settings.sandbox_hubspot_port,
             netsuite=settings.sandbox_netsuite_port,
+            chargebee=settings.sandbox_chargebee_port,
             slack=settings.sandbox_slack_port,
             smtp=settings.sandbox_smtp_port,
         )
@@ -116,6 +129,7 @@ class RunningEmulators:
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
         self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
         self.netsuite_url = f"http://{url_host}:{ports.netsuite}"
+        self.chargebee_url = f"http://{url_host}:{ports.chargebee}"
         self.slack_url = f"http://{url_host}:{ports.slack}"
         self.smtp_host = url_host
         self.smtp_port = ports.smtp
@@ -135,6 +149,7 @@ class RunningEmulators:
             "provisioning": self.provisioning_url,
             "hubspot": self.hubspot_url,
             "netsuite": self.netsuite_url,
+            "chargebee": self.chargebee_url,
             "slack": self.slack_url,
         }
 
@@ -240,7 +255,7 @@ def start_emulators(
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12116).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12117).
         connect_url: where the DocuSign emulator delivers Connect events.
         hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
             until ``POST /_sandbox/webhooks`` sets it).
@@ -265,6 +280,7 @@ def start_emulators(
         "netsuite": create_netsuite_app(
             state_file=state("netsuite"), catalog_path=get_settings().catalog
         ),
+        "chargebee": create_chargebee_app(state_file=state("chargebee")),
         "slack": create_slack_app(state_file=state("slack"), mail=sink),
     }
     wanted = {
@@ -274,6 +290,7 @@ def start_emulators(
         "provisioning": ports.provisioning,
         "hubspot": ports.hubspot,
         "netsuite": ports.netsuite,
+        "chargebee": ports.chargebee,
         "slack": ports.slack,
     }
     sockets: list[socket.socket] = []

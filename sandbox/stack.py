@@ -170,6 +170,9 @@ class Stack:
     # Worker processes on the task queue: a Python worker is bound by its one interpreter lock,
     # so on a machine with spare cores a second process adds throughput (bench/RESULTS.md).
     workers: int = 1
+    # Workers with another choice of vendors, each on a task queue of its own: the child's name
+    # and the QTC_* variables it gets on top of the stack's (QTC_BILLING, QTC_TEMPORAL_TASK_QUEUE).
+    vendor_workers: dict[str, dict[str, str]] = field(default_factory=dict)
     codec_endpoint: str | None = None
     # QTC_* values only the workers get, beside the settings (the demo's worker registers the
     # NetSuite ERP that one deal records its invoice in).
@@ -298,6 +301,7 @@ class Stack:
             s.sandbox_salesforce_port,
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
+            s.sandbox_chargebee_port,
             s.sandbox_hubspot_port,
             s.sandbox_netsuite_port,
             s.sandbox_slack_port,
@@ -394,6 +398,10 @@ class Stack:
                     self.start_worker(index)
                 if self.hubspot_beside:
                     self.start_hubspot_worker()
+                # After those, so each gets the next metrics port.
+                first = self.workers + (1 if self.hubspot_beside else 0)
+                for offset, (name, overrides) in enumerate(self.vendor_workers.items()):
+                    self.start_worker(first + offset, name=name, **overrides)
             if self.with_api:
                 self.start_api()
         except BaseException:

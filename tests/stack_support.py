@@ -17,7 +17,9 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, slack, smtp = free_ports(12)
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, cb, slack, smtp = free_ports(
+        13
+    )
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -32,6 +34,8 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_provisioning_port=prov,
         sandbox_hubspot_port=hub,
         sandbox_netsuite_port=netsuite,
+        sandbox_chargebee_port=cb,
+        chargebee_api_base=f"http://127.0.0.1:{cb}",
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
@@ -62,4 +66,5 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_slack_port,
         settings.sandbox_smtp_port,
         settings.worker_metrics_port or 0,
+        settings.sandbox_chargebee_port,
     ]

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import structlog
 from temporalio.exceptions import ApplicationError
 
+from integrations.chargebee.activities import ChargebeeBilling
+from integrations.chargebee.client import build_chargebee_client
 from integrations.docusign.activities import DocusignESignature
 from integrations.docusign.client import build_docusign_client
 from integrations.email.activities import EmailNotifier
@@ -93,6 +95,10 @@ def _netsuite(settings: Settings, closing: contextlib.ExitStack) -> ports.Erp:
     return NetSuiteErp(client, settings.netsuite_subsidiary_id)
 
 
+def _chargebee(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
+    return ChargebeeBilling(build_chargebee_client(settings))
+
+
 CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {
     "salesforce": _salesforce,
     "hubspot": _hubspot,
@@ -102,6 +108,7 @@ ESIGNATURES: dict[str, Callable[[Settings, contextlib.ExitStack], ports.ESignatu
 }
 BILLINGS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Billing]] = {
     "stripe": _stripe,
+    "chargebee": _chargebee,
 }
 # QTC_ERP=none registers no ERP activity: deals started under it carry no ERP and never ask.
 ERPS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Erp]] = {

@@ -563,6 +563,7 @@ class DealWorkflow:
             BillingCustomer,
         )
         self._status.billing_customer_id = customer.customer_id
+        self._status.billing = customer.system
         self._enter("billing_account_created", note=f"customer {customer.customer_id}")
 
         if self._input.phase == 2 and not await self._get_invoice_reviewed():

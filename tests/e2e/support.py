@@ -51,6 +51,7 @@ def qtc_env(
             "QTC_TEMPORAL_NAMESPACE": namespace,
             "QTC_TEMPORAL_TASK_QUEUE": task_queue,
             "QTC_STRIPE_API_BASE": emulators.stripe_url,
+            "QTC_CHARGEBEE_API_BASE": emulators.chargebee_url,
             "QTC_SALESFORCE_INSTANCE_URL": emulators.salesforce_url,
             "QTC_SALESFORCE_CA_FILE": str(emulators.salesforce_ca_file),
             "QTC_DOCUSIGN_BASE_PATH": f"{emulators.docusign_url}/restapi",

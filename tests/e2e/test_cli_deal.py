@@ -68,7 +68,7 @@ async def test_a_rejected_quote_exits_2_with_the_errors_json_and_starts_no_deal(
     assert {"term_not_allowed", "payment_terms_not_allowed"} <= codes
     assert all(error["pointer"].startswith("/") for error in document["errors"])
     with pytest.raises(deals.DealNotFound):
-        await deals.get_status(client, "deal-006000000000005AAA")
+        await deals.get_status(client, "deal-006000000000010AAA")
 
 
 async def test_deal_list_json_is_one_document_listing_the_deal_by_stage(

@@ -39,6 +39,7 @@ class DemoRun:
     exit_code: int
     stages: dict[str, str] = field(default_factory=dict)
     expected: dict[str, str] = field(default_factory=dict)
+    billed_by: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     web_ui_dom: str | None = None
     web_ui_error: str | None = None
     stored_history: str = ""
@@ -107,6 +108,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
     def after(stack: Stack, demo: Demo) -> None:
         run.stages = {d.label: d.stage for d in demo.deals}
         run.expected = {d.label: d.expected for d in demo.deals}
+        run.billed_by = {
+            d.label: (d.billing, d.status.get("billing_customer_id")) for d in demo.deals
+        }
         _look_at_web_ui(stack, run)
         run.stored_history = _history_without_codec(stack, "deal-006000000000003AAA")
         run.erp_by_deal = {d.label: d.status.get("erp_invoice_id") for d in demo.deals}
@@ -145,6 +149,14 @@ def test_only_the_deal_started_with_qtc_erp_netsuite_is_recorded_in_netsuite(
     [invoice] = demo_run.netsuite_records["invoice"]
     assert recorded == {"phase 3: the whole loop, ERP NetSuite": invoice["id"]}
     assert len(demo_run.netsuite_records["customer"]) == 1
+
+
+def test_one_deal_is_billed_by_chargebee_beside_the_stripe_ones(demo_run: DemoRun) -> None:
+    chargebee = {label: c for label, (b, c) in demo_run.billed_by.items() if b == "chargebee"}
+    assert list(chargebee.values()) == ["qtc-deal-006000000000005AAA"]
+    stripe_customers = [c for b, c in demo_run.billed_by.values() if b == "stripe" and c]
+    assert stripe_customers
+    assert all(c.startswith("cus_") for c in stripe_customers)
 
 
 def test_the_demo_signs_through_every_connect_format_a_real_account_sends(

@@ -241,7 +241,7 @@ class FakeVendors:
     @activity.defn(name=ACT_CREATE_BILLING_CUSTOMER)
     async def create_billing_customer(self, input: CreateCustomerInput) -> BillingCustomer:
         self._attempt(ACT_CREATE_BILLING_CUSTOMER, input)
-        return BillingCustomer(customer_id=f"cus_{input.deal_id}")
+        return BillingCustomer(customer_id=f"cus_{input.deal_id}", system="fake-billing")
 
     @activity.defn(name=ACT_CREATE_SUBSCRIPTION)
     async def create_subscription(self, input: CreateSubscriptionInput) -> SubscriptionCreated:

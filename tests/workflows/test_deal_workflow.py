@@ -155,6 +155,7 @@ async def test_phase_3_deal_runs_from_contract_to_provisioned_product_with_the_r
     ]
     assert status.envelope_id == f"env-{deal_id}"
     assert status.billing_customer_id == f"cus_{deal_id}"
+    assert status.billing == "fake-billing"  # the vendor that holds the customer, named
     assert status.billing_subscription_id == f"sub_{deal_id}"
     assert status.billing_schedule_id == f"sub_sched_{deal_id}"
     assert status.billing_invoice_id == f"in_{deal_id}"
