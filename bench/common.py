@@ -96,6 +96,8 @@ class BenchPorts:
     hubspot: int
     netsuite: int
     chargebee: int
+    slack: int  # the Slack emulator, and the SMTP sink beside it
+    smtp: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
     worker_metrics: int
@@ -104,7 +106,7 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(11)))
+            return cls(*(base + i for i in range(13)))
         (
             temporal,
             ui,
@@ -116,7 +118,9 @@ class BenchPorts:
             hubspot,
             netsuite,
             chargebee,
-        ) = free_ports(10)
+            slack,
+            smtp,
+        ) = free_ports(12)
         return cls(
             temporal,
             ui,
@@ -128,6 +132,8 @@ class BenchPorts:
             hubspot,
             netsuite,
             chargebee,
+            slack,
+            smtp,
             _free_run(workers),
         )
 
@@ -179,6 +185,10 @@ def bench_settings(
         "sandbox_netsuite_port": ports.netsuite,
         "sandbox_chargebee_port": ports.chargebee,
         "chargebee_api_base": f"http://{host}:{ports.chargebee}",
+        "sandbox_slack_port": ports.slack,
+        "sandbox_smtp_port": ports.smtp,
+        "slack_api_url": f"http://{host}:{ports.slack}/api/",
+        "smtp_port": ports.smtp,
         "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:

@@ -14,7 +14,16 @@ from typing import Literal
 from pydantic import Field
 
 from qtc.amendments import PricedAmendment
-from qtc.models import Account, FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
+from qtc.models import (
+    Account,
+    ApprovalNeeded,
+    FeatureValue,
+    Model,
+    PricedLine,
+    PricedQuote,
+    ScheduledInvoice,
+    renamed_from,
+)
 
 Phase = Literal[1, 2, 3]
 Stage = Literal[
@@ -55,6 +64,26 @@ UPDATE_CORRECT_ACCOUNT = "correct_account"
 UPDATE_CANCEL = "cancel"
 QUERY_STATUS = "status"
 
+# Decisions a person makes, as Workflow Updates: the validator refuses a decision the deal cannot
+# take (wrong stage, already decided) before anything reaches history, and the caller learns the
+# stage an accepted one led to. They share the signals' names; the signals stay for deals started
+# by earlier versions and for the Temporal Web UI.
+UPDATE_APPROVE_QUOTE = SIGNAL_APPROVE_QUOTE
+UPDATE_REJECT_QUOTE = SIGNAL_REJECT_QUOTE
+UPDATE_APPROVE_INVOICE = SIGNAL_APPROVE_INVOICE
+UPDATE_REJECT_INVOICE = SIGNAL_REJECT_INVOICE
+UPDATE_RESUME = SIGNAL_RESUME
+UPDATE_MARK_LOST = SIGNAL_MARK_LOST
+DECISION_REFUSED = "DecisionRefused"
+"""The ``ApplicationError`` type a decision's validator raises; details carry ``current_stage``."""
+
+# Which role decides in which waiting stage: the review pages and the notifications use it.
+WAITING_STAGES: dict[str, Stage] = {
+    "deal_desk": "pending_approval",
+    "finance": "awaiting_invoice_review",
+    "operator": "needs_attention",
+}
+
 
 def deal_id_for(opportunity_id: str) -> str:
     """The workflow id, and the deal id used in every idempotency key and metadata field."""
@@ -86,6 +115,12 @@ class DealInput(Model):
     phase: Phase = 3
     started_by: str | None = None
     review_reminder_hours: int | None = None
+    # Notifications (Slack, e-mail) when the deal starts waiting for a person; None or False: the
+    # starter's settings configure none. Reminders repeat every ``notify_remind_hours`` and one
+    # escalation goes out after ``notify_escalate_hours`` while nobody has decided.
+    notify: bool = False
+    notify_remind_hours: float | None = None
+    notify_escalate_hours: float | None = None
     # What the QtcCustomer search attribute shows. Search attributes are stored in clear even when
     # payloads are encrypted, so the starter puts a non-identifying label here when they are;
     # None shows the legal name.
@@ -252,3 +287,10 @@ class DealStatus(Model):
     amends: str | None = None
     priced_amendment: PricedAmendment | None = None
     corrections: list[Correction] = Field(default_factory=list)
+    # What a reviewer decides on, from the quote as priced (the invoice preview above replaces
+    # the quote's first invoice once it is re-dated at signature). None for statuses recorded
+    # before they were kept.
+    quote_lines: list[PricedLine] | None = None
+    quote_first_invoice: ScheduledInvoice | None = None
+    approvals_needed: list[ApprovalNeeded] | None = None
+    payment_terms_days: int | None = None

@@ -48,6 +48,8 @@ ACT_CREATE_SUBSCRIPTION = "create_subscription"
 ACT_SEND_FIRST_INVOICE = "send_first_invoice"
 ACT_PROVISION_PRODUCT = "provision_product"
 ACT_SYNC_ERP_INVOICE = "sync_erp_invoice"
+ACT_RECORD_LEDGER_EVENTS = "record_ledger_events"
+ACT_SEND_NOTIFICATION = "send_notification"
 ACT_AMEND_SUBSCRIPTION = "amend_subscription"
 ACT_SEND_AMENDMENT_INVOICE = "send_amendment_invoice"
 ACT_PREVIEW_INVOICE_TAX = "preview_invoice_tax"
@@ -234,6 +236,51 @@ class ErpInvoiceSynced(Model):
     system: str | None = None
 
 
+LedgerValue = str | int | bool | None
+
+
+class LedgerEvent(Model):
+    """One append-only ledger entry. ``seq`` is the deal's own counter (1, 2, ...), assigned by the
+    workflow, so a retried write finds the entry already there instead of adding it twice.
+
+    ``kind``: ``stage`` (the deal entered ``stage``), ``decision`` (a person's approval,
+    rejection, resume or loss: ``actor`` and the note in ``detail``), ``invoice`` (the first invoice
+    sent: ids and totals), ``notification``.
+    """
+
+    seq: int
+    at: datetime
+    kind: str
+    stage: str | None = None
+    actor: str | None = None
+    detail: dict[str, LedgerValue] = Field(default_factory=dict)
+
+
+class RecordLedgerInput(Model):
+    deal_id: str
+    opportunity_id: str
+    events: list[LedgerEvent]
+
+
+class Notification(Model):
+    """A message to the people a waiting deal needs. ``key`` is unique per deal, stage entry and
+    reminder: a retried send with the same key never sends a second message."""
+
+    key: str
+    deal_id: str
+    stage: str
+    audience: str  # the role that decides: deal_desk, finance or operator
+    kind: str  # entered, reminder or escalation
+    escalate: bool = False  # to the escalation channel / addresses as well
+    customer: str
+    summary: str
+    waiting_hours: float = 0
+
+
+class NotificationSent(Model):
+    channels: list[str]  # what actually went out (or had gone out before), e.g. ["slack", "email"]
+
+
 # --- the ports -------------------------------------------------------------------------------
 
 
@@ -314,6 +361,23 @@ class Erp(Protocol):
     billed invoice (``InvoiceMismatch`` when they differ)."""
 
     def sync_erp_invoice(self, input: SyncErpInvoiceInput) -> ErpInvoiceSynced: ...
+
+
+class Ledger(Protocol):
+    """The append-only record of a deal (stages, decisions, external ids, invoice totals), kept
+    outside Temporal so it outlives the workflow's retention. Writes are idempotent per
+    (deal, seq)."""
+
+    def record_ledger_events(self, input: RecordLedgerInput) -> None: ...
+
+
+class Notifier(Protocol):
+    """Tells people that a deal waits for them (Slack, e-mail). Idempotent per ``key``: a retried
+    send delivers nothing new. ``name`` is the channel (``slack``, ``email``)."""
+
+    name: str
+
+    def notify(self, notification: Notification) -> None: ...
 
 
 class ProductBackend(Protocol):

@@ -22,9 +22,10 @@ from pydantic import (
     SecretStr,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from runtime.logging import register_secrets
 
@@ -32,6 +33,7 @@ from runtime.logging import register_secrets
 SALESFORCE_ID_PATTERN = r"^[A-Za-z0-9]{15}(?:[A-Za-z0-5]{3})?$"
 
 Role = Literal["sales", "deal_desk", "finance", "operator"]
+NotifyChannel = Literal["slack", "email"]
 
 SANDBOX_SECRETS: dict[str, str] = {
     "stripe_api_key": "sk_test_sandbox",
@@ -51,6 +53,9 @@ SANDBOX_NETSUITE: dict[str, str] = {
     "consumer_key": "sandbox-ns-consumer-key",
     "token_id": "sandbox-ns-token-id",
 }
+# The Slack emulator's bot token. Not a default outside the sandbox, where Slack is optional: a
+# deployment without QTC_NOTIFY=slack needs no token at all.
+SANDBOX_SLACK_BOT_TOKEN = "xoxb-sandbox"  # noqa: S105 - a published sandbox value
 # Secrets that only one vendor of a port needs: (the port's setting, the vendor).
 _VENDOR_SECRETS: dict[str, tuple[str, str]] = {
     "stripe_api_key": ("billing", "stripe"),
@@ -140,6 +145,8 @@ SANDBOX_URLS: dict[str, tuple[str, str]] = {
     "docusign_oauth_host": ("sandbox_docusign_port", "{host}:{port}"),
     "provisioning_url": ("sandbox_provisioning_port", "http://{host}:{port}/v1/provision"),
     "hubspot_api_base": ("sandbox_hubspot_port", "http://{host}:{port}"),
+    "chargebee_api_base": ("sandbox_chargebee_port", "http://{host}:{port}"),
+    "slack_api_url": ("sandbox_slack_port", "http://{host}:{port}/api/"),
 }
 
 
@@ -330,6 +337,65 @@ class Settings(BaseSettings):
     provisioning_secret: SecretStr = SecretStr(SANDBOX_SECRETS["provisioning_secret"])
     provisioning_timeout_s: float = 15.0
 
+    # --- The deal ledger (runtime/ledger.py) ---
+    # SQLAlchemy URL; None: SQLite in the state directory. PostgreSQL in production, e.g.
+    # postgresql+psycopg://qtc@db.internal/qtc.
+    ledger_url: str | None = None
+
+    # --- Notifications (integrations/slack, integrations/email) ---
+    # Channels a waiting deal is announced on: "slack,email" or a JSON list. None: both in the
+    # sandbox (its emulators receive them), none elsewhere.
+    notify: Annotated[list[NotifyChannel] | None, NoDecode] = None
+    notify_remind_hours: float | None = Field(24.0, gt=0)  # None: no reminders
+    notify_escalate_hours: float | None = Field(48.0, gt=0)  # None: never escalate
+    # Where a message's "open in the Temporal Web UI" link points.
+    notify_web_ui_url: str = "http://127.0.0.1:8233"
+    slack_bot_token: SecretStr | None = None  # the sandbox's when unset in the sandbox
+    slack_api_url: str | None = "http://127.0.0.1:12118/api/"  # None: Slack's own
+    slack_channel: str = "#qtc-reviews"
+    slack_escalation_channel: str = "#qtc-escalations"
+    slack_timeout_s: float = 15.0
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 12119
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_timeout_s: float = 15.0
+    email_from: str = "qtc@sandbox.example"
+    email_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["reviewers@sandbox.example"]
+    )
+    email_escalation_to: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["revops-leads@sandbox.example"]
+    )
+
+    @field_validator("notify", "email_to", "email_escalation_to", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @property
+    def slack_token(self) -> str:
+        """The bot token Slack is called with (the emulator's in the sandbox when unset)."""
+        if self.slack_bot_token is not None:
+            return self.slack_bot_token.get_secret_value()
+        return SANDBOX_SLACK_BOT_TOKEN
+
+    @property
+    def notify_channels(self) -> list[NotifyChannel]:
+        if self.notify is not None:
+            return list(dict.fromkeys(self.notify))
+        return ["slack", "email"] if self.sandbox else []
+
+    @property
+    def ledger_database_url(self) -> str:
+        return self.ledger_url or f"sqlite:///{(self.state_dir / 'ledger.sqlite').resolve()}"
+
     # Sandbox emulators (0: a free port the operating system picks, as the tests do)
     sandbox_host: str = "127.0.0.1"
     sandbox_stripe_port: int = Field(12111, ge=0, le=65535)
@@ -339,6 +405,8 @@ class Settings(BaseSettings):
     sandbox_hubspot_port: int = Field(12115, ge=0, le=65535)
     sandbox_netsuite_port: int = Field(12116, ge=0, le=65535)
     sandbox_chargebee_port: int = Field(12117, ge=0, le=65535)
+    sandbox_slack_port: int = Field(12118, ge=0, le=65535)
+    sandbox_smtp_port: int = Field(12119, ge=0, le=65535)
     # Moves the whole local stack at once (see PORT_OFFSETS); None: the default ports.
     port_base: int | None = Field(None, ge=1024, le=65535 - PORT_SPAN)
 
@@ -429,6 +497,12 @@ class Settings(BaseSettings):
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")
+        if self.slack_bot_token is not None and (
+            self.slack_bot_token.get_secret_value() == SANDBOX_SLACK_BOT_TOKEN
+        ):
+            offending.append("QTC_SLACK_BOT_TOKEN")
+        if "slack" in self.notify_channels and self.slack_bot_token is None:
+            raise ValueError("QTC_NOTIFY includes slack but QTC_SLACK_BOT_TOKEN is not set")
         if offending:
             raise ValueError(
                 "sandbox credentials are refused outside the sandbox; set real values for: "

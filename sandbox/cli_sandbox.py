@@ -18,6 +18,7 @@ from runtime.logging import configure_logging
 from runtime.settings import (
     PORT_SPAN,
     SANDBOX_SECRETS,
+    SANDBOX_SLACK_BOT_TOKEN,
     SANDBOX_TOKENS,
     Settings,
     get_settings,
@@ -82,6 +83,14 @@ def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) 
         "chargebee",
         f"{emulators.chargebee_url}/api/v2",
         f"site sandbox, API key {SANDBOX_SECRETS['chargebee_api_key']}",
+        "slack",
+        f"{emulators.slack_url}/api/",
+        f"bot token {SANDBOX_SLACK_BOT_TOKEN}; received: /_sandbox/messages",
+    )
+    table.add_row(
+        "smtp sink",
+        f"{emulators.smtp_host}:{emulators.smtp_port}",
+        f"received: {emulators.slack_url}/_sandbox/mail",
     )
     return table
 
@@ -126,6 +135,18 @@ def _stack_addresses(stack: Stack) -> Table:
         f"http://{s.sandbox_host}:{s.sandbox_chargebee_port}/api/v2",
         f"site {s.chargebee_site}, API key {SANDBOX_SECRETS['chargebee_api_key']}"
         + ("; the billing system (QTC_BILLING)" if s.billing == "chargebee" else ""),
+        "review pages",
+        f"{api}/review",
+        "sign in with a deal-desk/finance/operator token",
+    )
+    slack = f"http://{s.sandbox_host}:{s.sandbox_slack_port}"
+    table.add_row(
+        "slack", f"{slack}/api/", f"bot token xoxb-sandbox; received: {slack}/_sandbox/messages"
+    )
+    table.add_row(
+        "smtp sink",
+        f"{s.sandbox_host}:{s.sandbox_smtp_port}",
+        f"received: {slack}/_sandbox/mail",
     )
     return table
 

@@ -39,12 +39,23 @@ from sandbox.hubspot.app import create_app as create_hubspot_app
 from sandbox.netsuite.app import create_app as create_netsuite_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
+from sandbox.slack.app import create_app as create_slack_app
+from sandbox.smtp.sink import SmtpSink
 from sandbox.stripe.app import create_app as create_stripe_app
 from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "netsuite", "chargebee")
+EMULATORS = (
+    "stripe",
+    "salesforce",
+    "docusign",
+    "provisioning",
+    "hubspot",
+    "netsuite",
+    "chargebee",
+    "slack",
+)
 
 
 class EmulatorStartError(RuntimeError):
@@ -62,6 +73,8 @@ class EmulatorPorts:
     hubspot: int = 0
     netsuite: int = 0
     chargebee: int = 0
+    slack: int = 0
+    smtp: int = 0  # the SMTP sink, served beside the Slack emulator (not an HTTP app)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorPorts:
@@ -73,6 +86,8 @@ class EmulatorPorts:
             hubspot=settings.sandbox_hubspot_port,
             netsuite=settings.sandbox_netsuite_port,
             chargebee=settings.sandbox_chargebee_port,
+            slack=settings.sandbox_slack_port,
+            smtp=settings.sandbox_smtp_port,
         )
 
 
@@ -101,6 +116,7 @@ class RunningEmulators:
         salesforce_ca_file: Path,
         servers: dict[str, uvicorn.Server],
         sockets: list[socket.socket],
+        smtp: tuple[SmtpSink, socket.socket],
     ) -> None:
         url_host = "127.0.0.1" if host in ("", "0.0.0.0") else host
         self.host = host
@@ -114,6 +130,10 @@ class RunningEmulators:
         self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
         self.netsuite_url = f"http://{url_host}:{ports.netsuite}"
         self.chargebee_url = f"http://{url_host}:{ports.chargebee}"
+        self.slack_url = f"http://{url_host}:{ports.slack}"
+        self.smtp_host = url_host
+        self.smtp_port = ports.smtp
+        self._sink, self._smtp_socket = smtp
         self._servers = servers
         self._sockets = sockets
         self._error: BaseException | None = None
@@ -130,6 +150,7 @@ class RunningEmulators:
             "hubspot": self.hubspot_url,
             "netsuite": self.netsuite_url,
             "chargebee": self.chargebee_url,
+            "slack": self.slack_url,
         }
 
     @property
@@ -144,12 +165,17 @@ class RunningEmulators:
             self._error = exc
 
     async def _serve_all(self) -> None:
-        await asyncio.gather(
-            *(
-                server.serve(sockets=[sock])
-                for server, sock in zip(self._servers.values(), self._sockets, strict=True)
+        loop = asyncio.get_running_loop()
+        smtp = await loop.create_server(self._sink.protocol, sock=self._smtp_socket)
+        try:
+            await asyncio.gather(
+                *(
+                    server.serve(sockets=[sock])
+                    for server, sock in zip(self._servers.values(), self._sockets, strict=True)
+                )
             )
-        )
+        finally:
+            smtp.close()
 
     def _start(self, timeout_s: float) -> None:
         self._thread.start()
@@ -173,7 +199,7 @@ class RunningEmulators:
             for server in self._servers.values():
                 server.force_exit = True
             self._thread.join(timeout_s)
-        for sock in self._sockets:
+        for sock in [*self._sockets, self._smtp_socket]:
             sock.close()
 
     def reset(self) -> None:
@@ -246,6 +272,7 @@ def start_emulators(
     def state(name: str) -> Path | None:
         return state_dir / f"{name}.json" if persist else None
 
+    sink = SmtpSink(state_file=state("smtp"))
     apps: dict[str, ASGIApp] = {
         "stripe": create_stripe_app(state_file=state("stripe")),
         "salesforce": create_salesforce_app(state_file=state("salesforce")),
@@ -256,6 +283,7 @@ def start_emulators(
             state_file=state("netsuite"), catalog_path=get_settings().catalog
         ),
         "chargebee": create_chargebee_app(state_file=state("chargebee")),
+        "slack": create_slack_app(state_file=state("slack"), mail=sink),
     }
     wanted = {
         "stripe": ports.stripe,
@@ -265,6 +293,7 @@ def start_emulators(
         "hubspot": ports.hubspot,
         "netsuite": ports.netsuite,
         "chargebee": ports.chargebee,
+        "slack": ports.slack,
     }
     sockets: list[socket.socket] = []
     try:
@@ -274,7 +303,14 @@ def start_emulators(
         for sock in sockets:
             sock.close()
         raise
-    actual = EmulatorPorts(*(sock.getsockname()[1] for sock in sockets))
+    try:
+        smtp_socket = _listen(host, ports.smtp, "smtp")
+    except EmulatorStartError:
+        for sock in sockets:
+            sock.close()
+        raise
+    bound = {name: sock.getsockname()[1] for name, sock in zip(EMULATORS, sockets, strict=True)}
+    actual = EmulatorPorts(**bound, smtp=smtp_socket.getsockname()[1])
 
     servers: dict[str, uvicorn.Server] = {}
     for name, sock in zip(EMULATORS, sockets, strict=True):
@@ -296,7 +332,9 @@ def start_emulators(
         )
         servers[name] = uvicorn.Server(config)
 
-    running = RunningEmulators(host, actual, state_dir, tls.ca_file, servers, sockets)
+    running = RunningEmulators(
+        host, actual, state_dir, tls.ca_file, servers, sockets, (sink, smtp_socket)
+    )
     running._start(startup_timeout_s)
     return running
 

@@ -367,8 +367,13 @@ class Stack:
         self._check_ports([(host, port), (host, s.temporal_ui_port)])
         db = self.state_dir / "temporal.db"
         if not self.persist_temporal:
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{db}{suffix}").unlink(missing_ok=True)
+            # The default ledger belongs with the database it records: a fresh start forgets
+            # both, or the ledger would refuse to start the seeded opportunities again.
+            ledger = None if s.ledger_url else self.state_dir / "ledger.sqlite"
+            for path in (db, ledger):
+                for suffix in ("", "-wal", "-shm"):
+                    if path is not None:
+                        Path(f"{path}{suffix}").unlink(missing_ok=True)
         argv = [
             str(temporal_binary()),
             "server",
@@ -409,6 +414,8 @@ class Stack:
             s.sandbox_chargebee_port,
             s.sandbox_hubspot_port,
             s.sandbox_netsuite_port,
+            s.sandbox_slack_port,
+            s.sandbox_smtp_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
         argv = [sys.executable, "-m", "sandbox.runner", "--tls-dir", str(self.tls_dir.resolve())]

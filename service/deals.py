@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import (
@@ -26,6 +27,8 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -51,6 +54,8 @@ from qtc.deal import (
 )
 from qtc.models import Model, PricedQuote
 from qtc.money import format_minor
+from qtc.ports import LedgerEvent
+from runtime.ledger import open_ledger
 from runtime.search_attributes import (
     ARR_KEY,
     BLOCKED_STEP_KEY,
@@ -71,6 +76,7 @@ MEMO_START_NONCE = "qtc_start_nonce"
 # A caller (a webhook sender above all) must get an answer quickly: Temporal unreachable for this
 # long is reported as unavailable so the sender retries, instead of holding its connection open.
 DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
+MIN_DECISION_TIMEOUT = timedelta(seconds=10)
 
 
 UnavailableReason = Literal["not_found", "not_quotable", "unavailable", "refused"]
@@ -112,8 +118,32 @@ class DealFinished(DealConflict):
         super().__init__(deal_id, f"deal {deal_id!r} has finished and accepts no more signals")
 
 
+class DecisionRefused(DealConflict):
+    """The deal refused a decision (wrong stage, already decided, ended); nothing was recorded."""
+
+    def __init__(self, deal_id: str, reason: str, current_stage: str | None) -> None:
+        where = f" (current stage: {current_stage})" if current_stage else ""
+        super().__init__(deal_id, f"deal {deal_id}: {reason}{where}")
+        self.reason = reason
+        self.current_stage = current_stage
+
+
+class DealCompleted(DealConflict):
+    """The ledger says this opportunity's deal completed; it is never started again."""
+
+    def __init__(self, deal_id: str) -> None:
+        super().__init__(
+            deal_id,
+            f"deal {deal_id} completed (the ledger records it) and is not started again",
+        )
+
+
 class TemporalUnavailable(DealServiceError):
     """Temporal could not be reached (or did not answer in time); the request may be retried."""
+
+
+class LedgerUnavailable(TemporalUnavailable):
+    """The ledger could not be read; a start is refused rather than risk a second deal."""
 
 
 class DealWorkerUnavailable(TemporalUnavailable):
@@ -125,15 +155,6 @@ class DealWorkerUnavailable(TemporalUnavailable):
         super().__init__(
             f"no deal worker answered for {deal_id!r}; its last recorded stage is {stage!r}"
         )
-
-
-class DecisionRefused(DealConflict):
-    """The deal refused a decision (its validator said no; nothing was written to its history)."""
-
-    def __init__(self, deal_id: str, message: str, current_stage: str | None) -> None:
-        super().__init__(deal_id, f"{deal_id} refused: {message}")
-        self.reason = message
-        self.current_stage = current_stage
 
 
 class OpportunityUnavailable(DealServiceError):
@@ -321,6 +342,12 @@ async def start_deal(
     timeout = rpc_timeout(settings)
     customer_label = settings.customer_search_label(priced.opportunity_id)
     deal_id = contract.deal_id_for(priced.opportunity_id)
+    if await _completed_in_ledger(settings, deal_id) and not await _known_to_temporal(
+        client, deal_id, timeout
+    ):
+        # Temporal has forgotten the deal (retention, or deleted); its id-reuse policy would let
+        # a second deal bill the same opportunity again. The ledger remembers.
+        raise DealCompleted(deal_id)
     fingerprint = quote_fingerprint(priced)
     # A fresh nonce in the memo tells this start apart from a concurrent one that won the race.
     start_nonce = uuid.uuid4().hex
@@ -335,6 +362,9 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    notify=bool(settings.notify_channels),
+                    notify_remind_hours=settings.notify_remind_hours,
+                    notify_escalate_hours=settings.notify_escalate_hours,
                     erp=None if settings.erp == "none" else settings.erp,
                     amends=amends,
                     tax=settings.tax == "on",
@@ -378,6 +408,121 @@ async def start_deal(
             f"phase {phase} (a deal's phase is fixed when it starts)",
         )
     return StartResult(deal_id=deal_id, created=False)
+
+
+async def _completed_in_ledger(settings: Settings, deal_id: str) -> bool:
+    store = open_ledger(settings.ledger_database_url)
+    try:
+        return await asyncio.to_thread(store.completed, deal_id)
+    except SQLAlchemyError as err:
+        raise LedgerUnavailable(f"the ledger could not be read: {type(err).__name__}") from err
+
+
+async def _known_to_temporal(client: Client, deal_id: str, wait: timedelta) -> bool:
+    try:
+        await _describe(client, deal_id, wait)
+    except DealNotFound:
+        return False
+    return True
+
+
+async def deal_events(settings: Settings, deal_id: str) -> list[LedgerEvent]:
+    """The deal's ledger, oldest first; available after Temporal has forgotten the deal.
+
+    Raises:
+        DealNotFound: The ledger holds nothing for this deal.
+        LedgerUnavailable: The ledger could not be read.
+    """
+    store = open_ledger(settings.ledger_database_url)
+    try:
+        events = await asyncio.to_thread(store.events, deal_id)
+    except SQLAlchemyError as err:
+        raise LedgerUnavailable(f"the ledger could not be read: {type(err).__name__}") from err
+    if not events:
+        raise DealNotFound(deal_id)
+    return events
+
+
+async def decide(
+    client: Client,
+    deal_id: str,
+    decision: str,
+    model: BaseModel,
+    *,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+    outcome_timeout: timedelta = timedelta(seconds=30),
+) -> DecisionResult:
+    """Put a person's decision to the deal as a Workflow Update and return the stage it led to.
+
+    The deal's validator refuses a decision it cannot take (wrong stage, already decided) before
+    anything is written; so does Temporal for a deal that has ended.
+
+    Args:
+        client: A Temporal client.
+        deal_id: The deal (workflow) id.
+        decision: One of the ``UPDATE_*`` names in ``qtc.deal``.
+        model: The decision's input (``QuoteDecision``, ``InvoiceReview``, ``Resume``,
+            ``MarkLost``).
+        rpc_timeout: How long to wait for Temporal to accept or refuse the decision.
+        outcome_timeout: How long to wait, once accepted, for the stage it leads to.
+
+    Raises:
+        DecisionRefused: The deal refused it; ``current_stage`` says where the deal is.
+        DealNotFound: No deal has this id.
+        TemporalUnavailable: Temporal could not be reached (the decision may not be recorded).
+    """
+    handle = client.get_workflow_handle(deal_id)
+    # The deal's worker runs the validator: allow it more than a plain RPC's round trip.
+    accept_timeout = max(rpc_timeout, MIN_DECISION_TIMEOUT)
+    try:
+        async with _temporal_call(deal_id, accept_timeout):
+            update = await handle.start_update(
+                decision,
+                model,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=DecisionResult,
+                rpc_timeout=accept_timeout,
+            )
+    except WorkflowUpdateFailedError as err:
+        raise await _refusal(client, deal_id, err, rpc_timeout) from err
+    except WorkflowUpdateRPCTimeoutOrCancelledError as err:
+        raise TemporalUnavailable(
+            f"deal {deal_id} did not answer the decision within {accept_timeout}; it may not "
+            "have been recorded"
+        ) from err
+    except DealNotFound:
+        # NOT_FOUND is also what an ended deal answers: tell the two apart.
+        description = await _describe(client, deal_id, rpc_timeout)
+        raise DecisionRefused(
+            deal_id, "the deal has ended", description.typed_search_attributes.get(STAGE_KEY)
+        ) from None
+    try:
+        async with asyncio.timeout(outcome_timeout.total_seconds()):
+            return await update.result(rpc_timeout=outcome_timeout)
+    except WorkflowUpdateFailedError as err:
+        # Servers that answer the accepted stage only with the outcome report a refusal here.
+        raise await _refusal(client, deal_id, err, rpc_timeout) from err
+    except (TimeoutError, WorkflowUpdateRPCTimeoutOrCancelledError) as err:
+        raise TemporalUnavailable(
+            f"the decision was accepted but its outcome took longer than {outcome_timeout}"
+        ) from err
+
+
+async def _refusal(
+    client: Client, deal_id: str, err: WorkflowUpdateFailedError, rpc_timeout: timedelta
+) -> DealServiceError:
+    """A validator's refusal as ``DecisionRefused``: the decisions' validators say where the deal
+    is; for the others (the operator's corrections) the stage is read from visibility."""
+    cause = err.cause
+    if not isinstance(cause, FailureError):
+        return DealServiceError(f"deal {deal_id} failed the decision: {err}")
+    stage: str | None = None
+    if isinstance(cause, ApplicationError) and cause.type == contract.DECISION_REFUSED:
+        facts = cause.details[0] if cause.details else {}
+        stage = facts.get("current_stage") if isinstance(facts, dict) else None
+    if stage is None:
+        stage = await _current_stage(client, deal_id, rpc_timeout)
+    return DecisionRefused(deal_id, cause.message, stage)
 
 
 async def get_status(
@@ -543,41 +688,6 @@ async def record_signature(
         request_id=signal_request_id(deal_id, f"signature:{signature.envelope_id}"),
         rpc_timeout=rpc_timeout,
     )
-
-
-async def decide(
-    client: Client,
-    deal_id: str,
-    update_name: str,
-    request: BaseModel,
-    *,
-    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
-) -> DecisionResult:
-    """Send a decision as a Workflow Update and wait for its answer.
-
-    Returns:
-        The stage the decision led to (and a message).
-
-    Raises:
-        DecisionRefused: The deal's validator refused it (nothing was written); the current
-            stage is attached.
-        DealNotFound: No deal has this id.
-        DealFinished: The deal has closed.
-        TemporalUnavailable: Temporal, or the deal's worker, did not answer in time.
-    """
-    handle = client.get_workflow_handle(deal_id)
-    try:
-        async with _temporal_call(deal_id, rpc_timeout):
-            return await handle.execute_update(
-                update_name, request, result_type=DecisionResult, rpc_timeout=rpc_timeout
-            )
-    except WorkflowUpdateFailedError as err:
-        reason = str(err.cause.message) if isinstance(err.cause, FailureError) else str(err)
-        stage = await _current_stage(client, deal_id, rpc_timeout)
-        raise DecisionRefused(deal_id, reason, stage) from err
-    except DealNotFound:
-        await _describe(client, deal_id, rpc_timeout)
-        raise DealFinished(deal_id) from None
 
 
 async def _current_stage(client: Client, deal_id: str, rpc_timeout: timedelta) -> str | None:

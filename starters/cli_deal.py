@@ -6,8 +6,12 @@ stdout. Failures print one line on stderr, never a traceback.
 Exit codes: 0 done; 1 Temporal unreachable, or an input that cannot be used (file, catalog, CRM
 record); 2 the quote is rejected (the errors JSON on stdout, as ``qtc quote price``); 3 no such
 deal; 4 the request contradicts the deal (another quote for the same opportunity, a finished deal,
-a review for a deal that is not awaiting one); 64 a usage error: an unknown option or a bad
-value, a file that cannot be read or is not a JSON document.
+a decision the deal refused: wrong stage or already decided; nothing is recorded then); 64 a
+usage error: an unknown option or a bad value, a file that cannot be read or is not a JSON document.
+
+Decisions (``review approve``, ``deal resume``, ...) are Workflow Updates: the deal itself checks
+them, so a decision is never reported as done unless the deal took it, and the command prints the
+stage it led to.
 
 Who acts: commands that record a person on the deal (``--as``) default to the operating-system user
 name. In a shared terminal set ``--as you@company.example`` so the deal's history names you, not
@@ -30,8 +34,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from qtc import deal as contract
 from qtc import ports
@@ -60,7 +63,6 @@ EXIT_USAGE = 64
 # Long enough for a loaded server, short enough that a wrong address fails within a breath.
 CONNECT_TIMEOUT_S = 10.0
 REVIEW_STAGE: Stage = "awaiting_invoice_review"
-STAGE_KEY = SearchAttributeKey.for_keyword(ports.SA_STAGE)
 STAGES: tuple[str, ...] = get_args(Stage)
 
 T = TypeVar("T")
@@ -181,30 +183,10 @@ def _reject(exc: QuoteRejected, json_output: bool) -> NoReturn:
     raise typer.Exit(EXIT_REJECTED)
 
 
-async def _stage(client: Client, deal_id: str) -> str | None:
-    """The deal's ``QtcStage`` as the server holds it: answered without the worker."""
-    try:
-        async with asyncio.timeout(deals.DEFAULT_RPC_TIMEOUT.total_seconds()):
-            description = await client.get_workflow_handle(deal_id).describe()
-    except TimeoutError as exc:
-        raise deals.TemporalUnavailable("Temporal did not answer in time") from exc
-    except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
-            raise deals.DealNotFound(deal_id) from err
-        raise deals.TemporalUnavailable(err.message) from err
-    if description.close_time is not None:
-        raise deals.DealFinished(deal_id)
-    return description.typed_search_attributes.get(STAGE_KEY)
-
-
-async def _send(
-    client: Client, deal_id: str, signal: str, model: BaseModel, required_stage: str | None
-) -> None:
-    if required_stage is not None:
-        stage = await _stage(client, deal_id)
-        if stage != required_stage:
-            _fail(f"deal {deal_id} is in stage {stage}, not {required_stage}", EXIT_CONFLICT)
-    await deals.signal(client, deal_id, signal, model)
+async def _decide(client: Client, deal_id: str, decision: str, model: BaseModel) -> str:
+    """Put the decision to the deal; the stage it led to (a refusal exits 4 via ``_run``)."""
+    taken = await deals.decide(client, deal_id, decision, model)
+    return taken.stage
 
 
 # --- qtc worker -----------------------------------------------------------------------------
@@ -452,11 +434,11 @@ def resume(
     """Retry the step that parked a deal in needs_attention."""
     target = _deal_id(deal_id)
     request = Resume(by=_actor(actor), note=note)
-    _run(
+    stage = _run(
         get_settings(),
-        lambda client: _send(client, target, contract.SIGNAL_RESUME, request, "needs_attention"),
+        lambda client: _decide(client, target, contract.UPDATE_RESUME, request),
     )
-    typer.echo(f"{target}: resume sent")
+    typer.echo(f"{target}: resumed by {request.by}; now {stage}")
 
 
 @app.command("correct")
@@ -518,11 +500,41 @@ def lost(
     """Mark a deal lost (voids an unsigned contract; refused once billing has started)."""
     target = _deal_id(deal_id)
     request = MarkLost(by=_actor(actor), reason=reason)
-    _run(
+    stage = _run(
         get_settings(),
-        lambda client: _send(client, target, contract.SIGNAL_MARK_LOST, request, None),
+        lambda client: _decide(client, target, contract.UPDATE_MARK_LOST, request),
     )
-    typer.echo(f"{target}: mark_lost sent (see `qtc deal status {target}` for the outcome)")
+    typer.echo(f"{target}: marked lost by {request.by}; now {stage}")
+
+
+@app.command("events")
+def events(deal_id: DealIdArgument, json_output: JsonOption = False) -> None:
+    """The deal's ledger: every stage, decision (who, note), external id and invoice total.
+
+    Read from the ledger, not from Temporal: it answers after the workflow is gone."""
+    target = _deal_id(deal_id)
+    try:
+        found = asyncio.run(deals.deal_events(get_settings(), target))
+    except deals.DealNotFound as exc:
+        _exit(str(exc), EXIT_NOT_FOUND)
+    except deals.TemporalUnavailable as exc:
+        _exit(str(exc))
+    if json_output:
+        _echo_json({"events": [event.model_dump(mode="json") for event in found]})
+        return
+    table = Table(title=f"Ledger of {target}", title_justify="left")
+    for column in ("seq", "at (UTC)", "kind", "stage", "actor", "detail"):
+        table.add_column(column)
+    for event in found:
+        table.add_row(
+            str(event.seq),
+            event.at.isoformat(timespec="seconds"),
+            event.kind,
+            event.stage or "",
+            event.actor or "",
+            ", ".join(f"{key}={value}" for key, value in event.detail.items()),
+        )
+    Console(width=200).print(table)
 
 
 # --- qtc review -----------------------------------------------------------------------------
@@ -588,11 +600,11 @@ def review_approve(
     """Approve the first invoice: the subscription is created and the invoice sent."""
     target = _deal_id(deal_id)
     review = InvoiceReview(reviewer=_actor(actor), note=note)
-    _run(
+    stage = _run(
         get_settings(),
-        lambda client: _send(client, target, contract.SIGNAL_APPROVE_INVOICE, review, REVIEW_STAGE),
+        lambda client: _decide(client, target, contract.UPDATE_APPROVE_INVOICE, review),
     )
-    typer.echo(f"{target}: invoice approved by {review.reviewer}")
+    typer.echo(f"{target}: invoice approved by {review.reviewer}; now {stage}")
 
 
 @review_app.command("reject")
@@ -604,11 +616,11 @@ def review_reject(
     """Reject the first invoice: the deal ends in review_rejected, nothing is billed."""
     target = _deal_id(deal_id)
     review = InvoiceReview(reviewer=_actor(actor), note=reason)
-    _run(
+    stage = _run(
         get_settings(),
-        lambda client: _send(client, target, contract.SIGNAL_REJECT_INVOICE, review, REVIEW_STAGE),
+        lambda client: _decide(client, target, contract.UPDATE_REJECT_INVOICE, review),
     )
-    typer.echo(f"{target}: invoice rejected by {review.reviewer}")
+    typer.echo(f"{target}: invoice rejected by {review.reviewer}; now {stage}")
 
 
 # --- human output ---------------------------------------------------------------------------

@@ -17,7 +17,9 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, cb = free_ports(11)
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, cb, slack, smtp = free_ports(
+        13
+    )
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -40,6 +42,11 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
         hubspot_api_base=f"http://127.0.0.1:{hub}",
+        sandbox_slack_port=slack,
+        sandbox_smtp_port=smtp,
+        slack_api_url=f"http://127.0.0.1:{slack}/api/",
+        smtp_port=smtp,
+        notify_web_ui_url=f"http://127.0.0.1:{ui}",
         worker_metrics_port=metrics,
         codec_enabled=codec,
     )
@@ -56,6 +63,8 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_provisioning_port,
         settings.sandbox_hubspot_port,
         settings.sandbox_netsuite_port,
+        settings.sandbox_slack_port,
+        settings.sandbox_smtp_port,
         settings.worker_metrics_port or 0,
         settings.sandbox_chargebee_port,
     ]

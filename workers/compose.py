@@ -25,6 +25,8 @@ from integrations.chargebee.activities import ChargebeeBilling
 from integrations.chargebee.client import build_chargebee_client
 from integrations.docusign.activities import DocusignESignature
 from integrations.docusign.client import build_docusign_client
+from integrations.email.activities import EmailNotifier
+from integrations.email.client import build_smtp_factory
 from integrations.hubspot.activities import HubSpotCrm
 from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.hubspot.mapping import PropertyMap
@@ -35,13 +37,18 @@ from integrations.product_backend.client import build_provisioning_client
 from integrations.salesforce.activities import SalesforceCrm
 from integrations.salesforce.client import build_salesforce_client
 from integrations.salesforce.mapping import FieldMap
+from integrations.slack.activities import SlackNotifier
+from integrations.slack.client import build_slack_client
 from integrations.stripe.activities import StripeBilling
 from integrations.stripe.client import build_stripe_client
 from qtc import errors, ports
 from qtc.models import PricedQuote, Quote
+from runtime.ledger import LedgerStore, open_ledger
 from runtime.settings import Settings
 from runtime.vendor_errors import non_retryable, unreachable
 from service.crm import CrmOpportunityCheck
+from workers.ledger import LedgerActivities
+from workers.notify import NotificationFanOut
 
 log = structlog.get_logger(__name__)
 
@@ -112,6 +119,54 @@ ERPS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Erp]] = {
 }
 
 
+def review_url(settings: Settings) -> str:
+    """The review pages, as a notification links to them."""
+    return f"{settings.api_public_url.rstrip('/')}/review"
+
+
+def web_ui_url(settings: Settings) -> str:
+    """A deal's page in the Temporal Web UI; ``{deal_id}`` is filled in per notification."""
+    base = settings.notify_web_ui_url.rstrip("/")
+    return f"{base}/namespaces/{settings.temporal_namespace}/workflows/{{deal_id}}"
+
+
+def _slack(settings: Settings, closing: contextlib.ExitStack) -> ports.Notifier:
+    return SlackNotifier(
+        build_slack_client(settings),
+        channel=settings.slack_channel,
+        escalation_channel=settings.slack_escalation_channel,
+        review_url=review_url(settings),
+        web_ui_url=web_ui_url(settings),
+    )
+
+
+def _email(settings: Settings, closing: contextlib.ExitStack) -> ports.Notifier:
+    return EmailNotifier(
+        build_smtp_factory(settings),
+        sender=settings.email_from,
+        to=settings.email_to,
+        escalation_to=settings.email_escalation_to,
+        review_url=review_url(settings),
+        web_ui_url=web_ui_url(settings),
+    )
+
+
+NOTIFIERS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Notifier]] = {
+    "slack": _slack,
+    "email": _email,
+}
+
+
+def build_ledger(settings: Settings) -> LedgerStore:
+    """The process's ledger store (``QTC_LEDGER_URL``; SQLite in the state directory)."""
+    return open_ledger(settings.ledger_database_url)
+
+
+def build_notifiers(settings: Settings, closing: contextlib.ExitStack) -> list[ports.Notifier]:
+    """One notifier per channel in ``QTC_NOTIFY`` (both in the sandbox)."""
+    return [NOTIFIERS[channel](settings, closing) for channel in settings.notify_channels]
+
+
 def build_crm(settings: Settings, closing: contextlib.ExitStack) -> CrmImplementation:
     """The CRM that ``QTC_CRM`` names."""
     return CRMS[settings.crm](settings, closing)
@@ -137,8 +192,12 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
     esign = ESIGNATURES[settings.esign](settings, closing)
     billing = BILLINGS[settings.billing](settings, closing)
     backend = build_product_backend(settings, closing)
+    ledger = build_ledger(settings)
+    notify = NotificationFanOut(build_notifiers(settings, closing), ledger)
     erp = [ERPS[settings.erp](settings, closing).sync_erp_invoice] if settings.erp in ERPS else []
     return [
+        LedgerActivities(ledger).record_ledger_events,
+        notify.send_notification,
         crm.read_opportunity,
         crm.mark_closed_won,
         crm.write_back_billing_ids,

@@ -13,6 +13,7 @@ A vendor failure never fails the workflow. The step that failed parks the deal i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
@@ -27,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
     from qtc.amendments import PricedAmendment, amendment_deal_quote, schedule_amendment
     from qtc.dates import as_utc
     from qtc.deal import (
+        DECISION_REFUSED,
         QUERY_STATUS,
         SIGNAL_APPROVE_INVOICE,
         SIGNAL_APPROVE_QUOTE,
@@ -35,8 +37,16 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_REJECT_QUOTE,
         SIGNAL_RESUME,
         SIGNAL_SIGNATURE_COMPLETED,
+        TERMINAL_STAGES,
+        UPDATE_APPROVE_INVOICE,
+        UPDATE_APPROVE_QUOTE,
         UPDATE_CANCEL,
         UPDATE_CORRECT_ACCOUNT,
+        UPDATE_MARK_LOST,
+        UPDATE_REJECT_INVOICE,
+        UPDATE_REJECT_QUOTE,
+        UPDATE_RESUME,
+        WAITING_STAGES,
         WORKFLOW_NAME,
         AccountCorrection,
         AmendmentTerms,
@@ -67,9 +77,11 @@ with workflow.unsafe.imports_passed_through():
         ACT_MARK_CLOSED_WON,
         ACT_PREVIEW_INVOICE_TAX,
         ACT_PROVISION_PRODUCT,
+        ACT_RECORD_LEDGER_EVENTS,
         ACT_SEND_AMENDMENT_INVOICE,
         ACT_SEND_CONTRACT,
         ACT_SEND_FIRST_INVOICE,
+        ACT_SEND_NOTIFICATION,
         ACT_SYNC_ERP_INVOICE,
         ACT_VOID_CONTRACT,
         ACT_WRITE_BACK_BILLING_IDS,
@@ -81,10 +93,14 @@ with workflow.unsafe.imports_passed_through():
         CreateSubscriptionInput,
         ErpInvoiceSynced,
         InvoiceSent,
+        LedgerEvent,
+        LedgerValue,
         MarkClosedWonInput,
+        Notification,
         PreviewTaxInput,
         Provisioned,
         ProvisionInput,
+        RecordLedgerInput,
         SendAmendmentInvoiceInput,
         SendContractInput,
         SendInvoiceInput,
@@ -142,6 +158,9 @@ ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # workflow.patched ids: behaviour changes that alter the commands a recorded history replays.
 PATCH_LEAVE_REVIEW_ON_APPROVAL = "leave-review-queue-on-approval"
 PATCH_LOCAL_STEPS_AFTER_SIGNATURE = "local-steps-after-signature"
+# Deals started under this patch write the ledger and notify the people they wait for. Asked once,
+# first thing in ``run``, so deals recorded before it replay without either.
+PATCH_LEDGER_AND_NOTIFICATIONS = "ledger-and-notifications"
 # Deals whose input names an ERP record the billed invoice there between invoice_sent and
 # provisioned. Asked only for those deals, so a deal without an ERP records no marker and every
 # history from before the step replays unchanged.
@@ -195,6 +214,36 @@ LOCAL_RETRY_POLICY = RetryPolicy(
     # Re-dating is pure: if it fails three times it is a bug, and the deal should wait for a fix.
     maximum_attempts=3,
     non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+
+# The ledger and the notifications must never hold up or fail a deal's money steps: they run
+# beside the deal (their own asyncio tasks), and a write or send that still fails after these
+# retries is logged and noted on the deal, never parked.
+#
+# The ledger is written as a local activity, in batches: the events pile up while the deal
+# moves and are written when it comes to rest (a wait for a person, a signature or a date) and
+# when it ends, so a phase-3 deal costs two small writes and no activity task on the server.
+# Each event carries the deal's own sequence number, so a batch written twice is recorded once.
+LEDGER_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=8,
+)
+LEDGER_TIMEOUT = timedelta(seconds=30)
+NOTIFY_RETRY_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=1),
+    maximum_attempts=6,
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
+)
+NOTIFY_TIMEOUT = timedelta(seconds=30)
+_AUDIENCE: dict[str, str] = {stage: role for role, stage in WAITING_STAGES.items()}
+# Stages where the deal waits (for a person, a signature, the end): the ledger is written then.
+_AT_REST: frozenset[str] = frozenset(
+    {"pending_approval", "awaiting_signature", "awaiting_invoice_review", "needs_attention"}
+    | TERMINAL_STAGES
 )
 
 # --- the local activity ---------------------------------------------------------------------
@@ -301,6 +350,10 @@ class DealWorkflow:
             phase=input.phase,
             stage=first_stage,
             crm=input.crm,
+            quote_lines=priced.lines,
+            quote_first_invoice=priced.invoices[0] if priced.invoices else None,
+            approvals_needed=priced.approvals_needed,
+            payment_terms_days=priced.payment_terms_days,
             erp=input.erp,
             amends=input.amends.original_deal_id if input.amends else None,
         )
@@ -322,6 +375,14 @@ class DealWorkflow:
         # Decided once, at the signature (PATCH_LOCAL_STEPS_AFTER_SIGNATURE): whether the steps in
         # LOCAL_STEPS run as local activities. Histories recorded before the patch replay remote.
         self._local_steps = False
+        # PATCH_LEDGER_AND_NOTIFICATIONS, decided at the top of ``run``.
+        self._journal = False
+        self._ledger_seq = 0
+        self._ledger_pending: list[LedgerEvent] = []
+        self._ledger_writer: asyncio.Task[None] | None = None
+        self._announcers: list[asyncio.Task[None]] = []
+        self._sleeping = False
+        self._finished = False
         # Decided at the signature too (PATCH_ERP_SYNC): whether the billed invoice goes to the ERP.
         self._erp_sync = False
         # PATCH_VISIBLE_RETRIES, decided at the first task (False when replaying older histories).
@@ -331,6 +392,11 @@ class DealWorkflow:
     @workflow.run
     async def run(self, input: DealInput) -> DealStatus:
         self._visible = workflow.patched(PATCH_VISIBLE_RETRIES)
+        # Before the first stage is entered, so the patch marker precedes every command of the
+        # ledger and the notifications.
+        self._journal = workflow.patched(PATCH_LEDGER_AND_NOTIFICATIONS)
+        if self._journal:
+            self._ledger_writer = asyncio.create_task(self._write_ledger())
         starter = f"started by {input.started_by}" if input.started_by else None
         self._enter(self._status.stage, note=starter)
         try:
@@ -341,7 +407,18 @@ class DealWorkflow:
             await self._close_expired()
         except _DealCancelled:
             await self._close_cancelled()
+        await self._wind_down()
         return self._status
+
+    async def _wind_down(self) -> None:
+        """Finish what runs beside the deal: the last ledger write and the decisions being
+        answered; a notification still retrying is given up (the deal no longer waits)."""
+        self._finished = True
+        for announcer in self._announcers:
+            announcer.cancel()
+        if self._ledger_writer is not None:
+            await self._ledger_writer
+        await workflow.wait_condition(workflow.all_handlers_finished)
 
     async def _run_until_done(self) -> None:
         if not await self._get_quote_approved():
@@ -376,6 +453,9 @@ class DealWorkflow:
         assert self._quote_decision is not None
         approved, decision = self._quote_decision
         self._status.quote_decision = decision
+        self._record_decision(
+            "approve_quote" if approved else "reject_quote", decision.by, decision.note
+        )
         if not approved:
             self._enter("quote_rejected", note=_by("rejected", decision.by, decision.note))
             return False
@@ -674,6 +754,19 @@ class DealWorkflow:
             note=f"invoice {invoice.number or invoice.invoice_id}: total "
             f"{invoice.total_minor} {self._priced.currency}{tax}",
         )
+        self._journal_event(
+            "invoice",
+            "invoice_sent",
+            billing_invoice_id=invoice.invoice_id,
+            invoice_number=invoice.number,
+            invoice_url=invoice.invoice_url,
+            total_minor=invoice.total_minor,
+            tax_minor=invoice.tax_minor,
+            total_excluding_tax_minor=invoice.total_excluding_tax_minor,
+            quoted_total_minor=self._priced.first_invoice_total_minor,
+            currency=self._priced.currency,
+            status=invoice.status,
+        )
 
     async def _get_invoice_reviewed(self) -> bool:
         preview = self._status.invoice_preview
@@ -716,6 +809,9 @@ class DealWorkflow:
         assert self._review is not None
         approved, review = self._review
         self._status.invoice_review = review
+        self._record_decision(
+            "approve_invoice" if approved else "reject_invoice", review.reviewer, review.note
+        )
         if not approved:
             self._enter("review_rejected", note=_by("rejected", review.reviewer, review.note))
             return False
@@ -737,7 +833,9 @@ class DealWorkflow:
             # Histories from before PATCH_LEAVE_REVIEW_ON_APPROVAL left the queue only here.
             self._enter("billing_account_created", note=f"invoice approved; {waiting}")
         self._note("waiting_for_start_date", waiting)
+        self._sleeping = True
         await workflow.sleep(starts_at - now, summary="contract start date")
+        self._sleeping = False
 
     async def _close_expired(self) -> bool:
         """Expire the deal and void its envelope, unless the envelope turns out to have been
@@ -796,6 +894,7 @@ class DealWorkflow:
     async def _close_lost(self) -> None:
         self._closing = True
         assert self._lost is not None
+        self._record_decision("mark_lost", self._lost.by, self._lost.reason)
         reason = _by("marked lost", self._lost.by, self._lost.reason)
         envelope_id = self._status.envelope_id
         if envelope_id is not None and self._status.signature is None:
@@ -927,9 +1026,12 @@ class DealWorkflow:
         )
         self._raise_if_lost()
         if self._cancel is not None:
+            self._record_decision("cancel", self._cancel.by, self._cancel.reason, step=step)
             raise _DealCancelled
         assert self._resume is not None
-        self._enter(stage_before, note=_by(f"resumed, retrying {step}", self._resume.by, None))
+        self._record_decision("resume", self._resume.by, self._resume.note, step=step)
+        resumed = _by(f"resumed, retrying {step}", self._resume.by, self._resume.note)
+        self._enter(stage_before, note=resumed)
 
     def _lost_requested(self) -> bool:
         return self._lost is not None and not self._billing_started and not self._closing
@@ -948,15 +1050,157 @@ class DealWorkflow:
                 "qtc_deal_stage_entered_total", "Deals that entered a stage"
             ).add(1, {"stage": stage})
             self._show()
+        else:
+            workflow.upsert_search_attributes(
+                [
+                    STAGE_KEY.value_set(stage),
+                    CUSTOMER_KEY.value_set(self._input.customer_label or self._status.customer),
+                    ARR_KEY.value_set(self._status.arr_minor / MINOR_PER_MAJOR),
+                    PHASE_KEY.value_set(self._input.phase),
+                ]
+            )
+        if not self._journal:
             return
-        workflow.upsert_search_attributes(
-            [
-                STAGE_KEY.value_set(stage),
-                CUSTOMER_KEY.value_set(self._input.customer_label or self._status.customer),
-                ARR_KEY.value_set(self._status.arr_minor / MINOR_PER_MAJOR),
-                PHASE_KEY.value_set(self._input.phase),
-            ]
+        self._journal_event("stage", stage, None, note=note, **self._external_ids())
+        if stage in _AUDIENCE and self._input.notify:
+            entry = len(self._status.stage_history)
+            self._announcers.append(asyncio.create_task(self._announce(stage, entry)))
+
+    # --- the ledger and the notifications (PATCH_LEDGER_AND_NOTIFICATIONS) ------------------
+
+    def _external_ids(self) -> dict[str, LedgerValue]:
+        status = self._status
+        ids: dict[str, LedgerValue] = {
+            "envelope_id": status.envelope_id,
+            "billing_customer_id": status.billing_customer_id,
+            "billing_subscription_id": status.billing_subscription_id,
+            "billing_invoice_id": status.billing_invoice_id,
+            "erp_customer_id": status.erp_customer_id,
+            "erp_invoice_id": status.erp_invoice_id,
+        }
+        return {key: value for key, value in ids.items() if value is not None}
+
+    def _journal_event(
+        self, kind: str, stage: str | None, actor: str | None = None, /, **detail: LedgerValue
+    ) -> None:
+        if not self._journal:
+            return
+        self._ledger_seq += 1
+        self._ledger_pending.append(
+            LedgerEvent(
+                seq=self._ledger_seq,
+                at=workflow.now(),
+                kind=kind,
+                stage=stage,
+                actor=actor,
+                detail={key: value for key, value in detail.items() if value is not None},
+            )
         )
+
+    def _record_decision(self, decision: str, actor: str, note: str | None, **detail: str) -> None:
+        self._journal_event(
+            "decision", self._status.stage, actor, decision=decision, note=note, **detail
+        )
+
+    def _ledger_due(self) -> bool:
+        at_rest = self._status.stage in _AT_REST or self._sleeping or self._finished
+        return bool(self._ledger_pending) and at_rest
+
+    async def _write_ledger(self) -> None:
+        while True:
+            await workflow.wait_condition(lambda: self._ledger_due() or self._finished)
+            if not self._ledger_pending:
+                return
+            batch, self._ledger_pending = self._ledger_pending, []
+            try:
+                await workflow.execute_local_activity(
+                    ACT_RECORD_LEDGER_EVENTS,
+                    RecordLedgerInput(
+                        deal_id=self._deal_id,
+                        opportunity_id=self._priced.opportunity_id,
+                        events=batch,
+                    ),
+                    start_to_close_timeout=LEDGER_TIMEOUT,
+                    retry_policy=LEDGER_RETRY_POLICY,
+                    local_retry_threshold=LOCAL_RETRY_THRESHOLD,
+                )
+            except (ActivityError, ApplicationError, ActivityTimeoutError) as err:
+                _, message, _ = _describe_failure(err)
+                workflow.logger.warning("%s: ledger write failed: %s", self._deal_id, message)
+                self._note(
+                    "ledger_write_failed", f"events {batch[0].seq}-{batch[-1].seq}: {message}"
+                )
+                if self._finished:
+                    return
+                # Kept for the next write: the ledger misses nothing a later attempt can record.
+                self._ledger_pending = batch + self._ledger_pending
+
+    async def _announce(self, stage: Stage, entry: int) -> None:
+        """Tell the deciding role that the deal waits for it; remind and escalate on durable
+        timers until the deal leaves the stage entry ``entry`` (1-based) of its history."""
+        entered_at = workflow.now()
+        remind = self._input.notify_remind_hours
+        escalate = self._input.notify_escalate_hours
+        reminders = 0
+        escalated = False
+
+        def left() -> bool:
+            return len(self._status.stage_history) != entry or self._finished
+
+        await self._notify(stage, entry, "entered", entered_at, escalate=False)
+        while not left():
+            due: list[tuple[datetime, str]] = []
+            if remind:
+                due.append((entered_at + timedelta(hours=remind * (reminders + 1)), "reminder"))
+            if escalate and not escalated:
+                due.append((entered_at + timedelta(hours=escalate), "escalation"))
+            if not due:
+                return
+            at, kind = min(due)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    left,
+                    timeout=max(at - workflow.now(), timedelta(seconds=1)),
+                    timeout_summary=f"{stage}: {kind}",
+                )
+            if left():
+                return
+            if kind == "reminder":
+                reminders += 1
+                await self._notify(stage, entry, f"reminder-{reminders}", entered_at, False)
+            else:
+                escalated = True
+                await self._notify(stage, entry, "escalation", entered_at, escalate=True)
+
+    async def _notify(
+        self, stage: Stage, entry: int, kind: str, entered_at: datetime, escalate: bool
+    ) -> None:
+        key = f"qtc:{self._deal_id}:{stage}:{entry}:{kind}"
+        waited = (workflow.now() - entered_at).total_seconds() / 3600
+        note = self._status.stage_history[entry - 1].note if entry else None
+        try:
+            await workflow.execute_activity(
+                ACT_SEND_NOTIFICATION,
+                Notification(
+                    key=key,
+                    deal_id=self._deal_id,
+                    stage=stage,
+                    audience=_AUDIENCE[stage],
+                    kind=kind.split("-")[0],
+                    escalate=escalate,
+                    customer=self._status.customer,
+                    summary=note or stage,
+                    waiting_hours=round(waited, 2),
+                ),
+                start_to_close_timeout=NOTIFY_TIMEOUT,
+                retry_policy=NOTIFY_RETRY_POLICY,
+            )
+        except (ActivityError, ApplicationError, ActivityTimeoutError) as err:
+            _, message, _ = _describe_failure(err)
+            workflow.logger.warning("%s: notification %s failed: %s", self._deal_id, key, message)
+            self._note("notification_failed", f"{key}: {message}")
+            return
+        self._journal_event("notification", stage, audience=_AUDIENCE[stage], key=key)
 
     def _count_failure(self, error: DealError) -> None:
         # Metrics from workflow code are emitted once, never again when the history replays.
@@ -1041,8 +1285,17 @@ class DealWorkflow:
     def reject_quote(self, decision: QuoteDecision) -> None:
         self._decide_quote(SIGNAL_REJECT_QUOTE, False, decision)
 
+    def _quote_refusal(self) -> str | None:
+        if self._status.stage != "pending_approval":
+            return "the quote is not waiting for deal-desk approval"
+        if self._quote_decision is not None:
+            return "the quote has already been decided"
+        if self._lost_requested():
+            return "the deal is being marked lost"
+        return None
+
     def _decide_quote(self, signal: str, approved: bool, decision: QuoteDecision) -> None:
-        if self._status.stage != "pending_approval" or self._quote_decision is not None:
+        if self._quote_refusal() is not None:
             self._ignore_signal(signal, decision.by)
             return
         self._quote_decision = (approved, decision)
@@ -1059,8 +1312,15 @@ class DealWorkflow:
     def reject_invoice(self, review: InvoiceReview) -> None:
         self._review_invoice(SIGNAL_REJECT_INVOICE, False, review)
 
+    def _review_refusal(self) -> str | None:
+        if self._status.stage != "awaiting_invoice_review":
+            return "the first invoice is not waiting for review"
+        if self._review is not None:
+            return "the first invoice has already been reviewed"
+        return None
+
     def _review_invoice(self, signal: str, approved: bool, review: InvoiceReview) -> None:
-        if self._status.stage != "awaiting_invoice_review" or self._review is not None:
+        if self._review_refusal() is not None:
             self._ignore_signal(signal, review.reviewer)
             return
         self._review = (approved, review)
@@ -1097,10 +1357,109 @@ class DealWorkflow:
 
     @workflow.signal(name=SIGNAL_RESUME)
     def resume(self, request: Resume) -> None:
-        if self._status.stage != "needs_attention" or self._resume is not None:
+        if self._resume_refusal() is not None:
             self._ignore_signal(SIGNAL_RESUME, request.by)
             return
         self._resume = request
+
+    def _resume_refusal(self) -> str | None:
+        if self._status.stage != "needs_attention":
+            return "the deal is not parked in needs_attention"
+        if self._resume is not None:
+            return "the deal has already been resumed"
+        return None
+
+    # --- decisions as updates --------------------------------------------------------------
+    #
+    # Each update shares its signal's logic. The validator refuses what the signal would only
+    # note as ignored, so a refused decision writes nothing to history and its caller is told
+    # why; an accepted one answers with the stage the deal entered because of it.
+
+    def _refuse(self, reason: str | None) -> None:
+        if reason is not None:
+            raise ApplicationError(
+                reason,
+                {"current_stage": self._status.stage},
+                type=DECISION_REFUSED,
+                non_retryable=True,
+            )
+
+    async def _led_to(self, entries_before: int) -> DecisionResult:
+        await workflow.wait_condition(
+            lambda: len(self._status.stage_history) > entries_before or self._finished
+        )
+        history = self._status.stage_history
+        entered = history[entries_before] if len(history) > entries_before else history[-1]
+        return DecisionResult(stage=entered.stage)
+
+    @workflow.update(name=UPDATE_APPROVE_QUOTE)
+    async def approve_quote_update(self, decision: QuoteDecision) -> DecisionResult:
+        before = len(self._status.stage_history)
+        self._quote_decision = (True, decision)
+        return await self._led_to(before)
+
+    @approve_quote_update.validator
+    def _validate_approve_quote(self, decision: QuoteDecision) -> None:
+        self._refuse(self._quote_refusal())
+
+    @workflow.update(name=UPDATE_REJECT_QUOTE)
+    async def reject_quote_update(self, decision: QuoteDecision) -> DecisionResult:
+        before = len(self._status.stage_history)
+        self._quote_decision = (False, decision)
+        return await self._led_to(before)
+
+    @reject_quote_update.validator
+    def _validate_reject_quote(self, decision: QuoteDecision) -> None:
+        self._refuse(self._quote_refusal())
+
+    @workflow.update(name=UPDATE_APPROVE_INVOICE)
+    async def approve_invoice_update(self, review: InvoiceReview) -> DecisionResult:
+        before = len(self._status.stage_history)
+        self._review = (True, review)
+        return await self._led_to(before)
+
+    @approve_invoice_update.validator
+    def _validate_approve_invoice(self, review: InvoiceReview) -> None:
+        self._refuse(self._review_refusal())
+
+    @workflow.update(name=UPDATE_REJECT_INVOICE)
+    async def reject_invoice_update(self, review: InvoiceReview) -> DecisionResult:
+        before = len(self._status.stage_history)
+        self._review = (False, review)
+        return await self._led_to(before)
+
+    @reject_invoice_update.validator
+    def _validate_reject_invoice(self, review: InvoiceReview) -> None:
+        self._refuse(self._review_refusal())
+
+    @workflow.update(name=UPDATE_RESUME)
+    async def resume_update(self, request: Resume) -> DecisionResult:
+        before = len(self._status.stage_history)
+        self._resume = request
+        return await self._led_to(before)
+
+    @resume_update.validator
+    def _validate_resume(self, request: Resume) -> None:
+        self._refuse(self._resume_refusal())
+
+    @workflow.update(name=UPDATE_MARK_LOST)
+    async def mark_lost_update(self, lost: MarkLost) -> DecisionResult:
+        before = len(self._status.stage_history)
+        self._lost = lost
+        return await self._led_to(before)
+
+    @mark_lost_update.validator
+    def _validate_mark_lost(self, lost: MarkLost) -> None:
+        # Stricter than the signal's rule for earlier histories: once the signature is recorded
+        # the CRM is (about to be) told the deal is won, so a loss is refused outright.
+        if self._billing_started:
+            self._refuse("billing has started; a lost deal is now a cancellation for finance")
+        if self._closed_won_started or self._status.signature is not None:
+            self._refuse("the contract is signed")
+        if self._status.stage in TERMINAL_STAGES or self._finished:
+            self._refuse("the deal has ended")
+        if self._closing or self._lost is not None:
+            self._refuse("the deal is already closing")
 
     @workflow.update(name=UPDATE_CORRECT_ACCOUNT)
     def correct_account(self, correction: AccountCorrection) -> DecisionResult:
@@ -1119,6 +1478,9 @@ class DealWorkflow:
         self._note(
             "account_corrected",
             _by(f"account corrected ({', '.join(changed)})", correction.by, correction.reason),
+        )
+        self._record_decision(
+            "correct_account", correction.by, correction.reason, fields=", ".join(changed)
         )
         if self._status.last_error is not None:
             self._status.last_error = self._status.last_error.model_copy(

@@ -23,7 +23,14 @@ from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
 from runtime.tracing import configure_tracing
 from starters import codec_api
-from starters.api import metrics, routes_deals, routes_hubspot, routes_quotes, routes_webhooks
+from starters.api import (
+    metrics,
+    review,
+    routes_deals,
+    routes_hubspot,
+    routes_quotes,
+    routes_webhooks,
+)
 from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
@@ -146,6 +153,7 @@ def create_app(
     app.include_router(routes_webhooks.router)
     app.include_router(routes_hubspot.router)
     app.include_router(codec_api.router)
+    app.include_router(review.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")
     async def healthz() -> dict[str, str]:

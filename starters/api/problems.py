@@ -25,6 +25,7 @@ from service.deals import (
     DealServiceError,
     DealWorkerUnavailable,
     DecisionRefused,
+    LedgerUnavailable,
     TemporalUnavailable,
 )
 
@@ -176,10 +177,23 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
                 409,
                 "decision-refused",
                 exc.reason,
-                extra={"deal_id": exc.deal_id, "current_stage": exc.current_stage},
+                extra={
+                    "deal_id": exc.deal_id,
+                    "current_stage": exc.current_stage,
+                    "reason": exc.reason,
+                },
             ).response()
         slug = "deal-finished" if isinstance(exc, DealFinished) else "deal-conflict"
         return Problem(409, slug, str(exc), extra={"deal_id": exc.deal_id}).response()
+
+    async def on_ledger_unavailable(_: Request, exc: Exception) -> ProblemResponse:
+        log.warning("ledger_unavailable", error=str(exc))
+        return Problem(
+            503,
+            "ledger-unavailable",
+            "The deal ledger is unavailable. Retry later.",
+            headers=retry_after,
+        ).response()
 
     async def on_unavailable(_: Request, exc: Exception) -> ProblemResponse:
         log.warning("temporal_unavailable", error=str(exc))
@@ -217,6 +231,7 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(DealNotFound, on_not_found)
     app.add_exception_handler(DealConflict, on_conflict)
     app.add_exception_handler(DealWorkerUnavailable, on_no_worker)
+    app.add_exception_handler(LedgerUnavailable, on_ledger_unavailable)
     app.add_exception_handler(TemporalUnavailable, on_unavailable)
     app.add_exception_handler(DealServiceError, on_refused)
     app.add_exception_handler(Exception, on_unexpected)

@@ -1,6 +1,8 @@
 """``/v1/deals``: start, inspect, list and steer deals.
 
 Who did something is always the token's person: bodies carry decisions and notes, never names.
+A decision is answered once the deal has taken it: 200 with the stage it led to, or 409 with the
+deal's ``current_stage`` and the reason when the deal refused it (nothing is recorded then).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from qtc.deal import (
 )
 from qtc.errors import QuoteRejected
 from qtc.models import Account
+from qtc.ports import LedgerEvent
 from runtime.settings import ApiPrincipal
 from service import deals
 from service.amendments import start_amendment
@@ -94,10 +97,14 @@ class CancelRequest(Body):
     reason: str = Field(min_length=1, max_length=500)
 
 
-class SignalAccepted(BaseModel):
+class DecisionTaken(BaseModel):
     deal_id: str
-    signal: str
-    accepted: bool = True
+    decision: str
+    stage: Stage = Field(description="The stage the decision led the deal to")
+
+
+class DealEvents(BaseModel):
+    events: list[LedgerEvent]
 
 
 class DealList(BaseModel):
@@ -221,16 +228,29 @@ async def list_deals(
     return DealList(deals=found)
 
 
+@router.get(
+    "/v1/deals/{deal_id}/events",
+    summary="A deal's ledger: every stage, decision, external id and invoice total, oldest first",
+    responses=_PROBLEMS,
+)
+async def deal_events(
+    deal_id: DealId,
+    _: Annotated[ApiPrincipal, Depends(authenticated)],
+    state: State,
+) -> DealEvents:
+    return DealEvents(events=await deals.deal_events(state.settings, deal_id))
+
+
 async def _send(
-    state: State, client: TemporalClient, deal_id: str, signal: str, model: BaseModel
-) -> SignalAccepted:
-    await deals.signal(client, deal_id, signal, model, rpc_timeout=state.rpc_timeout)
-    return SignalAccepted(deal_id=deal_id, signal=signal)
+    state: State, client: TemporalClient, deal_id: str, decision: str, model: BaseModel
+) -> DecisionTaken:
+    taken = await deals.decide(client, deal_id, decision, model, rpc_timeout=state.rpc_timeout)
+    return DecisionTaken(deal_id=deal_id, decision=decision, stage=taken.stage)
 
 
 @router.post(
     "/v1/deals/{deal_id}/quote-approval",
-    status_code=202,
+    status_code=200,
     summary="Deal desk: approve or reject a quote that needs approval",
     responses=_PROBLEMS,
 )
@@ -240,20 +260,20 @@ async def quote_approval(
     principal: Annotated[ApiPrincipal, Depends(require_role("deal_desk"))],
     state: State,
     client: TemporalClient,
-) -> SignalAccepted:
-    signal = (
-        contract.SIGNAL_APPROVE_QUOTE
+) -> DecisionTaken:
+    decision = (
+        contract.UPDATE_APPROVE_QUOTE
         if body.decision == "approve"
-        else contract.SIGNAL_REJECT_QUOTE
+        else contract.UPDATE_REJECT_QUOTE
     )
     return await _send(
-        state, client, deal_id, signal, QuoteDecision(by=principal.person, note=body.note)
+        state, client, deal_id, decision, QuoteDecision(by=principal.person, note=body.note)
     )
 
 
 @router.post(
     "/v1/deals/{deal_id}/invoice-review",
-    status_code=202,
+    status_code=200,
     summary="Finance: approve or reject the first invoice (phase 2)",
     responses=_PROBLEMS,
 )
@@ -263,20 +283,20 @@ async def invoice_review(
     principal: Annotated[ApiPrincipal, Depends(require_role("finance"))],
     state: State,
     client: TemporalClient,
-) -> SignalAccepted:
-    signal = (
-        contract.SIGNAL_APPROVE_INVOICE
+) -> DecisionTaken:
+    decision = (
+        contract.UPDATE_APPROVE_INVOICE
         if body.decision == "approve"
-        else contract.SIGNAL_REJECT_INVOICE
+        else contract.UPDATE_REJECT_INVOICE
     )
     return await _send(
-        state, client, deal_id, signal, InvoiceReview(reviewer=principal.person, note=body.note)
+        state, client, deal_id, decision, InvoiceReview(reviewer=principal.person, note=body.note)
     )
 
 
 @router.post(
     "/v1/deals/{deal_id}/resume",
-    status_code=202,
+    status_code=200,
     summary="Operator: retry the step a deal in needs_attention is parked on",
     responses=_PROBLEMS,
 )
@@ -287,16 +307,16 @@ async def resume(
     client: TemporalClient,
     # Optional: ``resume`` needs nothing but the operator, so an empty POST is enough.
     body: ResumeRequest | None = None,
-) -> SignalAccepted:
+) -> DecisionTaken:
     note = body.note if body is not None else None
     return await _send(
-        state, client, deal_id, contract.SIGNAL_RESUME, Resume(by=principal.person, note=note)
+        state, client, deal_id, contract.UPDATE_RESUME, Resume(by=principal.person, note=note)
     )
 
 
 @router.post(
     "/v1/deals/{deal_id}/lost",
-    status_code=202,
+    status_code=200,
     summary="Mark a deal lost (voids an unsigned contract)",
     responses=_PROBLEMS,
 )
@@ -306,12 +326,12 @@ async def mark_lost(
     principal: Annotated[ApiPrincipal, Depends(require_role("sales", "operator"))],
     state: State,
     client: TemporalClient,
-) -> SignalAccepted:
+) -> DecisionTaken:
     return await _send(
         state,
         client,
         deal_id,
-        contract.SIGNAL_MARK_LOST,
+        contract.UPDATE_MARK_LOST,
         MarkLost(by=principal.person, reason=body.reason),
     )
 

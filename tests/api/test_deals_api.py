@@ -161,10 +161,20 @@ async def test_deal_desk_approval_is_recorded_under_the_token_holder_name(
         path, json={"decision": "approve", "note": "strategic logo"}, headers=DEAL_DESK
     )
 
-    assert response.status_code == 202
-    assert response.json() == {"deal_id": deal_id, "signal": "approve_quote", "accepted": True}
+    assert response.status_code == 200
+    assert response.json() == {
+        "deal_id": deal_id,
+        "decision": "approve_quote",
+        "stage": "contract_sent",
+    }
     status = await wait_for_stage(api, deal_id, "awaiting_signature")
     assert status["quote_decision"] == {"by": PEOPLE["deal_desk"], "note": "strategic logo"}
+    again = await api.post(path, json={"decision": "reject"}, headers=DEAL_DESK)
+    assert again.status_code == 409
+    assert again.headers["content-type"] == "application/problem+json"
+    assert again.json()["current_stage"] == "awaiting_signature"
+    assert again.json()["type"] == "/problems/decision-refused"
+    assert (await wait_for_stage(api, deal_id, "awaiting_signature"))["notes"] == []
 
 
 async def test_deal_desk_can_reject_a_quote(api: httpx.AsyncClient) -> None:
@@ -178,7 +188,7 @@ async def test_deal_desk_can_reject_a_quote(api: httpx.AsyncClient) -> None:
         headers=DEAL_DESK,
     )
 
-    assert response.status_code == 202
+    assert (response.status_code, response.json()["stage"]) == (200, "quote_rejected")
     status = await wait_for_stage(api, deal_id, "quote_rejected")
     assert status["quote_decision"]["by"] == PEOPLE["deal_desk"]
 
@@ -193,11 +203,12 @@ async def test_sales_marks_a_deal_lost_and_the_contract_is_voided(
     assert (await api.post(path, json={"reason": "budget"}, headers=FINANCE)).status_code == 403
     response = await api.post(path, json={"reason": "budget cut"}, headers=SALES)
 
-    assert response.status_code == 202
+    assert (response.status_code, response.json()["stage"]) == (200, "lost")
     status = await wait_for_stage(api, deal_id, "lost")
     assert status["stage_history"][-1]["note"] == f"marked lost by {PEOPLE['sales']}: budget cut"
     finished = await api.post(path, json={"reason": "again"}, headers=OPERATOR)
     assert finished.status_code == 409
+    assert finished.json()["current_stage"] == "lost"
 
 
 async def test_finance_reviews_the_first_invoice_of_a_phase_two_deal(
@@ -219,9 +230,16 @@ async def test_finance_reviews_the_first_invoice_of_a_phase_two_deal(
     assert (
         await api.post(path, json={"decision": "approve"}, headers=DEAL_DESK)
     ).status_code == 403
+    early = await api.post(
+        f"/v1/deals/{deal_id}/quote-approval", json={"decision": "approve"}, headers=DEAL_DESK
+    )
     response = await api.post(path, json={"decision": "approve", "note": "ok"}, headers=FINANCE)
+    second = await api.post(path, json={"decision": "reject", "note": "no"}, headers=FINANCE)
 
-    assert response.status_code == 202
+    assert (early.status_code, early.json()["current_stage"]) == (409, "awaiting_invoice_review")
+    assert (response.status_code, response.json()["stage"]) == (200, "billing_account_created")
+    assert second.status_code == 409
+    assert second.json()["current_stage"] != "awaiting_invoice_review"
     status = await wait_for_stage(api, deal_id, "completed")
     assert status["invoice_review"] == {"reviewer": PEOPLE["finance"], "note": "ok"}
 
@@ -242,9 +260,11 @@ async def test_an_operator_resumes_a_parked_deal(
     assert (await api.post(path, json={"note": "fixed"}, headers=SALES)).status_code == 403
     response = await api.post(path, json={"note": "template restored"}, headers=OPERATOR)
 
-    assert response.status_code == 202
+    assert (response.status_code, response.json()["stage"]) == (200, "contract_sent")
     status = await wait_for_stage(api, deal_id, "awaiting_signature")
     assert PEOPLE["operator"] in status["stage_history"][-2]["note"]
+    again = await api.post(path, json={"note": "twice"}, headers=OPERATOR)
+    assert (again.status_code, again.json()["current_stage"]) == (409, "awaiting_signature")
 
 
 async def test_signals_to_an_unknown_deal_are_404(api: httpx.AsyncClient) -> None:

@@ -18,7 +18,15 @@ from qtc.cpq import price_quote
 from runtime.settings import Settings
 from service import deals
 from tests.e2e.conftest import Deployment
-from tests.e2e.support import CATALOG, EXAMPLES, ROOT, new_opportunity, quote_file
+from tests.e2e.support import (
+    CATALOG,
+    EXAMPLES,
+    ROOT,
+    WorkerProcess,
+    new_opportunity,
+    quote_file,
+    wait_for_stage,
+)
 from tests.stack_support import free_port
 
 
@@ -80,15 +88,23 @@ async def test_deal_list_json_is_one_document_listing_the_deal_by_stage(
 
 
 async def test_approving_an_invoice_of_a_deal_not_in_review_is_refused_with_exit_4(
-    deployment: Deployment, client: Client, tmp_path: Path
+    deployment: Deployment, client: Client, tmp_path: Path, worker: WorkerProcess
 ) -> None:
     deal_id = await start_without_worker(deployment, client, tmp_path)
+    await wait_for_stage(client, deal_id, "awaiting_signature")
+    before = len((await client.get_workflow_handle(deal_id).fetch_history()).events)
 
     result = qtc(deployment.env, "review", "approve", deal_id, "--as", "fiona@example.com")
 
     assert result.returncode == 4
-    assert f"deal {deal_id} is in stage contract_sent, not awaiting_invoice_review" in result.stderr
+    assert (
+        f"deal {deal_id}: the first invoice is not waiting for review "
+        "(current stage: awaiting_signature)" in result.stderr
+    )
     assert "Traceback" not in result.stderr
+    # The deal's validator refused it: the real server wrote nothing to the deal's history.
+    after = len((await client.get_workflow_handle(deal_id).fetch_history()).events)
+    assert after == before
 
 
 def test_status_of_an_unknown_deal_exits_3(deployment: Deployment) -> None:

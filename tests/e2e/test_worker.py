@@ -79,6 +79,8 @@ def test_the_worker_registers_every_activity_the_deal_workflow_calls() -> None:
             ports.ACT_CREATE_SUBSCRIPTION,
             ports.ACT_SEND_FIRST_INVOICE,
             ports.ACT_PROVISION_PRODUCT,
+            ports.ACT_RECORD_LEDGER_EVENTS,
+            ports.ACT_SEND_NOTIFICATION,
             ports.ACT_AMEND_SUBSCRIPTION,
             ports.ACT_SEND_AMENDMENT_INVOICE,
             ports.ACT_PREVIEW_INVOICE_TAX,

@@ -31,8 +31,12 @@ from qtc.deal import (
     SIGNAL_MARK_LOST,
     SIGNAL_RESUME,
     SIGNAL_SIGNATURE_COMPLETED,
+    UPDATE_APPROVE_INVOICE,
+    UPDATE_APPROVE_QUOTE,
     UPDATE_CANCEL,
     UPDATE_CORRECT_ACCOUNT,
+    UPDATE_MARK_LOST,
+    UPDATE_RESUME,
     AccountCorrection,
     AmendmentTerms,
     Cancel,
@@ -128,6 +132,35 @@ async def _expired(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
 async def _lost(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
     await wait_for_stage(handle, "awaiting_signature")
     await handle.signal(SIGNAL_MARK_LOST, MarkLost(by="sam", reason="budget cut"))
+
+
+async def _phase_2_approved_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "awaiting_invoice_review")
+    await handle.execute_update(
+        UPDATE_APPROVE_INVOICE, InvoiceReview(reviewer="fiona"), result_type=DecisionResult
+    )
+
+
+async def _quote_approved_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "pending_approval")
+    await handle.execute_update(
+        UPDATE_APPROVE_QUOTE, QuoteDecision(by="dana"), result_type=DecisionResult
+    )
+    await _sign(handle, now)
+
+
+async def _resumed_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "needs_attention")
+    await handle.execute_update(UPDATE_RESUME, Resume(by="oscar"), result_type=DecisionResult)
+
+
+async def _lost_by_update(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await wait_for_stage(handle, "awaiting_signature")
+    await handle.execute_update(
+        UPDATE_MARK_LOST, MarkLost(by="sam", reason="budget cut"), result_type=DecisionResult
+    )
 
 
 Drive = Callable[[Handle, FakeVendors, datetime], Awaitable[None]]
@@ -240,9 +273,15 @@ PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
     "amendment_completed": (3, False, _no_failures, _phase_3),
     "phase_2_taxed_review_approved": (2, False, _no_failures, _phase_2_approved),
     "phase_3_erp_synced": (3, False, _no_failures, _phase_3),
+    # Decisions as updates, with notifications to the waiting roles.
+    "phase_2_review_approved_by_update": (2, False, _no_failures, _phase_2_approved_by_update),
+    "phase_1_quote_approved_by_update": (1, True, _no_failures, _quote_approved_by_update),
+    "needs_attention_resumed_by_update": (3, False, _subscription_refused, _resumed_by_update),
+    "lost_by_update": (3, False, _no_failures, _lost_by_update),
 }
 # Paths whose deal records its billed invoice in an ERP.
 WITH_ERP = {"phase_3_erp_synced"}
+NOTIFYING = frozenset(name for name in PATHS if name.endswith("_update"))
 
 
 async def record(client: Client, name: str, now: datetime) -> str:
@@ -254,7 +293,16 @@ async def record(client: Client, name: str, now: datetime) -> str:
     async with deal_worker(client, task_queue, fakes):
         erp = "netsuite" if name in WITH_ERP else None
         handle = await start_deal(
-            client, task_queue, priced, phase=phase, amends=amends, tax=tax, erp=erp
+            client,
+            task_queue,
+            priced,
+            phase=phase,
+            amends=amends,
+            tax=tax,
+            erp=erp,
+            notify=name in NOTIFYING,
+            notify_remind_hours=24,
+            notify_escalate_hours=48,
         )
         await drive(handle, fakes, now)
         await handle.result()

@@ -8,6 +8,7 @@ deals started then may still be running.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from temporalio.worker import Replayer
 from qtc.ports import (
     ACT_AMEND_SUBSCRIPTION,
     ACT_PROVISION_PRODUCT,
+    ACT_RECORD_LEDGER_EVENTS,
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SYNC_ERP_INVOICE,
@@ -67,17 +69,26 @@ def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
     ]
     markers = [
-        event.marker_recorded_event_attributes.marker_name
+        event.marker_recorded_event_attributes
         for event in history.events
         if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
     ]
+    local = [
+        json.loads(marker.details["data"].payloads[0].data)["activity_type"]
+        for marker in markers
+        if marker.marker_name == "core_local_activity"
+    ]
+    steps = [name for name in local if name != ACT_RECORD_LEDGER_EVENTS]
 
     assert scheduled == [ACT_SEND_CONTRACT]
-    # The re-dating step and the six steps from Closed Won to the write-back, plus the patches.
+    # The re-dating step and the six steps from Closed Won to the write-back.
     # (An amendment deal's two billing steps replace the customer and subscription steps there.)
     new_deal_steps = LOCAL_STEPS - {ACT_AMEND_SUBSCRIPTION, ACT_SEND_AMENDMENT_INVOICE}
-    assert markers.count("core_local_activity") == 1 + len(new_deal_steps)
-    assert markers.count("core_patch") == 2
+    assert len(steps) == 1 + len(new_deal_steps)
+    # The ledger written twice: when the deal waited for its signature and when it ended.
+    assert local.count(ACT_RECORD_LEDGER_EVENTS) == 2
+    # The local steps' patch, the visible retries' and the ledger's.
+    assert [marker.marker_name for marker in markers].count("core_patch") == 3
 
 
 def test_a_local_step_that_keeps_failing_is_retried_as_a_regular_activity() -> None:
@@ -113,4 +124,5 @@ def test_the_erp_step_is_a_remote_activity_behind_its_patch() -> None:
     ]
 
     assert scheduled == [ACT_SEND_CONTRACT, ACT_SYNC_ERP_INVOICE]
-    assert markers.count("core_patch") == 3
+    # Visible retries, the ledger, the local steps and the ERP step.
+    assert markers.count("core_patch") == 4

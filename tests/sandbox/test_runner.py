@@ -50,7 +50,11 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
             for name, url in emulators.urls.items()
         }
         assert emulators.salesforce_url.startswith("https://127.0.0.1:")
-        assert len(set(emulators.urls.values())) == 7
+        assert len(set(emulators.urls.values())) == 8
+        assert emulators.smtp_port not in {
+            0,
+            *(int(u.rsplit(":", 1)[1]) for u in emulators.urls.values()),
+        }
     assert statuses == {
         "stripe": 200,
         "salesforce": 200,
@@ -59,9 +63,11 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
         "hubspot": 200,
         "netsuite": 200,
         "chargebee": 200,
+        "slack": 200,
     }
     assert not emulators.running
     assert all(refuses_connections(url) for url in emulators.urls.values())
+    assert refuses_connections(f"http://{emulators.smtp_host}:{emulators.smtp_port}")
     emulators.stop()  # a second stop is harmless
 
 

@@ -181,6 +181,9 @@ class LoggingVendors:
             self.send_first_invoice,
             self.provision_product,
             self.write_back_billing_ids,
+            # The ledger and the notifications carry no customer data this test looks for.
+            self.fakes.record_ledger_events,
+            self.fakes.send_notification,
             *LOCAL_ACTIVITIES,
         ]
 

@@ -42,9 +42,11 @@ from qtc.ports import (
     ACT_MARK_CLOSED_WON,
     ACT_PREVIEW_INVOICE_TAX,
     ACT_PROVISION_PRODUCT,
+    ACT_RECORD_LEDGER_EVENTS,
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
+    ACT_SEND_NOTIFICATION,
     ACT_SYNC_ERP_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
@@ -56,10 +58,13 @@ from qtc.ports import (
     CreateSubscriptionInput,
     ErpInvoiceSynced,
     InvoiceSent,
+    LedgerEvent,
     MarkClosedWonInput,
+    Notification,
     PreviewTaxInput,
     Provisioned,
     ProvisionInput,
+    RecordLedgerInput,
     SendAmendmentInvoiceInput,
     SendContractInput,
     SendInvoiceInput,
@@ -189,6 +194,10 @@ class FakeVendors:
     # When set, void_contract finds the envelope already signed at this time (as DocuSign would).
     signed_before_void: datetime | None = None
     calls: list[Call] = field(default_factory=list)
+    # The ledger and the notifications, kept apart from ``calls`` (the deal's outside effects).
+    ledger: list[LedgerEvent] = field(default_factory=list)
+    ledger_writes: int = 0
+    notifications: list[Notification] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return [call.activity for call in self.calls]
@@ -300,6 +309,22 @@ class FakeVendors:
     async def write_back_billing_ids(self, input: WriteBackInput) -> None:
         self._attempt(ACT_WRITE_BACK_BILLING_IDS, input)
 
+    @activity.defn(name=ACT_RECORD_LEDGER_EVENTS)
+    async def record_ledger_events(self, input: RecordLedgerInput) -> None:
+        self.ledger_writes += 1
+        queued = self.failures.get(ACT_RECORD_LEDGER_EVENTS)
+        if queued:
+            raise queued.pop(0)
+        known = {event.seq for event in self.ledger}
+        self.ledger.extend(event for event in input.events if event.seq not in known)
+
+    @activity.defn(name=ACT_SEND_NOTIFICATION)
+    async def send_notification(self, input: Notification) -> None:
+        queued = self.failures.get(ACT_SEND_NOTIFICATION)
+        if queued:
+            raise queued.pop(0)
+        self.notifications.append(input)
+
     def activities(self) -> list[Callable[..., Any]]:
         return [
             self.send_contract,
@@ -314,6 +339,8 @@ class FakeVendors:
             self.provision_product,
             self.sync_erp_invoice,
             self.write_back_billing_ids,
+            self.record_ledger_events,
+            self.send_notification,
             *LOCAL_ACTIVITIES,
         ]
 
@@ -331,6 +358,9 @@ async def start_deal(
     *,
     phase: Phase = 3,
     review_reminder_hours: int | None = None,
+    notify: bool = False,
+    notify_remind_hours: float | None = None,
+    notify_escalate_hours: float | None = None,
     erp: str | None = None,
     start_signal: str | None = None,
     start_signal_arg: Any = None,
@@ -342,6 +372,9 @@ async def start_deal(
         phase=phase,
         started_by="sam.sales@sandbox.example",
         review_reminder_hours=review_reminder_hours,
+        notify=notify,
+        notify_remind_hours=notify_remind_hours,
+        notify_escalate_hours=notify_escalate_hours,
         erp=erp,
         amends=amends,
         tax=tax,

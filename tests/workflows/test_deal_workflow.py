@@ -55,6 +55,7 @@ from workflows.deal import (
     ARR_KEY,
     CUSTOMER_KEY,
     FIRST_ATTEMPTS_POLICY,
+    PATCH_LEDGER_AND_NOTIFICATIONS,
     PATCH_LOCAL_STEPS_AFTER_SIGNATURE,
     PATCH_VISIBLE_RETRIES,
     PHASE_KEY,
@@ -539,7 +540,9 @@ async def test_non_retryable_vendor_error_parks_the_deal_until_an_operator_resum
     assert status.stage == "completed"
     assert fakes.names() == [*FULL_LOOP[:3], ACT_CREATE_BILLING_CUSTOMER, *FULL_LOOP[3:]]
     assert stages(status)[2:5] == ["signed", "needs_attention", "signed"]
-    assert status.stage_history[4].note == "resumed, retrying create_billing_customer by oscar"
+    assert status.stage_history[4].note == (
+        "resumed, retrying create_billing_customer by oscar: tax id fixed in CRM"
+    )
 
 
 async def test_retryable_vendor_error_that_never_clears_parks_after_bounded_attempts(
@@ -627,7 +630,12 @@ async def test_every_stage_change_is_upserted_to_the_search_attributes(
     patch_markers = [a for a in upserted if a.get(STAGE_KEY) is None]
     assert [a.get(CHANGE_VERSION_KEY) for a in patch_markers] == [
         [PATCH_VISIBLE_RETRIES],
-        [PATCH_LOCAL_STEPS_AFTER_SIGNATURE, PATCH_VISIBLE_RETRIES],
+        [PATCH_LEDGER_AND_NOTIFICATIONS, PATCH_VISIBLE_RETRIES],
+        [
+            PATCH_LEDGER_AND_NOTIFICATIONS,
+            PATCH_LOCAL_STEPS_AFTER_SIGNATURE,
+            PATCH_VISIBLE_RETRIES,
+        ],
     ]
     upserted = [a for a in upserted if a.get(STAGE_KEY) is not None]
     assert [attributes.get(STAGE_KEY) for attributes in upserted] == stages(status)

@@ -1,0 +1,1 @@
+"""E-mail over SMTP: tells the deal desk, finance and operators that a deal waits for them."""

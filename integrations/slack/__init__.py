@@ -1,0 +1,1 @@
+"""Slack: tells the deal desk, finance and operators that a deal waits for them."""

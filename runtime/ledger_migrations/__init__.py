@@ -1,0 +1,1 @@
+"""Alembic migrations of the deal ledger (``runtime.ledger``); applied on first use."""

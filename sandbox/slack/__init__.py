@@ -1,0 +1,1 @@
+"""Slack Web API emulator (chat.postMessage, conversations.history, auth.test)."""
