@@ -280,12 +280,15 @@ async def test_a_failed_delivery_is_retried_with_the_same_event_id_and_410_disab
     receiver.statuses.append(410)
     await launch(api, priced)
     wait_for(lambda: len(receiver.received) >= 4)
-    hooks = httpx.get(f"{ironclad_url}/_sandbox/webhooks").json()["webhooks"]
-    wait_for(
-        lambda: httpx.get(f"{ironclad_url}/_sandbox/webhooks").json()["webhooks"][0]["status"]
-        == "disabledBySystem"
-    )
-    assert hooks[0]["targetURL"] == receiver.url
+
+    def webhook() -> dict[str, Any]:
+        hooks: list[dict[str, Any]] = httpx.get(f"{ironclad_url}/_sandbox/webhooks").json()[
+            "webhooks"
+        ]
+        return hooks[0]
+
+    wait_for(lambda: webhook()["status"] == "disabledBySystem")
+    assert webhook()["targetURL"] == receiver.url
 
 
 async def test_injected_rate_limits_carry_retry_after(ironclad_url: str, api: IroncladApi) -> None:
