@@ -28,6 +28,7 @@ SANDBOX_SECRETS: dict[str, str] = {
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
+    "ironclad_api_key": "sandbox-ironclad-key",
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
@@ -174,6 +175,20 @@ class Settings(BaseSettings):
     docusign_timeout_s: float = 30.0
     docusign_envelope_lookback_days: int = 730  # how far back send_contract looks for a sent one
 
+    # Ironclad (QTC_ESIGN=ironclad): a bearer API key, or an OAuth client-credentials app (set
+    # the client id and secret and leave the API key unset). The user launches the workflows: the
+    # creator with an API key, the x-as-user-email with OAuth.
+    ironclad_base_url: str = "http://127.0.0.1:12120"
+    ironclad_api_key: SecretStr | None = SecretStr(SANDBOX_SECRETS["ironclad_api_key"])
+    ironclad_client_id: str | None = None
+    ironclad_client_secret: SecretStr | None = None
+    ironclad_user_email: str = "qtc-bot@sandbox.example"
+    ironclad_template_id: str = "sandbox-order-form"
+    ironclad_signer_role: str = "Counterparty Signer"
+    ironclad_timeout_s: float = 30.0
+    # The least time between two fetches of the webhook key caused by failed checks.
+    ironclad_key_refetch_s: float = Field(30.0, ge=0)
+
     # Product backend
     provisioning_url: str = "http://127.0.0.1:12114/v1/provision"
     provisioning_secret: SecretStr = SecretStr(SANDBOX_SECRETS["provisioning_secret"])
@@ -185,6 +200,7 @@ class Settings(BaseSettings):
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_ironclad_port: int = 12120
 
     # --- Payload encryption (starters/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox
@@ -225,7 +241,7 @@ class Settings(BaseSettings):
         offending = [
             f"QTC_{name.upper()}"
             for name, value in SANDBOX_SECRETS.items()
-            if getattr(self, name).get_secret_value() == value
+            if getattr(self, name) is not None and getattr(self, name).get_secret_value() == value
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")

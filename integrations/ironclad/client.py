@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from integrations.ironclad.mapping import encode_json
+from runtime.settings import Settings
 
 API_PATH = "/public/api/v1"
 # What the product needs of an OAuth app; an app granted less gets 403 on the call it lacks.
@@ -211,3 +212,24 @@ class IroncladApi:
     async def verification_key(self) -> str:
         """The PEM public key webhook signatures are checked with."""
         return (await self._request("GET", "/webhooks/verification-key")).text
+
+
+def build_ironclad_api(settings: Settings) -> IroncladApi:
+    """The process's Ironclad client: OAuth client credentials when a client id is set, else the
+    API key."""
+    secret = settings.ironclad_client_secret
+    key = settings.ironclad_api_key
+    if settings.ironclad_client_id is not None:
+        if secret is None:
+            raise ValueError("QTC_IRONCLAD_CLIENT_SECRET is required with QTC_IRONCLAD_CLIENT_ID")
+        key = None
+    elif key is None:
+        raise ValueError("set QTC_IRONCLAD_API_KEY, or QTC_IRONCLAD_CLIENT_ID and _SECRET")
+    return IroncladApi(
+        settings.ironclad_base_url,
+        api_key=key.get_secret_value() if key else None,
+        client_id=settings.ironclad_client_id,
+        client_secret=secret.get_secret_value() if secret else None,
+        as_user_email=settings.ironclad_user_email,
+        timeout_s=settings.ironclad_timeout_s,
+    )

@@ -20,7 +20,6 @@ import base64
 import binascii
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -170,23 +169,6 @@ class WebhookVerifier:
         if newer is not None and verify_with_key(newer, event_id, body, header):
             return event_id
         raise VerificationError("the signature does not match Ironclad's verification key")
-
-
-class SeenEvents:
-    """The ids of events already acted on, the newest ``limit`` of them (redeliveries repeat)."""
-
-    def __init__(self, limit: int = 10_000) -> None:
-        self._limit = limit
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def __contains__(self, event_id: object) -> bool:
-        return event_id in self._ids
-
-    def add(self, event_id: str) -> None:
-        self._ids[event_id] = None
-        self._ids.move_to_end(event_id)
-        while len(self._ids) > self._limit:
-            self._ids.popitem(last=False)
 
 
 class _Payload(BaseModel):

@@ -13,7 +13,6 @@ import pytest
 from integrations.ironclad.client import IroncladApi
 from integrations.ironclad.mapping import launch_attributes
 from integrations.ironclad.webhook import (
-    SeenEvents,
     VerificationError,
     WebhookVerifier,
     parse_event,
@@ -147,13 +146,6 @@ def test_the_body_is_checked_as_json_text_when_reformatted_in_transit() -> None:
         {"nonce": nonce, "signAlgorithm": "sha256", "signature": signature, "encoding": "base64"}
     )
     assert verify_with_key(public_key_pem(KEY), "evt-1", spaced, header)
-
-
-def test_seen_events_keep_the_newest() -> None:
-    seen = SeenEvents(limit=2)
-    for event_id in ("a", "b", "c"):
-        seen.add(event_id)
-    assert "a" not in seen and "b" in seen and "c" in seen
 
 
 async def test_the_signature_is_read_from_the_completed_workflow(
