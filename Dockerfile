@@ -3,12 +3,14 @@ FROM python:3.11-slim
 WORKDIR /app
 ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 COPY pyproject.toml README.md ./
+# The product only: the sandbox (emulators, local stack, demo) stays out of the image.
 COPY qtc ./qtc
 COPY workflows ./workflows
-COPY activities ./activities
+COPY integrations ./integrations
+COPY runtime ./runtime
+COPY service ./service
 COPY workers ./workers
 COPY starters ./starters
-COPY sandbox ./sandbox
 COPY catalog.toml ./
 RUN pip install . && useradd --create-home qtc
 USER qtc

@@ -474,7 +474,7 @@ def priced_for(template: PricedQuote, opportunity_id: str, number: int) -> Price
 
 async def start_deals(client: Client, settings: Settings, priced: list[PricedQuote]) -> list[str]:
     async def one(quote: PricedQuote) -> str:
-        result = await start_deal(client, quote, 3, STARTED_BY, settings.temporal_task_queue)
+        result = await start_deal(client, settings, quote, phase=3, started_by=STARTED_BY)
         return result.deal_id
 
     ids: list[str] = await bounded_gather(priced, one)

@@ -55,7 +55,7 @@ from runtime.temporal import connect
 
 # The worker's own default (QTC_WORKER_MAX_CACHED_WORKFLOWS): the memory target is about the
 # worker as shipped. With at most 20 workflow tasks at once, a burst over a cache this size drains
-# without workflow-task timeouts (bench/RESULTS.md, finding 7).
+# without workflow-task timeouts (bench/RESULTS.md).
 DEFAULT_WORKER_CACHE = Settings.model_fields["worker_max_cached_workflows"].default
 
 

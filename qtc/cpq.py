@@ -1,11 +1,11 @@
-"""CPQ: a bad quote cannot leave the building (DESIGN sections 2-4).
+"""CPQ: a bad quote cannot leave the building (docs/architecture.md, sections 2 and 3).
 
 ``parse_quote`` turns untrusted input into a ``Quote`` or rejects it with ``invalid_field``
 violations. ``price_quote`` runs every business rule against the catalog, reports all violations at
 once, attaches required SKUs, flags discounts that need the deal desk, and prices the full invoice
 schedule through ``qtc.pricing`` (the same code the workflow uses to re-date at signature).
 
-Choices where DESIGN is silent:
+Choices the rules leave open:
 
 - A quantity below 1 is ``invalid_field`` (it is not a quantity at all); a whole quantity outside
   the SKU's ``min_quantity``..``max_quantity`` is ``quantity_out_of_range``.

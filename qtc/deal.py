@@ -68,6 +68,9 @@ class DealInput(Model):
     # payloads are encrypted, so the starter puts a non-identifying label here when they are;
     # None shows the legal name.
     customer_label: str | None = None
+    # The CRM the opportunity lives in (``salesforce``, ``hubspot``), as the starter's settings
+    # say; shown in the status. None for deals started before it was recorded.
+    crm: str | None = None
 
 
 class QuoteDecision(Model):

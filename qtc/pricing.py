@@ -1,4 +1,5 @@
-"""DESIGN section 4: the arithmetic that turns priced lines and contract terms into money and dates.
+"""The arithmetic that turns priced lines and contract terms into money and dates
+(docs/architecture.md, section 3).
 
 This is the single implementation of the invoice schedule. ``qtc.cpq.price_quote`` calls it when a
 quote is priced, and the deal workflow calls ``reprice_for_signature`` when the signature arrives:

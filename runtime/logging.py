@@ -29,7 +29,7 @@ _SECRET_KEYS = frozenset(
 )
 
 
-# --- secret values (marked: payload encryption / redaction, issue 8) ------------------------
+# --- secret values ------------------------
 MIN_SECRET_LENGTH = 8
 """Shorter registered values are ignored: redacting every "test" or "1234" in every line would
 make logs unreadable, and a secret that short is not protecting anything anyway."""

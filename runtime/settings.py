@@ -38,7 +38,7 @@ SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
 }
 
 
-# --- Payload encryption (starters/codec.py) ---------------------------------------------------
+# --- Payload encryption (runtime/codec.py) ---------------------------------------------------
 SANDBOX_CODEC_KEY_ID = "sandbox-key-1"
 # A published test key ("qtc-sandbox-codec-key-not-secret", 32 bytes): sandbox payloads are
 # encrypted only to exercise the codec, never to hide anything. Refused outside the sandbox.
@@ -92,12 +92,18 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
-        # Payload encryption / redaction (issue 8): a validation error would otherwise quote every
+        # A validation error would otherwise quote every
         # raw QTC_* value, secrets included, on stderr at start-up, before any redaction exists.
         hide_input_in_errors=True,
     )
 
     env: Literal["sandbox", "production"] = "sandbox"
+
+    # --- Which vendor implements each port (workers/compose.py wires them) ---
+    crm: Literal["salesforce"] = "salesforce"
+    esign: Literal["docusign"] = "docusign"
+    billing: Literal["stripe"] = "stripe"
+    erp: Literal["none"] = "none"
     catalog: Path = Path("catalog.toml")
     state_dir: Path = Path(".qtc")
     log_level: str = "INFO"
@@ -202,7 +208,7 @@ class Settings(BaseSettings):
     sandbox_provisioning_port: int = 12114
     sandbox_ironclad_port: int = 12120
 
-    # --- Payload encryption (starters/codec.py, starters/codec_api.py) ---
+    # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
     codec_enabled: bool | None = None  # None: on outside the sandbox, off in the sandbox
     codec_keys: SecretStr | None = None  # JSON {"key-id": "<base64 32 bytes>"}; sandbox: its key
     codec_active_key_id: str | None = None  # encrypts new payloads; optional with a single key
@@ -252,7 +258,7 @@ class Settings(BaseSettings):
             )
         return self
 
-    # --- Payload encryption (starters/codec.py) ---
+    # --- Payload encryption (runtime/codec.py) ---
 
     @property
     def codec_on(self) -> bool:

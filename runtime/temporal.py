@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from temporalio.client import Client
 
-from runtime.codec import build_data_converter  # payload encryption (issue 8)
+from runtime.codec import build_data_converter
 from runtime.settings import Settings
 
 
 async def connect(settings: Settings) -> Client:
     """Connect to the Temporal frontend named by the settings, with the pydantic data converter
-    (payloads AES-GCM encrypted when ``settings.codec_on``; see ``starters/codec.py``).
+    (payloads AES-GCM encrypted when ``settings.codec_on``; see ``runtime/codec.py``).
 
     Temporal Cloud: set ``QTC_TEMPORAL_ADDRESS`` to the namespace endpoint,
     ``QTC_TEMPORAL_NAMESPACE`` and ``QTC_TEMPORAL_API_KEY`` (TLS is then implied).

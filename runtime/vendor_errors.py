@@ -1,11 +1,11 @@
 """Vendor failures translated into Temporal activity failures, in one place.
 
 Every activity module classifies what its SDK raised with these helpers so that the same kind of
-failure gets the same treatment everywhere (DESIGN section 6): a request the vendor refuses on its
-merits (invalid, unauthenticated, forbidden, not found, conflicting) is non-retryable and parks the
-deal in ``needs_attention``; a vendor that is busy or unreachable (429, 408, 5xx, timeouts,
-connection errors) is retried with the workflow's backoff, or after the vendor's ``Retry-After``
-when it gave one.
+failure gets the same treatment everywhere (docs/architecture.md, section 5): a request the vendor
+refuses on its merits (invalid, unauthenticated, forbidden, not found, conflicting) is non-retryable
+and parks the deal in ``needs_attention``; a vendor that is busy or unreachable (429, 408, 5xx,
+timeouts, connection errors) is retried with the workflow's backoff, or after the vendor's
+``Retry-After`` when it gave one.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The deal service layer: start, inspect, list and signal deals on Temporal.
+"""The deal use cases: start, inspect, list and decide deals on Temporal.
 
-The HTTP API and the ``qtc deal`` commands both go through these functions so that a deal started
-from a webhook, the API or the command line gets the same workflow id, the same id policies and the
-same search attributes. Temporal failures are translated into three exceptions the callers map to
-their own vocabulary (HTTP 404 / 409 / 503, CLI exit codes).
+Every entry point (the HTTP API, its webhooks, the ``qtc deal`` commands, the Closed-Won starter)
+goes through these functions, so a deal started from anywhere gets the same workflow id, the same
+id policies, the same search attributes and the same settings-derived options. Temporal failures
+are translated here, once, into the exceptions below, which callers map to their own vocabulary
+(HTTP 404 / 409 / 503, CLI exit codes).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
 from temporalio.common import (
-    SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
@@ -33,13 +33,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
 from qtc import ports
-from qtc.deal import DealInput, DealStatus, Phase, Stage
+from qtc.deal import DealInput, DealStatus, Phase, SignatureCompleted, Stage
 from qtc.models import Model, PricedQuote
-
-STAGE_KEY = SearchAttributeKey.for_keyword(ports.SA_STAGE)
-CUSTOMER_KEY = SearchAttributeKey.for_text(ports.SA_CUSTOMER)
-ARR_KEY = SearchAttributeKey.for_float(ports.SA_ARR)
-PHASE_KEY = SearchAttributeKey.for_int(ports.SA_PHASE)
+from runtime.search_attributes import ARR_KEY, CUSTOMER_KEY, MINOR_PER_MAJOR, PHASE_KEY, STAGE_KEY
+from runtime.settings import Settings
 
 # Memo keys: what a later start for the same opportunity is compared against.
 MEMO_QUOTE_ID = "qtc_quote_id"
@@ -50,8 +47,6 @@ MEMO_START_NONCE = "qtc_start_nonce"
 # long is reported as unavailable so the sender retries, instead of holding its connection open.
 DEFAULT_RPC_TIMEOUT = timedelta(seconds=5)
 
-# Every supported currency has two decimals (DESIGN section 4); QtcArr is in major units.
-_MINOR_PER_MAJOR = 100
 
 _UNAVAILABLE_CODES = frozenset(
     {
@@ -144,7 +139,7 @@ def _search_attributes(
         [
             SearchAttributePair(STAGE_KEY, initial_stage(priced)),
             SearchAttributePair(CUSTOMER_KEY, customer_label or priced.account.legal_name),
-            SearchAttributePair(ARR_KEY, priced.arr_minor / _MINOR_PER_MAJOR),
+            SearchAttributePair(ARR_KEY, priced.arr_minor / MINOR_PER_MAJOR),
             SearchAttributePair(PHASE_KEY, phase),
         ]
     )
@@ -181,33 +176,33 @@ async def _describe(
         return await client.get_workflow_handle(deal_id).describe(rpc_timeout=rpc_timeout)
 
 
+def rpc_timeout(settings: Settings) -> timedelta:
+    """How long an entry point waits for Temporal before reporting it unavailable."""
+    return timedelta(seconds=settings.api_temporal_timeout_s)
+
+
 async def start_deal(
     client: Client,
+    settings: Settings,
     priced: PricedQuote,
+    *,
     phase: Phase,
     started_by: str,
-    task_queue: str,
-    *,
-    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
-    customer_label: str | None = None,
-    review_reminder_hours: int | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
     The workflow id is derived from the opportunity, the id-reuse policy refuses a second run after
     the first closed and the id-conflict policy returns the running one, so one opportunity never
-    has two deals however many times it is submitted.
+    has two deals however many times it is submitted. Everything else the deal needs from the
+    settings (task queue, the QtcCustomer label, review reminders, the CRM's name) is read here,
+    so no entry point can start a deal differently.
 
     Args:
         client: A Temporal client with the pydantic data converter.
+        settings: The process settings.
         priced: The priced quote; it travels in the workflow input.
         phase: Rollout phase (1, 2 or 3).
         started_by: Who asked (a person or a webhook name), recorded on the deal.
-        task_queue: The deal worker's task queue.
-        rpc_timeout: How long to wait for Temporal before reporting it unavailable.
-        customer_label: The QtcCustomer search attribute's value instead of the legal name
-            (``Settings.customer_search_label``: search attributes are stored in clear).
-        review_reminder_hours: Phase 2: remind every this many hours while the invoice waits.
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -217,12 +212,14 @@ async def start_deal(
         DealConflict: The deal exists with a different quote.
         TemporalUnavailable: Temporal could not be reached.
     """
+    timeout = rpc_timeout(settings)
+    customer_label = settings.customer_search_label(priced.opportunity_id)
     deal_id = contract.deal_id_for(priced.opportunity_id)
     fingerprint = quote_fingerprint(priced)
     # A fresh nonce in the memo tells this start apart from a concurrent one that won the race.
     start_nonce = uuid.uuid4().hex
     try:
-        async with _temporal_call(deal_id, rpc_timeout):
+        async with _temporal_call(deal_id, timeout):
             await client.start_workflow(
                 contract.WORKFLOW_NAME,
                 DealInput(
@@ -230,10 +227,11 @@ async def start_deal(
                     phase=phase,
                     started_by=started_by,
                     customer_label=customer_label,
-                    review_reminder_hours=review_reminder_hours,
+                    review_reminder_hours=settings.review_reminder_hours,
+                    crm=settings.crm,
                 ),
                 id=deal_id,
-                task_queue=task_queue,
+                task_queue=settings.temporal_task_queue,
                 id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                 memo={
@@ -242,11 +240,11 @@ async def start_deal(
                     MEMO_START_NONCE: start_nonce,
                 },
                 search_attributes=_search_attributes(priced, phase, customer_label),
-                rpc_timeout=rpc_timeout,
+                rpc_timeout=timeout,
             )
     except WorkflowAlreadyStartedError:
         pass  # the deal ran before and has closed; compared against below like a running one
-    memo = await (await _describe(client, deal_id, rpc_timeout)).memo()
+    memo = await (await _describe(client, deal_id, timeout)).memo()
     if memo.get(MEMO_START_NONCE) == start_nonce:
         return StartResult(deal_id=deal_id, created=True)
     same_quote = memo.get(MEMO_QUOTE_ID) == priced.quote_id
@@ -345,9 +343,6 @@ async def signal(
             request id it has already seen for this run only once. Webhooks pass one derived from
             the event (e.g. the envelope id), so a duplicate delivery adds nothing to the history.
         rpc_timeout: How long to wait for Temporal before reporting it unavailable.
-        customer_label: The QtcCustomer search attribute's value instead of the legal name
-            (``Settings.customer_search_label``: search attributes are stored in clear).
-        review_reminder_hours: Phase 2: remind every this many hours while the invoice waits.
 
     Raises:
         DealNotFound: No deal has this id.
@@ -379,3 +374,22 @@ async def signal(
 def signal_request_id(deal_id: str, event_key: str) -> str:
     """A stable request id for a webhook event, so a redelivery is recorded once."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"qtc:{deal_id}:{event_key}"))
+
+
+async def record_signature(
+    client: Client,
+    deal_id: str,
+    signature: SignatureCompleted,
+    *,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+) -> None:
+    """An e-signature webhook: the contract was signed. Redelivery of the same signature is
+    recorded once (the request id is derived from the contract's id)."""
+    await signal(
+        client,
+        deal_id,
+        contract.SIGNAL_SIGNATURE_COMPLETED,
+        signature,
+        request_id=signal_request_id(deal_id, f"signature:{signature.envelope_id}"),
+        rpc_timeout=rpc_timeout,
+    )

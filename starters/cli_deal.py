@@ -199,29 +199,14 @@ async def _send(
 
 def worker() -> None:
     """Run the deal worker (workflows and activities) until SIGTERM or Ctrl-C."""
-    from workers.main import run_worker  # the vendor SDKs load only in the worker process
+    from workers.main import WorkerStartError, run_worker  # vendor SDKs load only in the worker
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-
-    async def main() -> None:
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                client = await connect(settings)
-        except (RuntimeError, TimeoutError, RPCError) as exc:
-            raise _CliFailure(
-                f"cannot reach Temporal at {settings.temporal_address}: {_first_line(exc)}"
-            ) from exc
-        try:
-            await run_worker(settings, client)
-        except (RuntimeError, RPCError) as exc:
-            # A namespace that does not exist, a refused worker, a server gone for good.
-            raise _CliFailure(f"worker stopped: {_first_line(exc)}") from exc
-
     try:
-        asyncio.run(main())
-    except _CliFailure as failure:
-        _exit(str(failure), failure.code)
+        asyncio.run(run_worker(settings))
+    except WorkerStartError as exc:
+        _exit(str(exc))
 
 
 # --- qtc deal -------------------------------------------------------------------------------
@@ -229,7 +214,7 @@ def worker() -> None:
 
 @app.command("start")
 def start(
-    file: Annotated[Path, typer.Argument(help="Quote JSON file (DESIGN section 2).")],
+    file: Annotated[Path, typer.Argument(help="Quote JSON file (docs/architecture.md).")],
     phase: PhaseOption = 3,
     json_output: JsonOption = False,
     catalog: CatalogOption = None,
@@ -250,13 +235,7 @@ def start(
     result = _run(
         settings,
         lambda client: deals.start_deal(
-            client,
-            priced,
-            cast(Phase, phase),
-            _actor(actor),
-            settings.temporal_task_queue,
-            customer_label=settings.customer_search_label(priced.opportunity_id),
-            review_reminder_hours=settings.review_reminder_hours,
+            client, settings, priced, phase=cast(Phase, phase), started_by=_actor(actor)
         ),
     )
     _print_started(result, priced, json_output)
@@ -264,47 +243,43 @@ def start(
 
 @app.command("start-from-crm")
 def start_from_crm(
-    opportunity_id: Annotated[str, typer.Argument(help="The Salesforce Opportunity id.")],
+    opportunity_id: Annotated[
+        str, typer.Argument(help="The opportunity id in the CRM that QTC_CRM names.")
+    ],
     phase: PhaseOption = 3,
     json_output: JsonOption = False,
     catalog: CatalogOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Read OPPORTUNITY_ID from Salesforce, price it and start its deal (the Closed-Won starter)."""
-    from integrations.salesforce.client import build_salesforce_client
-    from integrations.salesforce.mapping import FieldMap
+    """Read OPPORTUNITY_ID from the CRM, price it and start its deal (the Closed-Won starter)."""
     from service.crm import OpportunityUnavailable
     from service.crm import start_from_crm as start_deal_from_crm
-    from workers.main import salesforce_ca_file
+    from workers.compose import LazyCrmReader
 
     settings = get_settings()
     products = _load_catalog(catalog, settings)
-    sf_settings = settings.model_copy(update={"salesforce_ca_file": salesforce_ca_file(settings)})
-    try:
-        sf = build_salesforce_client(sf_settings)
-        field_map = FieldMap.from_settings(settings)
-    except ValueError as exc:
-        _exit(f"Salesforce is not configured: {_first_line(exc)}")
+    crm = LazyCrmReader(settings)
     try:
         result = _run(
             settings,
             lambda client: start_deal_from_crm(
                 client,
-                sf,
-                field_map,
+                settings,
+                crm,
                 products,
                 opportunity_id,
-                cast(Phase, phase),
-                _actor(actor),
-                settings.temporal_task_queue,
-                customer_label=settings.customer_search_label(opportunity_id),
-                review_reminder_hours=settings.review_reminder_hours,
+                phase=cast(Phase, phase),
+                started_by=_actor(actor),
             ),
         )
     except QuoteRejected as exc:
         _reject(exc, json_output)
     except OpportunityUnavailable as exc:
         _exit(_first_line(exc))
+    except ValueError as exc:
+        _exit(f"the CRM ({settings.crm}) is not configured: {_first_line(exc)}")
+    finally:
+        crm.close()
     _print_started(result, None, json_output)
 
 

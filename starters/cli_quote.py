@@ -40,7 +40,7 @@ def quote() -> None:
 
 @app.command()
 def price(
-    file: Annotated[Path, typer.Argument(help="Quote JSON file (DESIGN section 2).")],
+    file: Annotated[Path, typer.Argument(help="Quote JSON file (docs/architecture.md).")],
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the priced quote as one JSON document.")
     ] = False,

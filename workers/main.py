@@ -1,7 +1,8 @@
-"""The worker process: the one composition root that turns settings into vendor clients.
+"""The worker process: ``DealWorkflow`` and the activities of the vendors the settings choose.
 
-Every vendor client is built once per process and shared by the activity classes, whose bound
-methods are registered next to ``DealWorkflow`` and its local activities. The blocking SDKs
+Every vendor client is built once per process (``workers.compose``) and shared by the port
+implementations, whose bound methods are registered next to ``DealWorkflow`` and its local
+activities. The blocking SDKs
 (simple-salesforce, docusign-esign, Stripe's requests client, the provisioning httpx client) run in
 sync activities on one thread pool, never on the event loop.
 
@@ -19,10 +20,8 @@ import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
 import structlog
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -33,75 +32,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from integrations.docusign.activities import DocusignESignature
-from integrations.docusign.client import build_docusign_client
-from integrations.product_backend.activities import HttpProductBackend
-from integrations.salesforce.activities import SalesforceCrm
-from integrations.salesforce.client import build_salesforce_client
-from integrations.salesforce.mapping import FieldMap
-from integrations.stripe.activities import StripeBilling
-from integrations.stripe.client import build_stripe_client
+from runtime.search_attributes import SEARCH_ATTRIBUTES
 from runtime.settings import Settings
 from runtime.temporal import connect
+from workers.compose import build_activities
 from workers.heartbeat import LivenessHeartbeats
-from workflows.deal import LOCAL_ACTIVITIES, SEARCH_ATTRIBUTES, DealWorkflow
+from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow
 
 log = structlog.get_logger(__name__)
-
-# Where ``sandbox.runner`` keeps its CA under the state directory (see sandbox/tls.py). Spelled
-# out here so the worker does not import the emulators just to find one file.
-SANDBOX_CA_FILE = Path("emulators") / "tls" / "sandbox-ca.pem"
-
-
-def salesforce_ca_file(settings: Settings) -> Path | None:
-    """The CA bundle the Salesforce client trusts.
-
-    ``QTC_SALESFORCE_CA_FILE`` when set; in the sandbox, the emulators' own CA under the state
-    directory when it exists (so ``qtc sandbox up`` and ``qtc worker`` need no extra setting);
-    otherwise ``None``: the system's trust store, as for a real org.
-    """
-    if settings.salesforce_ca_file is not None:
-        return settings.salesforce_ca_file
-    candidate = settings.state_dir / SANDBOX_CA_FILE
-    if settings.sandbox and candidate.exists():
-        return candidate
-    return None
-
-
-def build_activities(
-    settings: Settings, closing: contextlib.ExitStack | None = None
-) -> list[Callable[..., Any]]:
-    """Build every vendor client once and return the activities the deal worker registers.
-
-    Args:
-        settings: The process's settings.
-        closing: Receives the clients that hold connections, so the caller closes them on exit.
-
-    Returns:
-        The bound activity methods of every outside system, then ``LOCAL_ACTIVITIES``.
-    """
-    sf_settings = settings.model_copy(update={"salesforce_ca_file": salesforce_ca_file(settings)})
-    sf = build_salesforce_client(sf_settings)
-    crm = SalesforceCrm(sf, FieldMap.from_settings(settings))
-    esign = DocusignESignature.from_settings(build_docusign_client(settings), settings)
-    billing = StripeBilling(build_stripe_client(settings))
-    http = httpx.Client(timeout=settings.provisioning_timeout_s)
-    if closing is not None:
-        closing.callback(http.close)
-        closing.callback(sf.session.close)
-    provisioning = HttpProductBackend(http, settings.provisioning_url, settings.provisioning_secret)
-    return [
-        crm.read_opportunity,
-        crm.mark_closed_won,
-        crm.write_back_billing_ids,
-        esign.send_contract,
-        esign.void_contract,
-        billing.create_billing_customer,
-        billing.create_subscription,
-        billing.send_first_invoice,
-        provisioning.provision_product,
-        *LOCAL_ACTIVITIES,
-    ]
 
 
 async def ensure_search_attributes(client: Client) -> None:
@@ -166,6 +104,13 @@ def build_worker(
     )
 
 
+CONNECT_TIMEOUT_S = 10.0
+
+
+class WorkerStartError(RuntimeError):
+    """The worker could not start or stopped for good; the message says why in one line."""
+
+
 async def run_worker(
     settings: Settings, client: Client | None = None, *, stop: asyncio.Event | None = None
 ) -> None:
@@ -173,8 +118,31 @@ async def run_worker(
 
     Logs ``worker started`` once the server has accepted the worker (namespace checked, pollers
     running). In-flight activities get ``worker_graceful_shutdown_s`` to finish on shutdown.
+
+    Raises:
+        WorkerStartError: Temporal cannot be reached, or refused the worker (a namespace that
+            does not exist, a server gone for good).
     """
-    client = client or await connect(settings)
+    if client is None:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                client = await connect(settings)
+        except (RuntimeError, TimeoutError, RPCError) as exc:
+            raise WorkerStartError(
+                f"cannot reach Temporal at {settings.temporal_address}: {_first_line(exc)}"
+            ) from exc
+    try:
+        await _run(settings, client, stop)
+    except (RuntimeError, RPCError) as exc:
+        raise WorkerStartError(f"worker stopped: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+async def _run(settings: Settings, client: Client, stop: asyncio.Event | None) -> None:
     if settings.worker_register_search_attributes:
         await ensure_search_attributes(client)
     if stop is None:
@@ -188,7 +156,9 @@ async def run_worker(
             max_workers=2 * settings.worker_activity_threads, thread_name_prefix="qtc-activity"
         ) as executor,
     ):
-        worker = build_worker(settings, client, build_activities(settings, closing), executor)
+        worker = build_worker(
+            settings, client, [*build_activities(settings, closing), *LOCAL_ACTIVITIES], executor
+        )
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())
         try:

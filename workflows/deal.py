@@ -1,10 +1,11 @@
 """The deal workflow: one long-lived workflow per opportunity, from signed contract to live product.
 
-Stages follow DESIGN.md section 5. The workflow is orchestration only: every outside effect is an
-activity called by name (the activities live in ``activities/`` and are registered by the
-worker), so this module never imports a vendor SDK. The one computation it needs at signature time,
-dating the invoice schedule to the signature, runs as a local activity so its result is recorded in
-history: a later change to the pricing code cannot change what a running deal bills.
+Stages are described in docs/architecture.md. The workflow is orchestration only: every outside
+effect is an activity called by the port's name (``qtc.ports``); which vendor implements it is the
+worker's choice, so this module never names a vendor or imports an SDK. The one computation it
+needs at signature time, dating the invoice schedule to the signature, runs as a local activity so
+its result is recorded in history: a later change to the pricing code cannot change what a running
+deal bills.
 
 A vendor failure never fails the workflow. The step that failed parks the deal in
 ``needs_attention`` with the error in ``status``; an operator's ``resume`` signal retries that step.
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar, cast
 
 from temporalio import activity, workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
@@ -58,10 +59,6 @@ with workflow.unsafe.imports_passed_through():
         ACT_SEND_FIRST_INVOICE,
         ACT_VOID_CONTRACT,
         ACT_WRITE_BACK_BILLING_IDS,
-        SA_ARR,
-        SA_CUSTOMER,
-        SA_PHASE,
-        SA_STAGE,
         BillingCustomer,
         ContractSent,
         ContractVoided,
@@ -78,21 +75,15 @@ with workflow.unsafe.imports_passed_through():
         WriteBackInput,
     )
     from qtc.pricing import reprice_for_signature
+    from runtime.search_attributes import (
+        ARR_KEY,
+        CUSTOMER_KEY,
+        MINOR_PER_MAJOR,
+        PHASE_KEY,
+        STAGE_KEY,
+    )
 
 T = TypeVar("T")
-
-# --- search attributes ----------------------------------------------------------------------
-
-STAGE_KEY = SearchAttributeKey.for_keyword(SA_STAGE)
-CUSTOMER_KEY = SearchAttributeKey.for_text(SA_CUSTOMER)
-ARR_KEY = SearchAttributeKey.for_float(SA_ARR)
-PHASE_KEY = SearchAttributeKey.for_int(SA_PHASE)
-SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [STAGE_KEY, CUSTOMER_KEY, ARR_KEY, PHASE_KEY]
-"""Every custom search attribute the workflow upserts; register them on the server first."""
-
-# Every supported currency (usd, eur, gbp) has two decimals; QtcArr is for searching and sorting
-# in the Web UI, never for arithmetic, so a float in major units is what a person expects there.
-_MINOR_PER_MAJOR = 100
 
 # --- activity options -----------------------------------------------------------------------
 
@@ -228,6 +219,7 @@ class DealWorkflow:
             arr_minor=priced.arr_minor,
             phase=input.phase,
             stage=first_stage,
+            crm=input.crm,
         )
         self._quote_decision: tuple[bool, QuoteDecision] | None = None
         self._review: tuple[bool, InvoiceReview] | None = None
@@ -307,6 +299,7 @@ class DealWorkflow:
             ContractSent,
         )
         self._status.envelope_id = sent.envelope_id
+        self._status.esign = sent.system
         self._raise_if_lost()
         # A fast signer's webhook can overtake the send_contract result; now that the envelope id
         # is known, the signatures held until now can be matched against it.
@@ -399,7 +392,7 @@ class DealWorkflow:
         self._status.invoice_sent_at = workflow.now()
         self._status.billing_invoice_id = invoice.invoice_id
         self._status.invoice_number = invoice.number
-        self._status.hosted_invoice_url = invoice.invoice_url
+        self._status.billing_invoice_url = invoice.invoice_url
         self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
 
         provisioned = await self._activity(
@@ -603,7 +596,7 @@ class DealWorkflow:
             [
                 STAGE_KEY.value_set(stage),
                 CUSTOMER_KEY.value_set(self._input.customer_label or self._status.customer),
-                ARR_KEY.value_set(self._status.arr_minor / _MINOR_PER_MAJOR),
+                ARR_KEY.value_set(self._status.arr_minor / MINOR_PER_MAJOR),
                 PHASE_KEY.value_set(self._input.phase),
             ]
         )

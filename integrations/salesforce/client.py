@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from simple_salesforce import Salesforce
@@ -30,14 +31,30 @@ class _ClientSession(PooledSession):
         return super().request(method, url, *args, **kwargs)
 
 
+# Where the sandbox's stack runner leaves the emulators' CA under the state directory; spelled out
+# here so the product does not import the emulators to find one file.
+SANDBOX_CA_FILE = Path("emulators") / "tls" / "sandbox-ca.pem"
+
+
+def salesforce_ca_file(settings: Settings) -> Path | None:
+    """The CA bundle the Salesforce client trusts.
+
+    ``QTC_SALESFORCE_CA_FILE`` when set; in the sandbox, the emulators' own CA under the state
+    directory when it exists (so ``qtc sandbox up`` and ``qtc worker`` need no extra setting);
+    otherwise ``None``: the system's trust store, as for a real org.
+    """
+    if settings.salesforce_ca_file is not None:
+        return settings.salesforce_ca_file
+    candidate = settings.state_dir / SANDBOX_CA_FILE
+    if settings.sandbox and candidate.exists():
+        return candidate
+    return None
+
+
 def build_salesforce_client(settings: Settings) -> Salesforce:
     """The worker's one Salesforce client: a session id (sandbox, or a token from your own OAuth
     flow) or username + password + security token, which simple-salesforce refreshes itself."""
-    ca_file = settings.salesforce_ca_file
-    if ca_file is None and settings.sandbox:
-        # Where ``qtc sandbox up`` (sandbox.runner) leaves its CA, so the sandbox needs no setting.
-        default_ca = settings.state_dir / "emulators" / "tls" / "sandbox-ca.pem"
-        ca_file = default_ca if default_ca.exists() else None
+    ca_file = salesforce_ca_file(settings)
     session = _ClientSession(
         settings.salesforce_timeout_s,
         str(ca_file) if ca_file else None,

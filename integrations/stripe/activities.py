@@ -5,9 +5,9 @@ pool) that is safe to run twice: it looks the object up by the deal's metadata b
 and every create carries an idempotency key derived from the deal and the step, never from a run id,
 so a retry, a worker crash or a workflow reset finds what the first attempt made.
 
-What Stripe raises is classified here (DESIGN section 6): a request Stripe refuses on its merits
-fails the activity for good and parks the deal in ``needs_attention``; a busy or unreachable Stripe
-is retried by Temporal, after Stripe's ``Retry-After`` when it sent one.
+What Stripe raises is classified here (docs/architecture.md, section 5): a request Stripe refuses on
+its merits fails the activity for good and parks the deal in ``needs_attention``; a busy or
+unreachable Stripe is retried by Temporal, after Stripe's ``Retry-After`` when it sent one.
 """
 
 from __future__ import annotations
@@ -162,7 +162,7 @@ def keys_cover_every_attempt(priced: PricedQuote, now: float) -> bool:
     Each attempt came after the signature, so when the signature is younger than the keys' life,
     a create repeated with the same key and parameters returns what the first one made (or 409
     while it still runs), and looking the object up first finds nothing the key would not. That
-    saves a search and a list per deal, and the scans behind them (finding 18 in bench/RESULTS.md).
+    saves a search and a list per deal, and the scans behind them (bench/RESULTS.md).
     A deal resumed or reset later than that looks up first, as every deal did before.
     """
     return now - as_utc(priced.signed_at).timestamp() < KEYS_COVER_S

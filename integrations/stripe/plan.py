@@ -2,9 +2,9 @@
 
 Pure functions, no network: the billing activities send what this module builds and feed back what
 Stripe returned. Keeping the translation here lets it be tested line by line without an emulator
-and keeps ``activities/billing.py`` about calls, look-ups and failures.
+and keeps ``integrations/stripe/activities.py`` about calls, look-ups and failures.
 
-Mapping (DESIGN section 4):
+Mapping (docs/architecture.md, section 3):
 
 - one subscription-schedule phase per contract year, each ending ``12 * k`` months after the term
   start (counted from the term start, never chained), the last one shorter for e.g. 18-month terms;

@@ -13,19 +13,16 @@ from fastapi import FastAPI
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from integrations.salesforce.activities import SalesforceCrm
-from integrations.salesforce.client import build_salesforce_client
-from integrations.salesforce.mapping import FieldMap
 from qtc.catalog import load_catalog
-from qtc.models import Quote
-from qtc.ports import ReadOpportunityInput
+from qtc.ports import CrmReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect
 from starters import codec_api
 from starters.api import routes_deals, routes_quotes, routes_webhooks
 from starters.api.problems import Problem, install_problem_handlers
-from starters.api.state import ApiState, ClientFactory, OpportunityReader, State, TemporalGateway
+from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
+from workers.compose import LazyCrmReader
 
 access_log = structlog.get_logger("qtc.api.access")
 
@@ -62,24 +59,10 @@ class AccessLogMiddleware:
             )
 
 
-def salesforce_reader(settings: Settings) -> OpportunityReader:
-    """Read opportunities through the CRM activity's code, with a client built on first use."""
-    crm: list[SalesforceCrm] = []
-
-    def read(opportunity_id: str) -> Quote:
-        if not crm:
-            crm.append(
-                SalesforceCrm(build_salesforce_client(settings), FieldMap.from_settings(settings))
-            )
-        return crm[0].read_opportunity(ReadOpportunityInput(opportunity_id=opportunity_id))
-
-    return read
-
-
 def create_app(
     settings: Settings,
     client_factory: ClientFactory | None = None,
-    opportunity_reader: OpportunityReader | None = None,
+    crm: CrmReader | None = None,
 ) -> FastAPI:
     """Build the API.
 
@@ -111,7 +94,7 @@ def create_app(
         temporal=TemporalGateway(
             client_factory or default_factory, timedelta(seconds=settings.api_temporal_timeout_s)
         ),
-        read_opportunity=opportunity_reader or salesforce_reader(settings),
+        crm=crm or LazyCrmReader(settings),
     )
     install_problem_handlers(app, settings)
     app.include_router(routes_quotes.router)

@@ -18,10 +18,15 @@ def price_or_reject(
     try:
         return cpq.price_quote(quote, catalog, signed_at)
     except QuoteRejected as rejected:
-        count = len(rejected.violations)
-        raise Problem(
-            422,
-            "quote-rejected",
-            f"The quote breaks {count} CPQ rule{'s' if count != 1 else ''}; see errors.",
-            errors=cpq.violations_to_json(rejected.violations)["errors"],
-        ) from rejected
+        raise rejected_problem(rejected) from rejected
+
+
+def rejected_problem(rejected: QuoteRejected) -> Problem:
+    """The 422 problem for a rejected quote: every violation in ``errors``."""
+    count = len(rejected.violations)
+    return Problem(
+        422,
+        "quote-rejected",
+        f"The quote breaks {count} CPQ rule{'s' if count != 1 else ''}; see errors.",
+        errors=cpq.violations_to_json(rejected.violations)["errors"],
+    )

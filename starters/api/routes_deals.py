@@ -34,7 +34,7 @@ class Body(BaseModel):
 
 
 class StartDealRequest(Body):
-    quote: dict[str, Any] = Field(description="The quote (DESIGN.md section 2)")
+    quote: dict[str, Any] = Field(description="The quote (docs/architecture.md, section 2)")
     phase: Phase = 3
 
 
@@ -82,14 +82,7 @@ async def start_deal(
 ) -> StartDealResponse:
     priced = price_or_reject(body.quote, state.catalog, datetime.now(UTC))
     result = await deals.start_deal(
-        client,
-        priced,
-        body.phase,
-        principal.person,
-        state.settings.temporal_task_queue,
-        rpc_timeout=state.rpc_timeout,
-        customer_label=state.settings.customer_search_label(priced.opportunity_id),
-        review_reminder_hours=state.settings.review_reminder_hours,
+        client, state.settings, priced, phase=body.phase, started_by=principal.person
     )
     response.status_code = 201 if result.created else 200
     response.headers["Location"] = f"/v1/deals/{result.deal_id}"

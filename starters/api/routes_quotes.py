@@ -26,7 +26,7 @@ router = APIRouter(tags=["quotes"])
             "required": True,
             "content": {
                 "application/json": {
-                    "schema": {"type": "object", "description": "A quote (DESIGN.md section 2)"}
+                    "schema": {"type": "object", "description": "A quote (docs/architecture.md)"}
                 }
             },
         }

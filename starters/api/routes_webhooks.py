@@ -8,14 +8,11 @@ id derived from the envelope, and Outbound Message notification ids are remember
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, cast
 
 import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
-from temporalio.exceptions import ApplicationError
 
 from integrations.docusign.webhook import (
     COMPLETED_EVENT,
@@ -30,12 +27,13 @@ from integrations.salesforce.webhook import (
     parse_outbound_message,
 )
 from qtc import deal as contract
-from qtc import errors
+from qtc.errors import QuoteRejected
 from qtc.models import PricedQuote
 from runtime.settings import Settings
 from runtime.signing import SIGNATURE_HEADER, SignatureError, verify
 from service import deals
-from starters.api.pricing import price_or_reject
+from service.crm import OpportunityUnavailable, read_and_price
+from starters.api.pricing import rejected_problem
 from starters.api.problems import Problem, is_json, problem_schema
 from starters.api.state import ApiState, State
 
@@ -101,14 +99,7 @@ async def docusign_connect(request: Request, state: State) -> dict[str, Any]:
         raise Problem(422, "malformed-event", "The completed envelope has no completedDateTime.")
     client = await state.temporal.client()
     try:
-        await deals.signal(
-            client,
-            deal_id,
-            contract.SIGNAL_SIGNATURE_COMPLETED,
-            signature,
-            request_id=deals.signal_request_id(deal_id, f"signature:{signature.envelope_id}"),
-            rpc_timeout=state.rpc_timeout,
-        )
+        await deals.record_signature(client, deal_id, signature, rpc_timeout=state.rpc_timeout)
     except deals.DealFinished:
         # Redelivered after the deal closed: nothing left to change, and a retry cannot help.
         return {"status": "ignored", "reason": "deal finished", "deal_id": deal_id}
@@ -120,43 +111,33 @@ async def docusign_connect(request: Request, state: State) -> dict[str, Any]:
 
 
 async def _read_and_price(state: ApiState, opportunity_id: str) -> PricedQuote:
-    """Read the opportunity from the CRM (blocking SDK, so in a thread) and price it."""
+    """Read the opportunity from the CRM and price it, or answer why not as a problem."""
     try:
-        quote = await run_in_threadpool(state.read_opportunity, opportunity_id)
-    except ApplicationError as err:
-        raise _crm_problem(err, opportunity_id) from err
-    return price_or_reject(quote, state.catalog, datetime.now(UTC))
+        return await read_and_price(state.crm, state.catalog, opportunity_id)
+    except QuoteRejected as rejected:
+        raise rejected_problem(rejected) from rejected
+    except OpportunityUnavailable as err:
+        raise _crm_problem(state.crm.name, err) from err
 
 
-def _crm_problem(err: ApplicationError, opportunity_id: str) -> Problem:
-    if err.type == errors.VENDOR_NOT_FOUND:
-        return Problem(
-            404, "unknown-opportunity", f"Salesforce has no opportunity {opportunity_id}."
-        )
-    if err.type == errors.VENDOR_INVALID_REQUEST:
-        return Problem(422, "opportunity-not-quotable", err.message)
-    if not err.non_retryable:
+def _crm_problem(crm: str, err: OpportunityUnavailable) -> Problem:
+    if err.reason == "not_found":
+        return Problem(404, "unknown-opportunity", str(err))
+    if err.reason == "not_quotable":
+        return Problem(422, "opportunity-not-quotable", str(err))
+    if err.reason == "unavailable":
         return Problem(
             503,
             "crm-unavailable",
-            "Salesforce could not be read; nothing was started. Retry later.",
+            f"The CRM ({crm}) could not be read; nothing was started. Retry later.",
             headers={"Retry-After": "30"},
         )
-    return Problem(502, "crm-refused", f"Salesforce refused the read: {err.message}")
+    return Problem(502, "crm-refused", f"The CRM ({crm}) refused the read: {err}")
 
 
 async def _start(state: ApiState, priced: PricedQuote, phase: contract.Phase, by: str) -> Any:
     client = await state.temporal.client()
-    return await deals.start_deal(
-        client,
-        priced,
-        phase,
-        by,
-        state.settings.temporal_task_queue,
-        rpc_timeout=state.rpc_timeout,
-        customer_label=state.settings.customer_search_label(priced.opportunity_id),
-        review_reminder_hours=state.settings.review_reminder_hours,
-    )
+    return await deals.start_deal(client, state.settings, priced, phase=phase, started_by=by)
 
 
 @router.post(

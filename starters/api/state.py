@@ -17,16 +17,12 @@ from fastapi import Depends, Request
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from qtc.models import Catalog, Quote
+from qtc.models import Catalog
+from qtc.ports import CrmReader
 from runtime.settings import Settings
 from service.deals import TemporalUnavailable
 
 ClientFactory = Callable[[], Awaitable[Client]]
-OpportunityReader = Callable[[str], Quote]
-"""Reads one opportunity from the CRM as a quote (blocking; the API runs it in a thread).
-
-Raises ``temporalio.exceptions.ApplicationError`` typed with ``qtc.errors`` names, as the CRM
-activity does."""
 
 
 class TemporalGateway:
@@ -87,7 +83,7 @@ class ApiState:
     settings: Settings
     catalog: Catalog
     temporal: TemporalGateway
-    read_opportunity: OpportunityReader
+    crm: CrmReader
     outbound_seen: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:

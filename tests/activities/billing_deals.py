@@ -50,7 +50,7 @@ CATALOG = Catalog(
 
 
 def quote(**overrides: Any) -> dict[str, Any]:
-    """The DESIGN section 2 quote with only PLATFORM-PRO (as priced in DESIGN section 4)."""
+    """The documented quote with only PLATFORM-PRO (priced in docs/architecture.md)."""
     return quote_dict(**{"valid_until": "2099-01-31", **overrides})
 
 
@@ -59,7 +59,7 @@ def priced(signed_at: datetime, **overrides: Any) -> PricedQuote:
 
 
 def design_example(signed_at: datetime | None = None) -> PricedQuote:
-    """The 36-month annual deal with 7% uplift of DESIGN section 4 (signed 2026-12-15 there)."""
+    """The documented 36-month annual deal with 7% uplift, signed 2026-12-15."""
     return priced(signed_at or datetime(2026, 12, 15, 15, 30, tzinfo=UTC))
 
 

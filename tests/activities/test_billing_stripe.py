@@ -135,7 +135,7 @@ def sent_events(client: stripe.StripeClient, invoice_id: str) -> int:
     return sum(1 for event in events.auto_paging_iter() if event.data.object["id"] == invoice_id)
 
 
-# --- the DESIGN example: 36 months, annual, 7% uplift -----------------------------------------
+# --- the documented example: 36 months, annual, 7% uplift -----------------------------------------
 
 
 def test_the_design_example_becomes_a_schedule_with_one_uplifted_phase_per_year(

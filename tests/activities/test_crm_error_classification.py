@@ -1,4 +1,4 @@
-"""The shared vendor-error helpers (activities/errors.py) every adapter classifies failures with."""
+"""The shared vendor-error helpers (runtime/vendor_errors.py) every adapter classifies with."""
 
 from __future__ import annotations
 

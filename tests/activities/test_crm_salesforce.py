@@ -212,7 +212,7 @@ def test_billing_ids_written_back_are_visible_in_the_crm(
             billing_customer_id="cus_T1",
             billing_subscription_id="sub_T1",
             billing_invoice_id="in_T1",
-            hosted_invoice_url="https://invoice.example/in_T1",
+            billing_invoice_url="https://invoice.example/in_T1",
         ),
     )
 

@@ -2,7 +2,7 @@
 
 Most tests share one time-skipping test server per session and get a fresh task queue, worker and
 opportunity each, with the real ``DealWorkflow`` and recording fakes of the vendor activities. The
-CRM is an in-memory stand-in behind the API's ``opportunity_reader`` seam. Tests that need
+CRM is an in-memory stand-in behind the API's ``crm`` seam. Tests that need
 visibility or a server restart start the real dev server themselves (see ``support.py``).
 """
 
@@ -67,7 +67,7 @@ def app(settings: Settings, env: WorkflowEnvironment, crm: FakeCrm) -> FastAPI:
     async def same_client() -> Client:
         return env.client
 
-    return create_app(settings, client_factory=same_client, opportunity_reader=crm.read)
+    return create_app(settings, client_factory=same_client, crm=crm)
 
 
 @pytest_asyncio.fixture

@@ -22,11 +22,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from qtc import errors
 from qtc.models import Quote
+from runtime.search_attributes import SEARCH_ATTRIBUTES
 from runtime.settings import Settings
 from runtime.signing import sign
 from tests.stack_support import free_port
 from tests.unit.builders import quote_dict
-from workflows.deal import SEARCH_ATTRIBUTES
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"
@@ -68,7 +68,7 @@ def new_opportunity_id() -> str:
 
 
 def new_quote(**overrides: Any) -> dict[str, Any]:
-    """DESIGN.md's example quote (36 months, 50 seats at 10% off) for a fresh opportunity."""
+    """The documented example quote (36 months, 50 seats at 10% off) for a fresh opportunity."""
     opportunity_id = new_opportunity_id()
     return quote_dict(
         **{
@@ -84,11 +84,14 @@ def new_quote(**overrides: Any) -> dict[str, Any]:
 
 
 class FakeCrm:
-    """Opportunities by id, read the way the Salesforce reader reads them (blocking, by id).
+    """A ``qtc.ports.CrmReader``: opportunities by id, read the way a CRM reader reads them
+    (blocking, by id).
 
     Unknown ids fail like the CRM activity does (``VendorNotFound``); ``down`` makes every read
     fail as an unreachable Salesforce would. ``reads`` counts calls.
     """
+
+    name = "fake-crm"
 
     def __init__(self) -> None:
         self.opportunities: dict[str, dict[str, Any]] = {}
@@ -99,7 +102,7 @@ class FakeCrm:
         self.opportunities[quote["opportunity_id"]] = quote
         return str(quote["opportunity_id"])
 
-    def read(self, opportunity_id: str) -> Quote:
+    def read_quote(self, opportunity_id: str) -> Quote:
         self.reads.append(opportunity_id)
         if self.down:
             raise ApplicationError(

@@ -173,7 +173,7 @@ async def test_with_temporal_unreachable_requests_get_503_with_retry_after(
     async def nowhere() -> Client:
         return await connect(settings)
 
-    app: FastAPI = create_app(settings, client_factory=nowhere, opportunity_reader=crm.read)
+    app: FastAPI = create_app(settings, client_factory=nowhere, crm=crm)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as api:

@@ -280,7 +280,7 @@ async def test_deals_started_through_the_api_carry_the_configured_review_reminde
     async def same_client() -> Client:
         return env.client
 
-    app = create_app(settings, client_factory=same_client, opportunity_reader=crm.read)
+    app = create_app(settings, client_factory=same_client, crm=crm)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as api:

@@ -72,9 +72,7 @@ async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     async def production_client() -> Client:
         return await connect(stack.settings)
 
-    app = create_app(
-        stack.settings, client_factory=production_client, opportunity_reader=FakeCrm().read
-    )
+    app = create_app(stack.settings, client_factory=production_client, crm=FakeCrm())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as client:

@@ -135,7 +135,7 @@ async def test_either_key_is_accepted_while_the_connect_secret_rotates(
     rotating = rotating.model_copy(
         update={"docusign_connect_secret": type(settings.docusign_connect_secret)("new-secret")}
     )
-    app: FastAPI = create_app(rotating, client_factory=client, opportunity_reader=crm.read)
+    app: FastAPI = create_app(rotating, client_factory=client, crm=crm)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as api:

@@ -53,7 +53,7 @@ async def dev_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
             yield create_app(
                 api_settings(task_queue, tmp_path),
                 client_factory=client,
-                opportunity_reader=FakeCrm().read,
+                crm=FakeCrm(),
             )
     finally:
         await env.shutdown()

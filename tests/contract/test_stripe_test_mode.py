@@ -1,4 +1,4 @@
-"""The billing activities against real Stripe test mode, for the DESIGN section 4 deal."""
+"""The billing activities against real Stripe test mode, for the documented 36-month deal."""
 
 from __future__ import annotations
 

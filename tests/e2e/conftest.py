@@ -23,11 +23,11 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from runtime.search_attributes import SEARCH_ATTRIBUTES
 from runtime.temporal import connect
 from sandbox.runner import RunningEmulators
 from tests.e2e.support import WorkerProcess, qtc_env, salesforce, settings_from
 from tests.stack_support import free_port
-from workflows.deal import SEARCH_ATTRIBUTES
 
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"
 NAMESPACES = [f"e2e-{n}" for n in range(16)]

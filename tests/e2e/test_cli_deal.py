@@ -15,6 +15,7 @@ from temporalio.client import Client
 
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
+from runtime.settings import Settings
 from service import deals
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import CATALOG, EXAMPLES, ROOT, new_opportunity, quote_file
@@ -37,7 +38,15 @@ async def start_without_worker(deployment: Deployment, client: Client, tmp_path:
     opportunity_id = new_opportunity(deployment.sf, "Umbrella pilot")
     quote = quote_file(tmp_path, "quote-phase2.json", opportunity_id)
     priced = price_quote(quote.read_bytes(), load_catalog(CATALOG), datetime.now(UTC))
-    return (await deals.start_deal(client, priced, 2, "e2e", deployment.task_queue)).deal_id
+    return (
+        await deals.start_deal(
+            client,
+            Settings(temporal_task_queue=deployment.task_queue),
+            priced,
+            phase=2,
+            started_by="e2e",
+        )
+    ).deal_id
 
 
 async def test_a_rejected_quote_exits_2_with_the_errors_json_and_starts_no_deal(

@@ -14,6 +14,7 @@ from temporalio.client import Client
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
 from qtc.deal import DealStatus
+from runtime.settings import Settings
 from service import deals
 from tests.e2e.conftest import Deployment
 from tests.e2e.support import (
@@ -106,7 +107,13 @@ async def test_phase_2_deal_waits_for_finance_and_is_released_by_the_approval(
     opportunity_id = new_opportunity(deployment.sf, "Globex expansion")
     quote = quote_file(tmp_path, "quote-phase2.json", opportunity_id)
     priced = price_quote(quote.read_bytes(), load_catalog(CATALOG), datetime.now(UTC))
-    started = await deals.start_deal(client, priced, 2, "e2e", deployment.task_queue)
+    started = await deals.start_deal(
+        client,
+        Settings(temporal_task_queue=deployment.task_queue),
+        priced,
+        phase=2,
+        started_by="e2e",
+    )
 
     await sign_contract(client, deployment.emulators, started.deal_id)
     waiting = await wait_for_stage(client, started.deal_id, "awaiting_invoice_review")

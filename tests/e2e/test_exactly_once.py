@@ -40,6 +40,7 @@ from qtc.ports import (
     ACT_PROVISION_PRODUCT,
     ACT_SEND_FIRST_INVOICE,
 )
+from runtime.settings import Settings
 from runtime.temporal import connect
 from sandbox.runner import EmulatorPorts, RunningEmulators, start_emulators
 from service import deals
@@ -207,7 +208,15 @@ async def crash_in(
         await asyncio.to_thread(first.start)
         async with httpx.AsyncClient(timeout=10) as http:
             await set_latency(http, emulators, step)
-            deal_id = (await deals.start_deal(client, priced, 3, "e2e", env_queue(env))).deal_id
+            deal_id = (
+                await deals.start_deal(
+                    client,
+                    Settings(temporal_task_queue=env_queue(env)),
+                    priced,
+                    phase=3,
+                    started_by="e2e",
+                )
+            ).deal_id
             await sign_contract(client, emulators, deal_id)
             await wait_until_request_in_flight(http, emulators, step)
             first.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,12 +12,14 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.testing import WorkflowEnvironment
 
+from integrations.salesforce.client import salesforce_ca_file
 from qtc import ports
 from runtime.settings import Settings
 from tests.e2e.conftest import TEMPORAL_CLI
 from tests.stack_support import free_port
-from workers.main import build_activities, ensure_search_attributes, salesforce_ca_file
-from workflows.deal import ACT_DATE_QUOTE_AT_SIGNATURE
+from workers.compose import build_activities
+from workers.main import ensure_search_attributes
+from workflows.deal import ACT_DATE_QUOTE_AT_SIGNATURE, LOCAL_ACTIVITIES
 
 
 @pytest_asyncio.fixture
@@ -56,7 +59,8 @@ async def test_the_worker_registers_the_missing_search_attributes_once(
 def test_the_worker_registers_every_activity_the_deal_workflow_calls() -> None:
     # The SDK keeps the registered name on its (private) definition; the worker uses the same.
     definitions = [
-        activity._Definition.must_from_callable(fn) for fn in build_activities(Settings())
+        activity._Definition.must_from_callable(fn)
+        for fn in [*build_activities(Settings(), contextlib.ExitStack()), *LOCAL_ACTIVITIES]
     ]
     names = [str(definition.name) for definition in definitions]
 

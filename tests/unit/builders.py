@@ -42,7 +42,7 @@ _BASE_QUOTE: dict[str, Any] = {
 
 
 def quote_dict(**overrides: Any) -> dict[str, Any]:
-    """The DESIGN section 4 quote (36 months, annual, 50 PLATFORM-PRO at 10% off), overridden."""
+    """The documented quote (36 months, annual, 50 PLATFORM-PRO at 10% off), overridden."""
     quote = copy.deepcopy(_BASE_QUOTE)
     quote.update(copy.deepcopy(overrides))
     return quote

@@ -1,4 +1,4 @@
-"""CPQ rules (DESIGN section 3): every violation at once, auto-attach, deal-desk approvals."""
+"""CPQ rules (docs/architecture.md): every violation at once, auto-attach, deal-desk approvals."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pricing and the invoice schedule (DESIGN section 4), checked against hand-computed figures."""
+"""Pricing and the invoice schedule (docs/architecture.md), checked against figures by hand."""
 
 from __future__ import annotations
 

@@ -1,0 +1,115 @@
+"""The composition root: the one place that turns settings into vendor clients and port
+implementations.
+
+``QTC_CRM``, ``QTC_ESIGN``, ``QTC_BILLING`` (and, with their issues, ``QTC_ERP``) choose a package
+in ``integrations/`` per port; each builder below returns that vendor's implementation, built once
+per process. The worker registers the implementations' activities under the port's activity names,
+and the API and CLI get the CRM reader from here, so no entry point names a vendor. Adding a
+vendor is one builder per port it implements and one entry in that port's table
+(docs/architecture.md, "How to add a vendor").
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from integrations.docusign.activities import DocusignESignature
+from integrations.docusign.client import build_docusign_client
+from integrations.product_backend.activities import HttpProductBackend
+from integrations.product_backend.client import build_provisioning_client
+from integrations.salesforce.activities import SalesforceCrm
+from integrations.salesforce.client import build_salesforce_client
+from integrations.salesforce.mapping import FieldMap
+from integrations.stripe.activities import StripeBilling
+from integrations.stripe.client import build_stripe_client
+from qtc import ports
+from qtc.models import Quote
+from runtime.settings import Settings
+
+
+class CrmImplementation(ports.Crm, ports.CrmReader, Protocol):
+    """A CRM integration: the activities and the reader the starters use."""
+
+
+def _salesforce(settings: Settings, closing: contextlib.ExitStack) -> CrmImplementation:
+    sf = build_salesforce_client(settings)
+    closing.callback(sf.session.close)
+    return SalesforceCrm(sf, FieldMap.from_settings(settings))
+
+
+def _docusign(settings: Settings, closing: contextlib.ExitStack) -> ports.ESignature:
+    return DocusignESignature.from_settings(build_docusign_client(settings), settings)
+
+
+def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
+    return StripeBilling(build_stripe_client(settings))
+
+
+CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {
+    "salesforce": _salesforce,
+}
+ESIGNATURES: dict[str, Callable[[Settings, contextlib.ExitStack], ports.ESignature]] = {
+    "docusign": _docusign,
+}
+BILLINGS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Billing]] = {
+    "stripe": _stripe,
+}
+
+
+def build_crm(settings: Settings, closing: contextlib.ExitStack) -> CrmImplementation:
+    """The CRM that ``QTC_CRM`` names."""
+    return CRMS[settings.crm](settings, closing)
+
+
+def build_product_backend(
+    settings: Settings, closing: contextlib.ExitStack
+) -> ports.ProductBackend:
+    http = build_provisioning_client(settings)
+    closing.callback(http.close)
+    return HttpProductBackend(http, settings.provisioning_url, settings.provisioning_secret)
+
+
+def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[Callable[..., Any]]:
+    """Every port's implementation, as the bound activity methods the deal worker registers.
+
+    Args:
+        settings: The process's settings; ``crm``, ``esign`` and ``billing`` choose the vendors.
+        closing: Receives the clients that hold connections, so the caller closes them on exit.
+    """
+    crm = build_crm(settings, closing)
+    esign = ESIGNATURES[settings.esign](settings, closing)
+    billing = BILLINGS[settings.billing](settings, closing)
+    backend = build_product_backend(settings, closing)
+    return [
+        crm.read_opportunity,
+        crm.mark_closed_won,
+        crm.write_back_billing_ids,
+        esign.send_contract,
+        esign.void_contract,
+        billing.create_billing_customer,
+        billing.create_subscription,
+        billing.send_first_invoice,
+        backend.provision_product,
+    ]
+
+
+class LazyCrmReader:
+    """The configured CRM's reader, built on first use: the API starts (and answers ``/healthz``)
+    without CRM credentials, and a misconfigured CRM fails the request that needs it, with the
+    setting named, instead of the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.name: str = settings.crm
+        self._settings = settings
+        self._closing = contextlib.ExitStack()
+        self._crm: CrmImplementation | None = None
+
+    def read_quote(self, opportunity_id: str) -> Quote:
+        if self._crm is None:
+            self._crm = build_crm(self._settings, self._closing)
+        return self._crm.read_quote(opportunity_id)
+
+    def close(self) -> None:
+        self._closing.close()
