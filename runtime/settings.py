@@ -101,7 +101,7 @@ class Settings(BaseSettings):
 
     # --- Which vendor implements each port (workers/compose.py wires them) ---
     crm: Literal["salesforce"] = "salesforce"
-    esign: Literal["docusign"] = "docusign"
+    esign: Literal["docusign", "ironclad"] = "docusign"
     billing: Literal["stripe"] = "stripe"
     erp: Literal["none"] = "none"
     catalog: Path = Path("catalog.toml")

@@ -1,4 +1,4 @@
-"""Run the four emulators (Stripe, Salesforce, DocuSign, product backend) in one process.
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, Ironclad) in one process.
 
 ``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
 with the port in the message, and port 0 gives an ephemeral port known before anything runs),
@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
+from sandbox.ironclad.app import create_app as create_ironclad_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
 from sandbox.stripe.app import create_app as create_stripe_app
@@ -38,7 +39,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "ironclad")
 
 
 class EmulatorStartError(RuntimeError):
@@ -53,6 +54,7 @@ class EmulatorPorts:
     salesforce: int = 0
     docusign: int = 0
     provisioning: int = 0
+    ironclad: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorPorts:
@@ -61,6 +63,7 @@ class EmulatorPorts:
             salesforce=settings.sandbox_salesforce_port,
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
+            ironclad=settings.sandbox_ironclad_port,
         )
 
 
@@ -73,8 +76,13 @@ def default_connect_url(settings: Settings) -> str:
     return settings.api_public_url.rstrip("/") + "/webhooks/docusign"
 
 
+def default_ironclad_webhook_url(settings: Settings) -> str:
+    """Where the Ironclad emulator delivers its webhook events: the API's Ironclad webhook."""
+    return settings.api_public_url.rstrip("/") + "/webhooks/ironclad"
+
+
 class RunningEmulators:
-    """The four emulators serving from a background thread; stop with ``stop()`` or ``with``."""
+    """The emulators serving from a background thread; stop with ``stop()`` or ``with``."""
 
     def __init__(
         self,
@@ -94,6 +102,7 @@ class RunningEmulators:
         self.salesforce_url = f"https://{url_host}:{ports.salesforce}"
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
+        self.ironclad_url = f"http://{url_host}:{ports.ironclad}"
         self._servers = servers
         self._sockets = sockets
         self._error: BaseException | None = None
@@ -107,6 +116,7 @@ class RunningEmulators:
             "salesforce": self.salesforce_url,
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
+            "ironclad": self.ironclad_url,
         }
 
     @property
@@ -196,17 +206,19 @@ def start_emulators(
     ports: EmulatorPorts | None = None,
     connect_url: str | None = None,
     persist: bool = False,
+    ironclad_webhook_url: str | None = None,
     *,
     access_log: bool = False,
     startup_timeout_s: float = 30.0,
 ) -> RunningEmulators:
-    """Start the four emulators and return once all of them accept connections.
+    """Start the emulators and return once all of them accept connections.
 
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12120).
         connect_url: where the DocuSign emulator delivers Connect events.
+        ironclad_webhook_url: the webhook the Ironclad emulator subscribes at start-up.
         persist: write state through to ``state_dir`` so a restart loses nothing.
         access_log: log one line per request (useful in the foreground, noisy in tests).
         startup_timeout_s: give up (and stop what started) after this long.
@@ -223,12 +235,16 @@ def start_emulators(
         "salesforce": create_salesforce_app(state_file=state("salesforce")),
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
+        "ironclad": create_ironclad_app(
+            state_file=state("ironclad"), webhook_url=ironclad_webhook_url
+        ),
     }
     wanted = {
         "stripe": ports.stripe,
         "salesforce": ports.salesforce,
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
+        "ironclad": ports.ironclad,
     }
     sockets: list[socket.socket] = []
     try:
@@ -293,6 +309,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, default=default_state_dir(settings))
     parser.add_argument("--host", default=settings.sandbox_host)
     parser.add_argument("--connect-url", default=default_connect_url(settings))
+    parser.add_argument("--ironclad-webhook-url", default=default_ironclad_webhook_url(settings))
     parser.add_argument(
         "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
     )
@@ -305,6 +322,7 @@ def main(argv: list[str] | None = None) -> None:
         args.state_dir,
         host=args.host,
         connect_url=args.connect_url,
+        ironclad_webhook_url=args.ironclad_webhook_url,
         persist=not args.no_persist,
         access_log=not args.no_access_log,
     ) as emulators:

@@ -265,6 +265,7 @@ class Stack:
             s.sandbox_salesforce_port,
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
+            s.sandbox_ironclad_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
         argv = [sys.executable, "-m", "sandbox.runner"]

@@ -23,14 +23,16 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from integrations.ironclad.client import IroncladApi
+from integrations.ironclad.client import IroncladApi, IroncladHttpError, build_ironclad_api
 from integrations.ironclad.mapping import deal_id_of, signature_of
 from qtc.deal import SignatureCompleted
+from runtime.settings import Settings
 
 EVENT_ID_HEADER = "x-ironclad-webhook-event-id"
 VERIFICATION_HEADER = "x-ironclad-webhook-verification"
@@ -48,6 +50,10 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
 
 class VerificationError(Exception):
     """The request is not a genuine Ironclad webhook; the message says why."""
+
+
+class IroncladUnreachable(Exception):
+    """Ironclad could not be asked for its key or the workflow; the event may be delivered again."""
 
 
 class _Verification(BaseModel):
@@ -222,3 +228,41 @@ async def signed_contract(
             signer_email=signature.email,
         ),
     )
+
+
+class IroncladWebhooks:
+    """What the webhook route needs of Ironclad: the key cache and the workflow reader."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.api = build_ironclad_api(settings)
+        self.verifier = WebhookVerifier(
+            self.api.verification_key, min_refetch_s=settings.ironclad_key_refetch_s
+        )
+        self.signer_role = settings.ironclad_signer_role
+
+    async def verify(self, headers: dict[str, str], body: bytes) -> str:
+        """The event id of a genuine webhook.
+
+        Raises:
+            VerificationError: Missing, malformed or not signed with Ironclad's key.
+            IroncladUnreachable: The key could not be fetched.
+        """
+        try:
+            return await self.verifier.verify(headers, body)
+        except (IroncladHttpError, httpx.HTTPError) as exc:
+            raise IroncladUnreachable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def signed_contract(self, workflow_id: str) -> SignedContract | None:
+        """See ``signed_contract``; a workflow Ironclad does not know (404) is not ours either.
+
+        Raises:
+            IroncladUnreachable: Ironclad failed or could not be reached.
+        """
+        try:
+            return await signed_contract(self.api, workflow_id, signer_role=self.signer_role)
+        except IroncladHttpError as exc:
+            if exc.status == 404:
+                return None
+            raise IroncladUnreachable(str(exc)) from exc
+        except httpx.HTTPError as exc:
+            raise IroncladUnreachable(f"{type(exc).__name__}: {exc}") from exc

@@ -19,7 +19,7 @@ from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
 from runtime.temporal import connect
 from starters import codec_api
-from starters.api import routes_deals, routes_quotes, routes_webhooks
+from starters.api import routes_deals, routes_ironclad, routes_quotes, routes_webhooks
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
 from workers.compose import LazyCrmReader
@@ -100,6 +100,7 @@ def create_app(
     app.include_router(routes_quotes.router)
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(routes_ironclad.router)
     app.include_router(codec_api.router)
 
     @app.get("/healthz", tags=["health"], summary="The process is up")

@@ -5,28 +5,25 @@ signed by another key); then the event id (a redelivery of an event already acte
 200 at once); then the event: only a workflow this product launched (it carries the deal id) that
 is completed with a signature moves a deal; every other event is answered 200 and ignored, since a
 retry would not change it. The signal is sent with a request id derived from the workflow, so the
-fully-signed and completed events of one workflow record one signal. When Ironclad (to read the
-key or the workflow) or Temporal cannot be reached, the answer is 503 with ``Retry-After``, and
-Ironclad delivers again.
+fully-signed and completed events of one workflow record one signal. When Ironclad (for its key or
+the workflow) or Temporal cannot be reached, the answer is 503 with ``Retry-After``, and Ironclad
+delivers again.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-import httpx
 import structlog
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 
-from integrations.ironclad.client import IroncladApi, IroncladHttpError, build_ironclad_api
 from integrations.ironclad.webhook import (
     SIGNED_EVENTS,
+    IroncladUnreachable,
+    IroncladWebhooks,
     VerificationError,
-    WebhookVerifier,
     parse_event,
-    signed_contract,
 )
 from qtc import deal as contract
 from runtime.settings import Settings
@@ -42,33 +39,27 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class IroncladWebhooks:
-    """What the route keeps between requests: the API client, the key cache, seen event ids."""
-
+class _Context:
     def __init__(self, settings: Settings) -> None:
-        self.api: IroncladApi = build_ironclad_api(settings)
-        self.verifier = WebhookVerifier(
-            self.api.verification_key, min_refetch_s=settings.ironclad_key_refetch_s
-        )
+        self.ironclad = IroncladWebhooks(settings)
         self.seen = RecentIds(settings.api_outbound_dedupe_size)
-        self.signer_role = settings.ironclad_signer_role
 
 
-def _context(request: Request, settings: Settings) -> IroncladWebhooks:
+def _context(request: Request, settings: Settings) -> _Context:
     # Built on first use, on the server's event loop that the client's connections belong to.
-    context: IroncladWebhooks | None = getattr(request.app.state, "ironclad_webhooks", None)
+    context: _Context | None = getattr(request.app.state, "ironclad_webhooks", None)
     if context is None:
-        context = IroncladWebhooks(settings)
+        context = _Context(settings)
         request.app.state.ironclad_webhooks = context
     return context
 
 
-def _ironclad_unavailable(settings: Settings, err: Exception) -> Problem:
-    log.warning("ironclad_unreachable", error=f"{type(err).__name__}: {err}")
+def _unavailable(settings: Settings, err: IroncladUnreachable) -> Problem:
+    log.warning("ironclad_unreachable", error=str(err))
     return Problem(
         503,
         "ironclad-unavailable",
-        "Ironclad could not be read to check this event; deliver it again later.",
+        "Ironclad could not be asked to check this event; deliver it again later.",
         headers={"Retry-After": str(settings.api_retry_after_s)},
     )
 
@@ -89,11 +80,11 @@ async def ironclad_webhook(request: Request, state: State) -> dict[str, Any]:
     body = await request.body()
     context = _context(request, settings)
     try:
-        event_id = await context.verifier.verify(dict(request.headers), body)
+        event_id = await context.ironclad.verify(dict(request.headers), body)
     except VerificationError as err:
         raise Problem(401, "invalid-signature", str(err)) from err
-    except (IroncladHttpError, httpx.HTTPError) as err:
-        raise _ironclad_unavailable(settings, err) from err
+    except IroncladUnreachable as err:
+        raise _unavailable(settings, err) from err
     if not is_json(request.headers.get("content-type")):
         raise Problem(415, "unsupported-media-type", "This webhook accepts application/json only.")
     if event_id in context.seen:
@@ -108,21 +99,12 @@ async def ironclad_webhook(request: Request, state: State) -> dict[str, Any]:
     if event.payload.event not in SIGNED_EVENTS or not workflow_id:
         return {"status": "ignored", "event": event.payload.event}
     try:
-        signed = await signed_contract(context.api, workflow_id, signer_role=context.signer_role)
-    except IroncladHttpError as err:
-        if err.status == 404:
-            # Not a workflow this account can see: not one this product launched.
-            return {"status": "ignored", "reason": "unknown workflow", "workflow_id": workflow_id}
-        raise _ironclad_unavailable(settings, err) from err
-    except httpx.HTTPError as err:
-        raise _ironclad_unavailable(settings, err) from err
+        signed = await context.ironclad.signed_contract(workflow_id)
+    except IroncladUnreachable as err:
+        raise _unavailable(settings, err) from err
     if signed is None:
         context.seen.add(event_id)
-        return {
-            "status": "ignored",
-            "reason": "not a signed contract of ours",
-            "workflow_id": workflow_id,
-        }
+        return {"status": "ignored", "reason": "not a signed contract of this product's"}
     client = await state.temporal.client()
     try:
         await deals.signal(
@@ -131,7 +113,7 @@ async def ironclad_webhook(request: Request, state: State) -> dict[str, Any]:
             contract.SIGNAL_SIGNATURE_COMPLETED,
             signed.signature,
             request_id=deals.signal_request_id(signed.deal_id, f"signature:{workflow_id}"),
-            rpc_timeout=timedelta(seconds=settings.api_temporal_timeout_s),
+            rpc_timeout=state.rpc_timeout,
         )
     except (deals.DealFinished, deals.DealNotFound):
         # Redelivered after the deal closed (or its history is gone): nothing left to change.
