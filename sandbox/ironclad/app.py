@@ -119,7 +119,7 @@ class WebhookSettings(BaseModel):
     deliver_twice: bool | None = None
 
 
-def _initial_state() -> dict[str, Any]:
+def _initial_state(signing_key: str) -> dict[str, Any]:
     return {
         "workflows": {},
         "webhooks": {},
@@ -128,7 +128,7 @@ def _initial_state() -> dict[str, Any]:
         "launches": [],
         "cancellations": [],
         "sequence": 0,
-        "signingKey": new_private_key_pem(),
+        "signingKey": signing_key,
     }
 
 
@@ -770,8 +770,11 @@ def create_app(
         max_body_bytes: larger request bodies are refused with 413.
         policy: delivery retries and backoff.
     """
-    store = StateStore(state_file, _initial_state)
-    for key, value in _initial_state().items():
+    # One key per emulator process, kept across resets (a reset is a fresh account, and RSA key
+    # generation is the slowest thing the emulator does); rotated only on request.
+    signing_key = new_private_key_pem()
+    store = StateStore(state_file, lambda: _initial_state(signing_key))
+    for key, value in _initial_state(signing_key).items():
         store.data.setdefault(key, value)
     emulator = IroncladEmulator(
         store, policy or DeliveryPolicy(), api_key=api_key, webhook_url=webhook_url
