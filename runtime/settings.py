@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     # the client id and secret and leave the API key unset). The user launches the workflows: the
     # creator with an API key, the x-as-user-email with OAuth.
     ironclad_base_url: str = "http://127.0.0.1:12120"
-    ironclad_api_key: SecretStr | None = SecretStr(SANDBOX_SECRETS["ironclad_api_key"])
+    ironclad_api_key: SecretStr | None = None  # sandbox: sandbox-ironclad-key
     ironclad_client_id: str | None = None
     ironclad_client_secret: SecretStr | None = None
     ironclad_user_email: str = "qtc-bot@sandbox.example"
