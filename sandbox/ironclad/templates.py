@@ -56,8 +56,10 @@ ORDER_FORM_SCHEMA: dict[str, dict[str, Any]] = {
     "counterpartyTaxId": _field("string", "Tax id"),
     "counterpartySignerName": _field("string", "Counterparty signer name", "always"),
     "counterpartySignerEmail": _field("email", "Counterparty signer e-mail", "always"),
-    "opportunityId": _field("string", "CRM opportunity id", "always"),
-    "qtcDealId": _field("string", "Quote-to-cash deal id", "always"),
+    # Not required: people launch order forms from this template in Ironclad's own UI too, and
+    # those workflows carry no deal.
+    "opportunityId": _field("string", "CRM opportunity id"),
+    "qtcDealId": _field("string", "Quote-to-cash deal id"),
     "quoteId": _field("string", "Quote id", "always"),
     "currency": _field("string", "Currency", "always"),
     "termMonths": _field("number", "Term (months)", "always"),
