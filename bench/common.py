@@ -92,13 +92,14 @@ class BenchPorts:
     salesforce: int
     docusign: int
     provisioning: int
+    ironclad: int
 
     @classmethod
     def allocate(cls, base: int | None) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(7)))
-        return cls(*free_ports(7))
+            return cls(*(base + i for i in range(8)))
+        return cls(*free_ports(8))
 
 
 def bench_settings(
@@ -132,6 +133,8 @@ def bench_settings(
         "sandbox_salesforce_port": ports.salesforce,
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
+        "sandbox_ironclad_port": ports.ironclad,
+        "ironclad_base_url": f"http://{host}:{ports.ironclad}",
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache

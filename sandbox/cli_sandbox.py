@@ -1,4 +1,5 @@
-"""``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign and the product backend.
+"""``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign, the product backend and
+Ironclad.
 
 The emulators are imported inside the command, so every other ``qtc`` command starts without
 loading four web apps.
@@ -21,12 +22,13 @@ if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
 
 app = typer.Typer(
-    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign and the product backend.",
+    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend "
+    "and Ironclad.",
     no_args_is_help=True,
 )
 
 
-def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
+def _addresses(emulators: RunningEmulators, connect_url: str, ironclad_webhook_url: str) -> Table:
     from sandbox.salesforce.app import SANDBOX_SESSION_ID
 
     table = Table(title="QTC sandbox emulators", title_justify="left")
@@ -49,6 +51,12 @@ def _addresses(emulators: RunningEmulators, connect_url: str) -> Table:
         "provisioning",
         emulators.provisioning_url,
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
+    )
+    table.add_row(
+        "ironclad",
+        emulators.ironclad_url,
+        f"API key {SANDBOX_SECRETS['ironclad_api_key']}; template sandbox-order-form; "
+        f"webhooks (RSA-signed) to {ironclad_webhook_url}",
     )
     return table
 
@@ -81,6 +89,12 @@ def _stack_addresses(stack: Stack) -> Table:
         f"http://{s.sandbox_host}:{s.sandbox_provisioning_port}",
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
+    table.add_row(
+        "ironclad",
+        f"http://{s.sandbox_host}:{s.sandbox_ironclad_port}",
+        f"API key {SANDBOX_SECRETS['ironclad_api_key']}; webhooks to {api}/webhooks/ironclad; "
+        "used with QTC_ESIGN=ironclad; sign with `qtc sign WORKFLOW_ID`",
+    )
     return table
 
 
@@ -97,9 +111,7 @@ def up(
     ] = False,
     emulators_only: Annotated[
         bool,
-        typer.Option(
-            "--emulators-only", help="Only the four emulators: no Temporal, worker or API."
-        ),
+        typer.Option("--emulators-only", help="Only the emulators: no Temporal, worker or API."),
     ] = False,
 ) -> None:
     """Run the sandbox in the foreground until Ctrl-C (or SIGTERM): the Temporal dev server with
@@ -110,6 +122,7 @@ def up(
     from sandbox.runner import (
         EmulatorStartError,
         default_connect_url,
+        default_ironclad_webhook_url,
         default_state_dir,
         start_emulators,
         wait_for_stop_signal,
@@ -119,12 +132,14 @@ def up(
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     connect_url = default_connect_url(settings)
+    ironclad_webhook_url = default_ironclad_webhook_url(settings)
     directory = state_dir or default_state_dir(settings)
     try:
         emulators = start_emulators(
             directory,
             host=settings.sandbox_host,
             connect_url=connect_url,
+            ironclad_webhook_url=ironclad_webhook_url,
             persist=not fresh,
             access_log=True,
         )
@@ -132,7 +147,7 @@ def up(
         console.print(f"[bold red]sandbox did not start:[/] {exc}")
         raise typer.Exit(code=1) from exc
     with emulators:
-        console.print(_addresses(emulators, connect_url))
+        console.print(_addresses(emulators, connect_url, ironclad_webhook_url))
         kept = "in memory only (--fresh)" if fresh else f"written through to {directory}"
         console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
         console.print("Press Ctrl-C to stop.")

@@ -5,6 +5,10 @@ Starts the stack (Temporal dev server, emulators, worker, API), then drives the 
 API with a sales token, the deal desk approves through the API, the DocuSign emulator signs and
 delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
 phase-2 invoice through the API. Nothing talks to the workflow directly.
+
+One more deal runs with its contract on Ironclad: a second worker and API with
+``QTC_ESIGN=ironclad`` (a stack variant on its own task queue) take it, the Ironclad emulator
+signs the workflow, and its RSA-signed webhook reaches the API.
 """
 
 from __future__ import annotations
@@ -23,10 +27,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from integrations.salesforce.client import build_salesforce_client
 from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
 from runtime.settings import Settings
-from sandbox.stack import Stack
+from sandbox.stack import Stack, Variant
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -48,6 +53,8 @@ class DemoDeal:
     signed: bool = False
     quote_approved: bool = False
     invoice_approved: bool = False
+    # The stack variant whose API starts the deal (its worker's settings differ), or the main one.
+    variant: str | None = None
 
     @property
     def done(self) -> bool:
@@ -62,6 +69,11 @@ DEMO_DEALS: tuple[tuple[str, str, int, str], ...] = (
     ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed"),
     ("rejected by CPQ", "quote-rejected.json", 3, "rejected"),
 )
+# Deals whose contract goes through Ironclad: started through the ``ironclad`` variant's API.
+IRONCLAD = Variant("ironclad", {"esign": "ironclad"})
+IRONCLAD_DEALS: tuple[tuple[str, str, int, str], ...] = (
+    ("phase 3, contract on Ironclad", "quote-ironclad.json", 3, "completed"),
+)
 
 
 class DemoError(RuntimeError):
@@ -69,17 +81,31 @@ class DemoError(RuntimeError):
 
 
 class Demo:
-    def __init__(self, settings: Settings, examples: Path, console: Console) -> None:
+    def __init__(
+        self, settings: Settings, examples: Path, console: Console, stack: Stack | None = None
+    ) -> None:
         self.settings = settings
         self.examples = examples
         self.console = console
+        self.stack = stack
         self.api = httpx.Client(
             base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=10
         )
         self.docusign = httpx.Client(
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
+        self.ironclad = httpx.Client(
+            base_url=f"http://{settings.sandbox_host}:{settings.sandbox_ironclad_port}", timeout=10
+        )
         self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
+        self.variant_apis: dict[str, httpx.Client] = {}
+        variants = stack.variant_settings if stack is not None else {}
+        if IRONCLAD.name in variants:
+            ironclad = variants[IRONCLAD.name]
+            self.variant_apis[IRONCLAD.name] = httpx.Client(
+                base_url=f"http://{ironclad.api_host}:{ironclad.api_port}", timeout=10
+            )
+            self.deals += [DemoDeal(*spec, variant=IRONCLAD.name) for spec in IRONCLAD_DEALS]
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -87,7 +113,12 @@ class Demo:
     def start_deals(self) -> None:
         for deal in self.deals:
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
-            response = self.api.post(
+            api = self.api
+            if deal.variant is not None:
+                # The seeded opportunities belong to the other sample deals: this one gets its own.
+                quote["opportunity_id"] = self._new_opportunity(quote["account"]["legal_name"])
+                api = self.variant_apis[deal.variant]
+            response = api.post(
                 "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
             )
             if response.status_code == 422:
@@ -118,7 +149,12 @@ class Demo:
             )
             deal.quote_approved = True
         elif deal.stage == "awaiting_signature" and not deal.signed and deal.status["envelope_id"]:
-            signed = self.docusign.post(f"/_sandbox/envelopes/{deal.status['envelope_id']}/sign")
+            contract = deal.status["envelope_id"]
+            signed = (
+                self.ironclad.post(f"/_sandbox/workflows/{contract}/sign")
+                if deal.status.get("esign") == "ironclad"
+                else self.docusign.post(f"/_sandbox/envelopes/{contract}/sign")
+            )
             if signed.is_success:
                 deal.signed = True
             else:
@@ -131,6 +167,20 @@ class Demo:
                 FINANCE,
             )
             deal.invoice_approved = True
+
+    def _new_opportunity(self, name: str) -> str:
+        """An open opportunity in the CRM emulator (phase 3 marks it Closed Won)."""
+        state_dir = self.stack.state_dir if self.stack is not None else self.settings.state_dir
+        sf = build_salesforce_client(self.settings.model_copy(update={"state_dir": state_dir}))
+        created = sf.Opportunity.create(  # type: ignore[operator]
+            {
+                "Name": f"{name} (Ironclad)",
+                "StageName": "Negotiation/Review",
+                "CloseDate": "2030-12-31",
+            }
+        )
+        sf.session.close()
+        return str(created["id"])
 
     def _post(self, deal: DemoDeal, path: str, body: dict[str, Any], token: str) -> None:
         response = self.api.post(path, json=body, headers=self._auth(token))
@@ -182,6 +232,7 @@ class Demo:
             "deal",
             "scenario",
             "stage",
+            "contract",
             "Stripe customer",
             "subscription",
             "invoice",
@@ -206,6 +257,7 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 outcome,
+                f"{s.get('esign') or '-'} {s.get('envelope_id') or ''}".strip(),
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
@@ -266,11 +318,17 @@ def run_demo(
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
-    stack = Stack(settings, state_dir, persist_temporal=False, persist_emulators=False)
+    stack = Stack(
+        settings,
+        state_dir,
+        persist_temporal=False,
+        persist_emulators=False,
+        variants=(IRONCLAD,),
+    )
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")
-        demo = Demo(settings, examples, console)
+        demo = Demo(settings, examples, console, stack=stack)
         ok = demo.run()
         console.print(demo.results())
         console.print(demo.where_to_look(stack.web_ui_url))

@@ -140,6 +140,16 @@ def worker_name(index: int) -> str:
     return "worker" if index == 0 else f"worker-{index + 1}"
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A worker and an API beside the main ones with some settings changed (another vendor behind
+    a port), on a task queue of their own so that only the deals started through this API run on
+    it. Its children are named ``{name}-worker`` and ``{name}-api``."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
 @dataclass
 class Stack:
     """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
@@ -157,15 +167,21 @@ class Stack:
     # so on a machine with spare cores a second process adds throughput (bench/RESULTS.md).
     workers: int = 1
     codec_endpoint: str | None = None
+    variants: tuple[Variant, ...] = ()
     children: list[Child] = field(default_factory=list)
+    # The settings each started variant runs with, by name (its task queue, API port and URL).
+    variant_settings: dict[str, Settings] = field(default_factory=dict)
 
     @property
     def env(self) -> dict[str, str]:
         """The parent's environment plus every setting as a ``QTC_*`` variable (secrets revealed:
         the children need them), so a Settings object built in code reaches the children intact."""
+        return self.env_for(self.settings)
+
+    def env_for(self, settings: Settings) -> dict[str, str]:
         env = dict(os.environ)
         for name in Settings.model_fields:
-            value = getattr(self.settings, name)
+            value = getattr(settings, name)
             if value is not None:
                 env[f"QTC_{name.upper()}"] = _env_value(value)
         env.update(
@@ -189,7 +205,7 @@ class Stack:
             c.proc.pid for c in self.children if c.name == prefix or c.name.startswith(f"{prefix}-")
         ]
 
-    def _spawn(self, name: str, argv: list[str]) -> Child:
+    def _spawn(self, name: str, argv: list[str], settings: Settings | None = None) -> Child:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
@@ -198,7 +214,7 @@ class Stack:
                 argv,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=self.env,
+                env=self.env_for(settings or self.settings),
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -281,10 +297,12 @@ class Stack:
         """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
         "worker started" line. A restarted worker appends to the same log, so only what is
         written after this start counts."""
-        name = worker_name(index)
+        self._start_worker_process(worker_name(index), self.settings)
+
+    def _start_worker_process(self, name: str, settings: Settings) -> None:
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"])
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"], settings)
         deadline = time.monotonic() + 30
 
         def started() -> bool:
@@ -299,9 +317,11 @@ class Stack:
             raise StackError(f"worker did not start (log: {child.log}):\n{tail}")
 
     def start_api(self) -> None:
-        s = self.settings
+        self._start_api_process("api", self.settings)
+
+    def _start_api_process(self, name: str, s: Settings) -> None:
         self._check_ports([(s.api_host, s.api_port)])
-        child = self._spawn("api", [sys.executable, "-m", "starters.cli", "serve"])
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "serve"], s)
         self._require(child, s.api_host, s.api_port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -310,6 +330,23 @@ class Stack:
                     return
             time.sleep(0.2)
         raise StackError(f"API never became ready (log: {child.log})")
+
+    def start_variant(self, variant: Variant) -> Settings:
+        """Start the variant's worker and API (on a free port); return their settings."""
+        main = self.settings
+        [port] = free_ports(1, main.api_host)
+        settings = main.model_copy(
+            update={
+                **variant.overrides,
+                "temporal_task_queue": f"{main.temporal_task_queue}-{variant.name}",
+                "api_port": port,
+                "api_public_url": f"http://{main.api_host}:{port}",
+            }
+        )
+        self._start_worker_process(f"{variant.name}-worker", settings)
+        self._start_api_process(f"{variant.name}-api", settings)
+        self.variant_settings[variant.name] = settings
+        return settings
 
     def start(self) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -321,6 +358,9 @@ class Stack:
                     self.start_worker(index)
             if self.with_api:
                 self.start_api()
+            if self.with_worker and self.with_api:
+                for variant in self.variants:
+                    self.start_variant(variant)
         except BaseException:
             self.stop()
             raise

@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov = free_ports(7)
+    temporal, ui, api, stripe, sf, ds, prov, ironclad = free_ports(8)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -30,11 +30,13 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_salesforce_port=sf,
         sandbox_docusign_port=ds,
         sandbox_provisioning_port=prov,
+        sandbox_ironclad_port=ironclad,
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        ironclad_base_url=f"http://127.0.0.1:{ironclad}",
         codec_enabled=codec,
     )
 
@@ -48,4 +50,5 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_salesforce_port,
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
+        settings.sandbox_ironclad_port,
     ]
