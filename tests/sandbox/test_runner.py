@@ -42,7 +42,7 @@ def refuses_connections(url: str) -> bool:
     return False
 
 
-def test_runner_serves_all_four_emulators_and_stop_releases_their_ports(tmp_path: Path) -> None:
+def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Path) -> None:
     emulators = start_emulators(tmp_path, ports=EmulatorPorts())
     with emulators, client_for(emulators) as client:
         statuses = {
@@ -50,8 +50,14 @@ def test_runner_serves_all_four_emulators_and_stop_releases_their_ports(tmp_path
             for name, url in emulators.urls.items()
         }
         assert emulators.salesforce_url.startswith("https://127.0.0.1:")
-        assert len(set(emulators.urls.values())) == 4
-    assert statuses == {"stripe": 200, "salesforce": 200, "docusign": 200, "provisioning": 200}
+        assert len(set(emulators.urls.values())) == 5
+    assert statuses == {
+        "stripe": 200,
+        "salesforce": 200,
+        "docusign": 200,
+        "provisioning": 200,
+        "ironclad": 200,
+    }
     assert not emulators.running
     assert all(refuses_connections(url) for url in emulators.urls.values())
     emulators.stop()  # a second stop is harmless
