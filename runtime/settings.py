@@ -191,7 +191,7 @@ class Settings(BaseSettings):
     ironclad_user_email: str = "qtc-bot@sandbox.example"
     ironclad_template_id: str = "sandbox-order-form"
     ironclad_signer_role: str = "Counterparty Signer"
-    ironclad_timeout_s: float = 30.0
+    ironclad_timeout_s: float = 20.0  # per request; two fit in the activity's 60 s
     # The least time between two fetches of the webhook key caused by failed checks.
     ironclad_key_refetch_s: float = Field(30.0, ge=0)
 
