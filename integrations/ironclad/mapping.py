@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -141,13 +142,13 @@ def deal_id_of(workflow: dict[str, Any]) -> str | None:
     return str(value) if isinstance(value, str) and value else None
 
 
+@dataclass(frozen=True)
 class Signature:
     """Who signed a completed workflow, and when."""
 
-    def __init__(self, completed_at: datetime, name: str | None, email: str | None) -> None:
-        self.completed_at = completed_at
-        self.name = name
-        self.email = email
+    completed_at: datetime
+    name: str | None
+    email: str | None
 
 
 def _parse_time(value: Any) -> datetime | None:
