@@ -185,7 +185,7 @@ class Settings(BaseSettings):
     # the client id and secret and leave the API key unset). The user launches the workflows: the
     # creator with an API key, the x-as-user-email with OAuth.
     ironclad_base_url: str = "http://127.0.0.1:12120"
-    ironclad_api_key: SecretStr | None = None  # sandbox: sandbox-ironclad-key
+    ironclad_api_key: SecretStr | None = None  # the sandbox's own key in the sandbox
     ironclad_client_id: str | None = None
     ironclad_client_secret: SecretStr | None = None
     ironclad_user_email: str = "qtc-bot@sandbox.example"
@@ -239,6 +239,14 @@ class Settings(BaseSettings):
     @property
     def docusign_connect_secrets(self) -> list[SecretStr]:
         return [self.docusign_connect_secret, *self.docusign_connect_secrets_extra]
+
+    @model_validator(mode="after")
+    def _sandbox_ironclad_key(self) -> Settings:
+        # The sandbox's published key only in the sandbox: a production deployment that does not
+        # use Ironclad needs no Ironclad setting at all.
+        if self.sandbox and self.ironclad_api_key is None and self.ironclad_client_id is None:
+            self.ironclad_api_key = SecretStr(SANDBOX_SECRETS["ironclad_api_key"])
+        return self
 
     @model_validator(mode="after")
     def _refuse_sandbox_secrets_outside_sandbox(self) -> Settings:

@@ -16,10 +16,9 @@ import time
 from typing import Any
 
 import httpx
-from pydantic import SecretStr
 
 from integrations.ironclad.mapping import encode_json
-from runtime.settings import SANDBOX_SECRETS, Settings
+from runtime.settings import Settings
 
 API_PATH = "/public/api/v1"
 # What the product needs of an OAuth app; an app granted less gets 403 on the call it lacks.
@@ -220,8 +219,6 @@ def build_ironclad_api(settings: Settings) -> IroncladApi:
     API key."""
     secret = settings.ironclad_client_secret
     key = settings.ironclad_api_key
-    if key is None and settings.sandbox:
-        key = SecretStr(SANDBOX_SECRETS["ironclad_api_key"])
     if settings.ironclad_client_id is not None:
         if secret is None:
             raise ValueError("QTC_IRONCLAD_CLIENT_SECRET is required with QTC_IRONCLAD_CLIENT_ID")
