@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -118,11 +119,22 @@ class ChaosStack(BenchStack):
 # --- the outside world ---------------------------------------------------------------------------
 
 
-def connect_headers(body: bytes, secret: str) -> dict[str, str]:
+# The Connect formats real accounts send (the emulator's ``POST /_sandbox/connect`` settings):
+# the default JSON SIM message, JSON SIM with the envelope summary, and the legacy XML.
+CONNECT_FORMATS: tuple[dict[str, Any], ...] = (
+    {"format": "json", "include_data": []},
+    {"format": "json", "include_data": ["custom_fields", "recipients"]},
+    {"format": "xml"},
+)
+
+
+def connect_headers(
+    body: bytes, secret: str, content_type: str = "application/json"
+) -> dict[str, str]:
     """What DocuSign Connect signs a message with (HMAC-SHA256 of the raw body, base64)."""
     digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
     return {
-        "Content-Type": "application/json",
+        "Content-Type": content_type,
         "X-Authorization-Digest": "HMACSHA256",
         "X-DocuSign-Signature-1": base64.b64encode(digest).decode(),
     }
@@ -319,8 +331,17 @@ class World:
         return found
 
     async def sign(self, envelope_id: str) -> bool:
-        """Sign in the DocuSign emulator; Connect then tells the API (twice). True once signed."""
+        """Sign in the DocuSign emulator; Connect then tells the API (twice). True once signed.
+
+        The Connect configuration is switched first to one of the formats real accounts send,
+        chosen by the envelope; signatures running side by side may swap formats, which only
+        mixes them further.
+        """
+        message_format = CONNECT_FORMATS[zlib.crc32(envelope_id.encode()) % len(CONNECT_FORMATS)]
         try:
+            await self.sandbox.http.post(
+                f"{self.sandbox.docusign}/_sandbox/connect", json=message_format
+            )
             response = await self.sandbox.http.post(
                 f"{self.sandbox.docusign}/_sandbox/envelopes/{envelope_id}/sign", json={}
             )
@@ -346,13 +367,17 @@ class World:
             record = by_event.get(event)
             if record is None:
                 continue
-            body = json.dumps({**record["message"], "retryCount": 7}).encode()
+            message = record["message"]
+            if isinstance(message, str):  # the legacy XML format
+                body, content_type = message.encode(), "text/xml; charset=utf-8"
+            else:
+                body = json.dumps({**message, "retryCount": 7}).encode()
+                content_type = "application/json"
+            headers = connect_headers(body, secret, content_type)
             kind = "connect_late_" + event.removeprefix("envelope-")
             for _ in range(attempts):
                 try:
-                    answer = await self._post(
-                        "/webhooks/docusign", content=body, headers=connect_headers(body, secret)
-                    )
+                    answer = await self._post("/webhooks/docusign", content=body, headers=headers)
                 except Retryable:
                     self.counts["connect_late_retried"] += 1
                     await asyncio.sleep(1.0)
@@ -485,22 +510,27 @@ def audit(settings: Settings, planned: list[PlannedDeal], stages: dict[str, str]
     provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
     with httpx.Client(timeout=60) as http:
         deliveries = http.get(f"{docusign}/_sandbox/deliveries").json()["deliveries"]
+        # Read from the envelopes themselves: most Connect formats do not carry custom fields.
+        listed = http.get(
+            f"{docusign}/restapi/v2.1/accounts/{settings.docusign_account_id}/envelopes",
+            params={"from_date": "2000-01-01", "count": "100000", "include": "custom_fields"},
+            headers={"Authorization": f"Bearer {DOCUSIGN_TOKEN}"},
+        ).json()
         tenants = http.get(f"{provisioning}/v1/tenants").json()["data"]
         provisioning_stats = http.get(f"{provisioning}/_sandbox/stats").json()
 
     # DocuSign: distinct envelopes per opportunity (custom field), and when each was signed.
     envelopes: dict[str, set[str]] = defaultdict(set)
     signed_at: dict[str, datetime] = {}
-    for record in deliveries:
-        summary = record["message"]["data"]["envelopeSummary"]
-        fields = summary["customFields"]["textCustomFields"]
+    for envelope in listed.get("envelopes", []):
+        fields = envelope.get("customFields", {}).get("textCustomFields", [])
         opportunity = next((f["value"] for f in fields if f["name"] == "opportunity_id"), None)
         if opportunity not in by_opportunity:
             continue
         deal_id = by_opportunity[opportunity].deal_id
-        envelopes[deal_id].add(record["envelopeId"])
-        if record["event"] == "envelope-completed" and summary.get("completedDateTime"):
-            signed_at[deal_id] = docusign_time(summary["completedDateTime"])
+        envelopes[deal_id].add(envelope["envelopeId"])
+        if envelope["status"] == "completed" and envelope.get("completedDateTime"):
+            signed_at[deal_id] = docusign_time(envelope["completedDateTime"])
     for deal_id, ids in envelopes.items():
         findings[deal_id].envelopes = len(ids)
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from qtc.models import FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
+from qtc.models import Account, FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
 
 Phase = Literal[1, 2, 3]
 Stage = Literal[
@@ -31,10 +31,11 @@ Stage = Literal[
     "expired",
     "lost",
     "review_rejected",
+    "cancelled",
     "needs_attention",
 ]
 TERMINAL_STAGES: frozenset[str] = frozenset(
-    {"completed", "quote_rejected", "expired", "lost", "review_rejected"}
+    {"completed", "quote_rejected", "expired", "lost", "review_rejected", "cancelled"}
 )
 
 WORKFLOW_NAME = "DealWorkflow"
@@ -48,6 +49,8 @@ SIGNAL_APPROVE_INVOICE = "approve_invoice"
 SIGNAL_REJECT_INVOICE = "reject_invoice"
 SIGNAL_MARK_LOST = "mark_lost"
 SIGNAL_RESUME = "resume"
+UPDATE_CORRECT_ACCOUNT = "correct_account"
+UPDATE_CANCEL = "cancel"
 QUERY_STATUS = "status"
 
 
@@ -71,6 +74,9 @@ class DealInput(Model):
     # The CRM the opportunity lives in (``salesforce``, ``hubspot``), as the starter's settings
     # say; shown in the status. None for deals started before it was recorded.
     crm: str | None = None
+    # Run every step as a regular activity, never local (``QTC_DEAL_STEPS=remote``): more work
+    # for the Temporal server per deal, every attempt visible in the Web UI from the first.
+    remote_steps: bool = False
 
 
 class QuoteDecision(Model):
@@ -100,6 +106,36 @@ class Resume(Model):
     note: str | None = None
 
 
+class AccountCorrection(Model):
+    """An operator's correction of the signed legal entity's data (a tax id the billing system
+    refuses, a wrong address), made while the deal waits in ``needs_attention``."""
+
+    by: str
+    reason: str = Field(min_length=1, max_length=500)
+    account: Account
+
+
+class Cancel(Model):
+    """An operator ends a stuck deal for good."""
+
+    by: str
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class DecisionResult(Model):
+    """What an accepted decision led to."""
+
+    stage: Stage
+    message: str | None = None
+
+
+class Correction(Model):
+    at: datetime
+    by: str
+    reason: str
+    fields: list[str]
+
+
 class StageEntry(Model):
     stage: Stage
     at: datetime
@@ -107,11 +143,22 @@ class StageEntry(Model):
 
 
 class DealError(Model):
+    """Why a step is blocked: parked in ``needs_attention``, or (``retrying``) still retrying."""
+
     step: str
     type: str | None = None
     message: str
     at: datetime
     details: dict[str, object] | None = None
+    # What an operator needs without reading ``details``: the port (``billing``), the vendor's
+    # error code, the deal field at fault (a JSON pointer into the quote), whether ``resume`` can
+    # help as things stand, and what to do. None in statuses recorded before they were kept.
+    system: str | None = None
+    code: str | None = None
+    field: str | None = None
+    retrying: bool = False
+    resume_helps: bool | None = None
+    action: str | None = None
 
 
 class DealNote(Model):
@@ -157,3 +204,4 @@ class DealStatus(Model):
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
     notes: list[DealNote] = Field(default_factory=list)
+    corrections: list[Correction] = Field(default_factory=list)

@@ -16,7 +16,7 @@ in ``qtc.errors``: non-retryable ones park the deal in ``needs_attention``.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
 
@@ -26,6 +26,11 @@ SA_STAGE = "QtcStage"  # Keyword
 SA_CUSTOMER = "QtcCustomer"  # Text
 SA_ARR = "QtcArr"  # Double, in major units of the deal currency
 SA_PHASE = "QtcPhase"  # Int
+SA_CURRENCY = "QtcCurrency"  # Keyword: QtcArr's currency (USD, EUR, ...)
+# Keyword: the step a deal is blocked on (retrying or parked in needs_attention), and the type of
+# its error; unset otherwise. A saved view on them is the operator's list of stuck deals.
+SA_BLOCKED_STEP = "QtcBlockedStep"
+SA_ERROR_TYPE = "QtcErrorType"
 
 
 # Activity names: they belong to the port, not to a vendor. Each vendor's implementation registers
@@ -92,6 +97,9 @@ class ContractVoided(Model):
 class CreateCustomerInput(Model):
     deal_id: str
     priced: PricedQuote
+    # How many times an operator corrected the legal entity: an implementation must not replay
+    # an earlier attempt's request for a corrected entity (idempotency keys include it when > 0).
+    account_revision: int = 0
 
 
 class BillingCustomer(Model):
@@ -188,3 +196,40 @@ class ProductBackend(Protocol):
     """Switches on the signed SKUs' features for the tenant (the billing customer)."""
 
     def provision_product(self, input: ProvisionInput) -> Provisioned: ...
+
+
+class ContractRecord(Model):
+    """What the e-signature service holds about one contract, read outside any workflow.
+
+    A webhook that names only the contract (DocuSign Connect's default message) is answered from
+    this: the deal the product wrote on the contract when it sent it, and the signature facts.
+    """
+
+    contract_id: str
+    # The deal id from the contract's own fields; None: this product did not send the contract.
+    deal_id: str | None = None
+    status: str
+    completed_at: datetime | None = None
+    signer_name: str | None = None
+    signer_email: str | None = None
+
+
+@runtime_checkable
+class ContractReader(Protocol):
+    """Reads one contract by its id (blocking: async callers run it in a thread)."""
+
+    name: str
+
+    def read_contract(self, contract_id: str) -> ContractRecord | None:
+        """The contract, or None when the service has none with this id for our account;
+        ``ApplicationError`` typed with ``qtc.errors`` names otherwise (retryable: try later)."""
+        ...
+
+
+@runtime_checkable
+class OpportunityStageReader(Protocol):
+    """Tells whether an opportunity is won now, for a notification that did not say."""
+
+    def is_closed_won(self, opportunity_id: str) -> bool:
+        """``ApplicationError`` typed ``VendorNotFound`` when the opportunity does not exist."""
+        ...

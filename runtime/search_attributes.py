@@ -8,13 +8,32 @@ from typing import Any
 
 from temporalio.common import SearchAttributeKey
 
-from qtc.ports import SA_ARR, SA_CUSTOMER, SA_PHASE, SA_STAGE
+from qtc.ports import (
+    SA_ARR,
+    SA_BLOCKED_STEP,
+    SA_CURRENCY,
+    SA_CUSTOMER,
+    SA_ERROR_TYPE,
+    SA_PHASE,
+    SA_STAGE,
+)
 
 STAGE_KEY = SearchAttributeKey.for_keyword(SA_STAGE)
 CUSTOMER_KEY = SearchAttributeKey.for_text(SA_CUSTOMER)
 ARR_KEY = SearchAttributeKey.for_float(SA_ARR)
 PHASE_KEY = SearchAttributeKey.for_int(SA_PHASE)
-SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [STAGE_KEY, CUSTOMER_KEY, ARR_KEY, PHASE_KEY]
+CURRENCY_KEY = SearchAttributeKey.for_keyword(SA_CURRENCY)
+BLOCKED_STEP_KEY = SearchAttributeKey.for_keyword(SA_BLOCKED_STEP)
+ERROR_TYPE_KEY = SearchAttributeKey.for_keyword(SA_ERROR_TYPE)
+SEARCH_ATTRIBUTES: list[SearchAttributeKey[Any]] = [
+    STAGE_KEY,
+    CUSTOMER_KEY,
+    ARR_KEY,
+    PHASE_KEY,
+    CURRENCY_KEY,
+    BLOCKED_STEP_KEY,
+    ERROR_TYPE_KEY,
+]
 """Every custom search attribute the workflow upserts; register them on the server first."""
 
 # Every supported currency (usd, eur, gbp) has two decimals; QtcArr is for searching and sorting

@@ -14,12 +14,15 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, StringConstraints, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime.logging import register_secrets
+
+# A Salesforce record id: 15 case-sensitive characters, or 18 with the case-encoding suffix.
+SALESFORCE_ID_PATTERN = r"^[A-Za-z0-9]{15}(?:[A-Za-z0-5]{3})?$"
 
 Role = Literal["sales", "deal_desk", "finance", "operator"]
 
@@ -115,6 +118,14 @@ class Settings(BaseSettings):
     temporal_task_queue: str = "qtc-deals"
     temporal_api_key: SecretStr | None = None
     temporal_tls: bool = False
+    # mTLS (self-hosted, or Temporal Cloud's certificate auth): PEM files.
+    temporal_tls_cert: Path | None = None
+    temporal_tls_key: Path | None = None
+    temporal_tls_ca: Path | None = None
+    temporal_tls_server_name: str | None = None
+    # A profile of Temporal's environment configuration (temporal.toml / TEMPORAL_*): when set,
+    # it says where and how to connect, instead of the settings above.
+    temporal_profile: str | None = None
     temporal_ui_port: int = 8233
 
     # HTTP API
@@ -123,6 +134,8 @@ class Settings(BaseSettings):
     api_public_url: str = "http://127.0.0.1:8000"
     api_tokens: dict[str, ApiPrincipal] = Field(default_factory=_sandbox_tokens)
     max_body_bytes: int = 1_000_000
+    # /metrics of the API: open in the sandbox, an operator token elsewhere (None: so decided).
+    api_metrics_require_auth: bool | None = None
     # --- HTTP API and webhooks (starters/api) ---
     api_temporal_timeout_s: float = 5.0  # a webhook sender gets 503 after this, not a hang
     api_retry_after_s: int = 5  # Retry-After sent with every 503
@@ -146,6 +159,13 @@ class Settings(BaseSettings):
     worker_max_concurrent_workflow_tasks: int = Field(20, ge=2)
     worker_graceful_shutdown_s: float = Field(30.0, ge=0)  # in-flight activities may finish
     worker_register_search_attributes: bool = True  # add missing Qtc* attributes at start-up
+    # Prometheus /metrics of the worker (the SDK's metrics and the deal's own); None: off.
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535)
+    worker_metrics_host: str = "0.0.0.0"
+    # How the steps after the signature run: ``local_first`` (two quick local attempts inside the
+    # workflow task, then regular activities if the failure may pass) or ``remote`` (always
+    # regular activities: every attempt visible in the Web UI, more server work per deal).
+    deal_steps: Literal["local_first", "remote"] = "local_first"
 
     # Stripe
     stripe_api_key: SecretStr = SecretStr(SANDBOX_SECRETS["stripe_api_key"])
@@ -162,7 +182,10 @@ class Settings(BaseSettings):
     salesforce_session_id: SecretStr | None = SecretStr("sandbox-session")
     salesforce_api_version: str = "59.0"
     salesforce_callout_secret: SecretStr = SecretStr(SANDBOX_SECRETS["salesforce_callout_secret"])
-    salesforce_org_ids: list[str] = Field(default_factory=lambda: ["00D000000000001AAA"])
+    # 15 characters as Setup shows them or 18 as messages carry them; either matches the other.
+    salesforce_org_ids: list[
+        Annotated[str, StringConstraints(strip_whitespace=True, pattern=SALESFORCE_ID_PATTERN)]
+    ] = Field(default_factory=lambda: ["00D000000000001AAA"])
     salesforce_field_map: dict[str, str] = Field(default_factory=dict)
     salesforce_ca_file: Path | None = None  # CA bundle to trust (the sandbox's self-signed CA)
     salesforce_domain: str = "login"  # username/password login: "login", "test" or a My Domain

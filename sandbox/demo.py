@@ -6,6 +6,11 @@ API with a sales token, the deal desk approves through the API, the DocuSign emu
 delivers a real HMAC-signed Connect event to the API's webhook, and a finance reviewer approves the
 phase-2 invoice through the API. Nothing talks to the workflow directly.
 
+The Connect messages come in every format a real account may be configured to send: the default
+JSON SIM message (the envelope id alone: the API reads the envelope from the emulator), JSON SIM
+with the envelope summary, and the legacy XML. The emulator's Connect configuration is switched
+just before each signature, so each deal's message has its scenario's format.
+
 One more deal runs with its contract on Ironclad: a second worker and API with
 ``QTC_ESIGN=ironclad`` (a stack variant on its own task queue) take it, the Ironclad emulator
 signs the workflow, and its RSA-signed webhook reaches the API.
@@ -51,6 +56,8 @@ class DemoDeal:
     status: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None
     signed: bool = False
+    # The Connect configuration in force when this deal's envelope is signed.
+    connect: str = "default SIM"
     quote_approved: bool = False
     invoice_approved: bool = False
     # The stack variant whose API starts the deal (its worker's settings differ), or the main one.
@@ -61,19 +68,31 @@ class DemoDeal:
         return self.problem is not None or self.stage in TERMINAL_STAGES or self.stage == "rejected"
 
 
-DEMO_DEALS: tuple[tuple[str, str, int, str], ...] = (
-    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed"),
-    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed"),
-    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed"),
-    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed"),
-    ("monthly, first-of-month stub (EUR)", "quote-monthly-stub.json", 3, "completed"),
-    ("rejected by CPQ", "quote-rejected.json", 3, "rejected"),
+DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
+    ("phase 1: stop at signature", "quote-phase1.json", 1, "completed", "default SIM"),
+    ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed", "SIM + summary"),
+    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed", "legacy XML"),
+    ("deal desk approval needed", "quote-needs-approval.json", 3, "completed", "default SIM"),
+    (
+        "monthly, first-of-month stub (EUR)",
+        "quote-monthly-stub.json",
+        3,
+        "completed",
+        "SIM + summary",
+    ),
+    ("rejected by CPQ", "quote-rejected.json", 3, "rejected", "default SIM"),
 )
 # Deals whose contract goes through Ironclad: started through the ``ironclad`` variant's API.
 IRONCLAD = Variant("ironclad", {"esign": "ironclad"})
 IRONCLAD_DEALS: tuple[tuple[str, str, int, str], ...] = (
     ("phase 3, contract on Ironclad", "quote-ironclad.json", 3, "completed"),
 )
+# The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
+CONNECT_FORMATS: dict[str, dict[str, Any]] = {
+    "default SIM": {"format": "json", "include_data": []},
+    "SIM + summary": {"format": "json", "include_data": ["custom_fields", "recipients"]},
+    "legacy XML": {"format": "xml"},
+}
 
 
 class DemoError(RuntimeError):
@@ -97,7 +116,10 @@ class Demo:
         self.ironclad = httpx.Client(
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_ironclad_port}", timeout=10
         )
-        self.deals = [DemoDeal(*spec) for spec in DEMO_DEALS]
+        self.deals = [
+            DemoDeal(label, example, phase, expected, connect=connect)
+            for label, example, phase, expected, connect in DEMO_DEALS
+        ]
         self.variant_apis: dict[str, httpx.Client] = {}
         variants = stack.variant_settings if stack is not None else {}
         if IRONCLAD.name in variants:
@@ -150,11 +172,17 @@ class Demo:
             deal.quote_approved = True
         elif deal.stage == "awaiting_signature" and not deal.signed and deal.status["envelope_id"]:
             contract = deal.status["envelope_id"]
-            signed = (
-                self.ironclad.post(f"/_sandbox/workflows/{contract}/sign")
-                if deal.status.get("esign") == "ironclad"
-                else self.docusign.post(f"/_sandbox/envelopes/{contract}/sign")
-            )
+            if deal.status.get("esign") == "ironclad":
+                signed = self.ironclad.post(f"/_sandbox/workflows/{contract}/sign")
+            else:
+                # The message is built when the envelope is signed, in the format configured then.
+                configured = self.docusign.post(
+                    "/_sandbox/connect", json=CONNECT_FORMATS[deal.connect]
+                )
+                if not configured.is_success:
+                    deal.problem = f"Connect format: {configured.status_code} {configured.text}"
+                    return
+                signed = self.docusign.post(f"/_sandbox/envelopes/{contract}/sign")
             if signed.is_success:
                 deal.signed = True
             else:
@@ -189,7 +217,7 @@ class Demo:
 
     def progress(self) -> Table:
         table = Table(title="Deals in flight", expand=False)
-        for column in ("deal", "scenario", "phase", "stage"):
+        for column in ("deal", "scenario", "phase", "Connect message", "stage"):
             table.add_column(column)
         for deal in self.deals:
             style = "green" if deal.stage == deal.expected else "yellow"
@@ -199,6 +227,7 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 str(deal.phase),
+                deal.connect,
                 f"[{style}]{deal.problem or deal.stage}[/]",
             )
         return table

@@ -140,6 +140,10 @@ def worker_name(index: int) -> str:
     return "worker" if index == 0 else f"worker-{index + 1}"
 
 
+# Next to the emulators' ports (12111-12120).
+SANDBOX_WORKER_METRICS_PORT = 12121
+
+
 @dataclass(frozen=True)
 class Variant:
     """A worker and an API beside the main ones with some settings changed (another vendor behind
@@ -186,7 +190,7 @@ class Stack:
                 env[f"QTC_{name.upper()}"] = _env_value(value)
         env.update(
             {
-                "QTC_CATALOG": str(Path(self.settings.catalog).resolve()),
+                "QTC_CATALOG": str(Path(settings.catalog).resolve()),
                 "QTC_STATE_DIR": str(self.state_dir.resolve()),
                 "QTC_LOG_JSON": "true",
                 "PYTHONUNBUFFERED": "1",
@@ -199,13 +203,19 @@ class Stack:
         host = self.settings.temporal_address.rsplit(":", 1)[0]
         return f"http://{host}:{self.settings.temporal_ui_port}"
 
+    def worker_metrics_port(self, index: int = 0) -> int:
+        """Where worker ``index`` serves Prometheus /metrics (``QTC_WORKER_METRICS_PORT``, or the
+        sandbox's default, for the first worker)."""
+        first = self.settings.worker_metrics_port or SANDBOX_WORKER_METRICS_PORT
+        return first + index
+
     def pids_of(self, prefix: str) -> list[int]:
         """The pids of the children named ``prefix`` or ``prefix-N`` (e.g. every worker)."""
         return [
             c.proc.pid for c in self.children if c.name == prefix or c.name.startswith(f"{prefix}-")
         ]
 
-    def _spawn(self, name: str, argv: list[str], settings: Settings | None = None) -> Child:
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = logs / f"{name}.log"
@@ -214,7 +224,7 @@ class Stack:
                 argv,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
-                env=self.env_for(settings or self.settings),
+                env={**self.env, **(env or {})},
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -297,12 +307,22 @@ class Stack:
         """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
         "worker started" line. A restarted worker appends to the same log, so only what is
         written after this start counts."""
-        self._start_worker_process(worker_name(index), self.settings)
+        # Each worker process serves its own /metrics, on consecutive ports from the first.
+        self._start_worker_process(worker_name(index), self.env, self.worker_metrics_port(index))
 
-    def _start_worker_process(self, name: str, settings: Settings) -> None:
+    def _start_worker_process(self, name: str, env: dict[str, str], metrics_port: int) -> None:
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "worker"], settings)
+        self._check_ports([(self.settings.sandbox_host, metrics_port)])
+        child = self._spawn(
+            name,
+            [sys.executable, "-m", "starters.cli", "worker"],
+            {
+                **env,
+                "QTC_WORKER_METRICS_PORT": str(metrics_port),
+                "QTC_WORKER_METRICS_HOST": "127.0.0.1",
+            },
+        )
         deadline = time.monotonic() + 30
 
         def started() -> bool:
@@ -321,7 +341,7 @@ class Stack:
 
     def _start_api_process(self, name: str, s: Settings) -> None:
         self._check_ports([(s.api_host, s.api_port)])
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "serve"], s)
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "serve"], self.env_for(s))
         self._require(child, s.api_host, s.api_port)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -332,18 +352,18 @@ class Stack:
         raise StackError(f"API never became ready (log: {child.log})")
 
     def start_variant(self, variant: Variant) -> Settings:
-        """Start the variant's worker and API (on a free port); return their settings."""
+        """Start the variant's worker and API (on free ports); return their settings."""
         main = self.settings
-        [port] = free_ports(1, main.api_host)
+        api_port, metrics_port = free_ports(2, main.api_host)
         settings = main.model_copy(
             update={
                 **variant.overrides,
                 "temporal_task_queue": f"{main.temporal_task_queue}-{variant.name}",
-                "api_port": port,
-                "api_public_url": f"http://{main.api_host}:{port}",
+                "api_port": api_port,
+                "api_public_url": f"http://{main.api_host}:{api_port}",
             }
         )
-        self._start_worker_process(f"{variant.name}-worker", settings)
+        self._start_worker_process(f"{variant.name}-worker", self.env_for(settings), metrics_port)
         self._start_api_process(f"{variant.name}-api", settings)
         self.variant_settings[variant.name] = settings
         return settings

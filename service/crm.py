@@ -20,7 +20,7 @@ from qtc import errors
 from qtc.cpq import price_quote
 from qtc.deal import Phase
 from qtc.models import Catalog, PricedQuote
-from qtc.ports import CrmReader
+from qtc.ports import CrmReader, OpportunityStageReader
 from runtime.settings import Settings
 from service.deals import DealServiceError, StartResult, start_deal
 
@@ -54,6 +54,18 @@ async def read_and_price(
     except ApplicationError as err:
         raise _unavailable(err) from err
     return price_quote(quote, catalog, now or datetime.now(UTC))
+
+
+async def is_closed_won(stages: OpportunityStageReader, opportunity_id: str) -> bool:
+    """Whether the CRM records the opportunity as won now (for a notification that did not say).
+
+    Raises:
+        OpportunityUnavailable: No such opportunity, or the CRM refused or could not be reached.
+    """
+    try:
+        return await asyncio.to_thread(stages.is_closed_won, opportunity_id)
+    except ApplicationError as err:
+        raise _unavailable(err) from err
 
 
 def _unavailable(err: ApplicationError) -> OpportunityUnavailable:

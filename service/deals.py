@@ -21,21 +21,45 @@ from typing import Any, get_args
 from pydantic import BaseModel
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import SignalWorkflowExecutionRequest
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowUpdateFailedError,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import FailureError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
 from qtc import ports
-from qtc.deal import DealInput, DealStatus, Phase, SignatureCompleted, Stage
+from qtc.deal import (
+    AccountCorrection,
+    Cancel,
+    DealInput,
+    DealStatus,
+    DecisionResult,
+    Phase,
+    SignatureCompleted,
+    Stage,
+)
 from qtc.models import Model, PricedQuote
-from runtime.search_attributes import ARR_KEY, CUSTOMER_KEY, MINOR_PER_MAJOR, PHASE_KEY, STAGE_KEY
+from qtc.money import format_minor
+from runtime.search_attributes import (
+    ARR_KEY,
+    BLOCKED_STEP_KEY,
+    CURRENCY_KEY,
+    CUSTOMER_KEY,
+    ERROR_TYPE_KEY,
+    MINOR_PER_MAJOR,
+    PHASE_KEY,
+    STAGE_KEY,
+)
 from runtime.settings import Settings
 
 # Memo keys: what a later start for the same opportunity is compared against.
@@ -89,6 +113,26 @@ class TemporalUnavailable(DealServiceError):
     """Temporal could not be reached (or did not answer in time); the request may be retried."""
 
 
+class DealWorkerUnavailable(TemporalUnavailable):
+    """No worker answered for a deal that is still open; ``stage`` is the last one recorded."""
+
+    def __init__(self, deal_id: str, stage: str | None) -> None:
+        self.deal_id = deal_id
+        self.stage = stage
+        super().__init__(
+            f"no deal worker answered for {deal_id!r}; its last recorded stage is {stage!r}"
+        )
+
+
+class DecisionRefused(DealConflict):
+    """The deal refused a decision (its validator said no; nothing was written to its history)."""
+
+    def __init__(self, deal_id: str, message: str, current_stage: str | None) -> None:
+        super().__init__(deal_id, f"{deal_id} refused: {message}")
+        self.reason = message
+        self.current_stage = current_stage
+
+
 class StartResult(Model):
     deal_id: str
     created: bool
@@ -102,7 +146,11 @@ class DealSummary(Model):
     stage: str | None = None
     customer: str | None = None
     arr: float | None = None
+    currency: str | None = None
     phase: int | None = None
+    # The step a deal is blocked on (retrying, or parked in needs_attention) and its error type.
+    blocked_step: str | None = None
+    error_type: str | None = None
     status: str
     started_at: datetime | None = None
     closed_at: datetime | None = None
@@ -138,6 +186,7 @@ def _search_attributes(
     return TypedSearchAttributes(
         [
             SearchAttributePair(STAGE_KEY, initial_stage(priced)),
+            SearchAttributePair(CURRENCY_KEY, priced.currency.upper()),
             SearchAttributePair(CUSTOMER_KEY, customer_label or priced.account.legal_name),
             SearchAttributePair(ARR_KEY, priced.arr_minor / MINOR_PER_MAJOR),
             SearchAttributePair(PHASE_KEY, phase),
@@ -229,6 +278,7 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    remote_steps=settings.deal_steps == "remote",
                 ),
                 id=deal_id,
                 task_queue=settings.temporal_task_queue,
@@ -240,6 +290,11 @@ async def start_deal(
                     MEMO_START_NONCE: start_nonce,
                 },
                 search_attributes=_search_attributes(priced, phase, customer_label),
+                # What the Web UI's deal page says at a glance (encrypted like any payload).
+                static_summary=(
+                    f"{priced.account.legal_name}: quote {priced.quote_id}, phase {phase}, "
+                    f"ARR {format_minor(priced.arr_minor, priced.currency)}"
+                ),
                 rpc_timeout=timeout,
             )
     except WorkflowAlreadyStartedError:
@@ -260,16 +315,40 @@ async def start_deal(
 async def get_status(
     client: Client, deal_id: str, *, rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT
 ) -> DealStatus:
-    """Ask the deal workflow for its status (a Temporal query, answered by a worker).
+    """The deal's status: the workflow's answer to the status query, which a worker gives.
+
+    When no worker answers (none polls, or Temporal refuses with "no poller seen"), the status
+    Temporal itself recorded is used: a completed deal's result is its final status, read from
+    history without a worker. A running deal's live status has no such record, so that case is
+    ``DealWorkerUnavailable`` with the last recorded stage (the ``QtcStage`` search attribute).
 
     Raises:
         DealNotFound: No deal has this id.
-        TemporalUnavailable: Temporal, or the deal worker, did not answer in time.
+        DealWorkerUnavailable: The deal is not closed and no worker answered; retry later.
+        TemporalUnavailable: Temporal did not answer in time.
     """
-    async with _temporal_call(deal_id, rpc_timeout):
-        return await client.get_workflow_handle(deal_id).query(
-            contract.QUERY_STATUS, result_type=DealStatus, rpc_timeout=rpc_timeout
-        )
+    try:
+        async with _temporal_call(deal_id, rpc_timeout):
+            return await client.get_workflow_handle(deal_id).query(
+                contract.QUERY_STATUS, result_type=DealStatus, rpc_timeout=rpc_timeout
+            )
+    except DealNotFound:
+        raise
+    except DealServiceError as unanswered:
+        return await _recorded_status(client, deal_id, rpc_timeout, unanswered)
+
+
+async def _recorded_status(
+    client: Client, deal_id: str, rpc_timeout: timedelta, unanswered: DealServiceError
+) -> DealStatus:
+    # Temporal unreachable fails this describe too, and is reported as such.
+    description = await _describe(client, deal_id, rpc_timeout)
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        async with _temporal_call(deal_id, rpc_timeout):
+            handle = client.get_workflow_handle(deal_id, result_type=DealStatus)
+            return await handle.result(rpc_timeout=rpc_timeout)
+    stage = description.typed_search_attributes.get(STAGE_KEY)
+    raise DealWorkerUnavailable(deal_id, stage) from unanswered
 
 
 def _summary(execution: Any) -> DealSummary:
@@ -282,7 +361,10 @@ def _summary(execution: Any) -> DealSummary:
         stage=attrs.get(STAGE_KEY),
         customer=attrs.get(CUSTOMER_KEY),
         arr=attrs.get(ARR_KEY),
+        currency=attrs.get(CURRENCY_KEY),
         phase=attrs.get(PHASE_KEY),
+        blocked_step=attrs.get(BLOCKED_STEP_KEY),
+        error_type=attrs.get(ERROR_TYPE_KEY),
         status=status.name.lower() if status else "unknown",
         started_at=execution.start_time,
         closed_at=execution.close_time,
@@ -393,3 +475,56 @@ async def record_signature(
         request_id=signal_request_id(deal_id, f"signature:{signature.envelope_id}"),
         rpc_timeout=rpc_timeout,
     )
+
+
+async def decide(
+    client: Client,
+    deal_id: str,
+    update_name: str,
+    request: BaseModel,
+    *,
+    rpc_timeout: timedelta = DEFAULT_RPC_TIMEOUT,
+) -> DecisionResult:
+    """Send a decision as a Workflow Update and wait for its answer.
+
+    Returns:
+        The stage the decision led to (and a message).
+
+    Raises:
+        DecisionRefused: The deal's validator refused it (nothing was written); the current
+            stage is attached.
+        DealNotFound: No deal has this id.
+        DealFinished: The deal has closed.
+        TemporalUnavailable: Temporal, or the deal's worker, did not answer in time.
+    """
+    handle = client.get_workflow_handle(deal_id)
+    try:
+        async with _temporal_call(deal_id, rpc_timeout):
+            return await handle.execute_update(
+                update_name, request, result_type=DecisionResult, rpc_timeout=rpc_timeout
+            )
+    except WorkflowUpdateFailedError as err:
+        reason = str(err.cause.message) if isinstance(err.cause, FailureError) else str(err)
+        stage = await _current_stage(client, deal_id, rpc_timeout)
+        raise DecisionRefused(deal_id, reason, stage) from err
+    except DealNotFound:
+        await _describe(client, deal_id, rpc_timeout)
+        raise DealFinished(deal_id) from None
+
+
+async def _current_stage(client: Client, deal_id: str, rpc_timeout: timedelta) -> str | None:
+    description = await _describe(client, deal_id, rpc_timeout)
+    stage = description.typed_search_attributes.get(STAGE_KEY)
+    return str(stage) if stage is not None else None
+
+
+async def correct_account(
+    client: Client, deal_id: str, correction: AccountCorrection
+) -> DecisionResult:
+    """Operator: correct the signed legal entity of a parked deal (then resume)."""
+    return await decide(client, deal_id, contract.UPDATE_CORRECT_ACCOUNT, correction)
+
+
+async def cancel(client: Client, deal_id: str, request: Cancel) -> DecisionResult:
+    """Operator: end a parked deal for good; the answer says what was left in each system."""
+    return await decide(client, deal_id, contract.UPDATE_CANCEL, request)

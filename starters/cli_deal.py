@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,9 @@ EXIT_FAILED = 1
 EXIT_REJECTED = 2
 EXIT_NOT_FOUND = 3
 EXIT_CONFLICT = 4
+# Bad input to the command itself (a file that cannot be read or parsed): sysexits EX_USAGE, so
+# it is never mistaken for a rejected quote (2).
+EXIT_USAGE = 64
 
 # Long enough for a loaded server, short enough that a wrong address fails within a breath.
 CONNECT_TIMEOUT_S = 10.0
@@ -321,19 +325,25 @@ def list_(
         _echo_json({"deals": [row.model_dump(mode="json") for row in rows]})
         return
     table = Table(title=f"Deals{f' in {stage}' if stage else ''}", title_justify="left")
-    for column in ("deal", "customer", "stage", "phase", "ARR", "workflow", "started"):
+    # Ids are what an operator copies into the next command: never cut or wrapped.
+    table.add_column("deal", no_wrap=True, overflow="fold", min_width=24)
+    for column in ("customer", "stage", "blocked on", "phase", "ARR", "workflow", "started"):
         table.add_column(column)
     for row in rows:
+        blocked = f"{row.blocked_step} ({row.error_type})" if row.blocked_step else ""
+        arr = f"{row.arr:,.2f} {row.currency or ''}".strip() if row.arr is not None else ""
         table.add_row(
             row.deal_id,
             row.customer or "",
             row.stage or "",
+            blocked,
             str(row.phase or ""),
-            f"{row.arr:,.2f}" if row.arr is not None else "",
+            arr,
             row.status,
             row.started_at.isoformat(timespec="seconds") if row.started_at else "",
         )
-    Console().print(table)
+    # Off a terminal rich would wrap at 80 columns and cut the ids into pieces.
+    Console(width=None if sys.stdout.isatty() else 250).print(table)
 
 
 @app.command("resume")
@@ -350,6 +360,56 @@ def resume(
         lambda client: _send(client, target, contract.SIGNAL_RESUME, request, "needs_attention"),
     )
     typer.echo(f"{target}: resume sent")
+
+
+@app.command("correct")
+def correct(
+    deal_id: DealIdArgument,
+    account: Annotated[
+        Path,
+        typer.Option(
+            "--account",
+            help='JSON file with the corrected legal entity (the quote\'s "account" object).',
+            dir_okay=False,
+        ),
+    ],
+    reason: Annotated[str, typer.Option("--reason", help="Why, recorded on the deal.")],
+    actor: ActorOption = None,
+) -> None:
+    """Correct the signed legal entity of a deal parked in needs_attention, then resume it."""
+    from pydantic import ValidationError
+
+    from qtc.deal import AccountCorrection
+    from qtc.models import Account
+
+    try:
+        corrected = Account.model_validate_json(account.read_bytes())
+    except OSError as exc:
+        _exit(f"cannot read {account}: {exc.strerror}", EXIT_USAGE)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"/account/{'/'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        _exit(f"{account} is not a valid account: {problems}", EXIT_USAGE)
+    target = _deal_id(deal_id)
+    request = AccountCorrection(by=_actor(actor), reason=reason, account=corrected)
+    answer = _run(get_settings(), lambda client: deals.correct_account(client, target, request))
+    typer.echo(f"{target}: {answer.message or 'corrected'} (`qtc deal resume {target}`)")
+
+
+@app.command("cancel")
+def cancel(
+    deal_id: DealIdArgument,
+    reason: Annotated[str, typer.Option("--reason", help="Why, recorded on the deal.")],
+    actor: ActorOption = None,
+) -> None:
+    """End a deal parked in needs_attention for good (voids an unsigned contract)."""
+    from qtc.deal import Cancel
+
+    target = _deal_id(deal_id)
+    request = Cancel(by=_actor(actor), reason=reason)
+    answer = _run(get_settings(), lambda client: deals.cancel(client, target, request))
+    typer.echo(f"{target}: {answer.stage}: {answer.message or ''}".rstrip(": "))
 
 
 @app.command("lost")

@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, ironclad = free_ports(8)
+    temporal, ui, api, stripe, sf, ds, prov, metrics, ironclad = free_ports(9)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -37,6 +37,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
         ironclad_base_url=f"http://127.0.0.1:{ironclad}",
+        worker_metrics_port=metrics,
         codec_enabled=codec,
     )
 
@@ -51,4 +52,5 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
         settings.sandbox_ironclad_port,
+        settings.worker_metrics_port or 0,
     ]

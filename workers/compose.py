@@ -12,6 +12,7 @@ vendor is one builder per port it implements and one entry in that port's table
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
@@ -26,9 +27,10 @@ from integrations.salesforce.client import build_salesforce_client
 from integrations.salesforce.mapping import FieldMap
 from integrations.stripe.activities import StripeBilling
 from integrations.stripe.client import build_stripe_client
-from qtc import ports
+from qtc import errors, ports
 from qtc.models import Quote
 from runtime.settings import Settings
+from runtime.vendor_errors import non_retryable
 
 
 class CrmImplementation(ports.Crm, ports.CrmReader, Protocol):
@@ -121,12 +123,55 @@ class LazyCrmReader:
         self.name: str = settings.crm
         self._settings = settings
         self._closing = contextlib.ExitStack()
+        self._lock = threading.Lock()
         self._crm: CrmImplementation | None = None
 
     def read_quote(self, opportunity_id: str) -> Quote:
-        if self._crm is None:
-            self._crm = build_crm(self._settings, self._closing)
-        return self._crm.read_quote(opportunity_id)
+        return self._built().read_quote(opportunity_id)
+
+    def is_closed_won(self, opportunity_id: str) -> bool:
+        """Whether the opportunity is won now (``ports.OpportunityStageReader``), when the
+        configured CRM can tell; a CRM that cannot is reported as a refusal, never as "no"."""
+        crm = self._built()
+        if not isinstance(crm, ports.OpportunityStageReader):
+            raise non_retryable(
+                errors.VENDOR_PERMISSION,
+                f"the configured CRM ({self.name}) cannot read an opportunity's stage",
+            )
+        return crm.is_closed_won(opportunity_id)
+
+    def _built(self) -> CrmImplementation:
+        with self._lock:
+            if self._crm is None:
+                self._crm = build_crm(self._settings, self._closing)
+            return self._crm
+
+    def close(self) -> None:
+        self._closing.close()
+
+
+class LazyContractReader:
+    """The configured e-signature service's contract reader (``ports.ContractReader``), built on
+    first use like ``LazyCrmReader``: the API reads a contract when a webhook names only its id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.name: str = settings.esign
+        self._settings = settings
+        self._closing = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self._esign: ports.ESignature | None = None
+
+    def read_contract(self, contract_id: str) -> ports.ContractRecord | None:
+        with self._lock:
+            if self._esign is None:
+                self._esign = ESIGNATURES[self._settings.esign](self._settings, self._closing)
+            esign = self._esign
+        if not isinstance(esign, ports.ContractReader):
+            raise non_retryable(
+                errors.VENDOR_PERMISSION,
+                f"the configured e-signature service ({self.name}) cannot read a contract by id",
+            )
+        return esign.read_contract(contract_id)
 
     def close(self) -> None:
         self._closing.close()

@@ -34,7 +34,8 @@ from temporalio.worker import Worker
 
 from runtime.search_attributes import SEARCH_ATTRIBUTES
 from runtime.settings import Settings
-from runtime.temporal import connect
+from runtime.temporal import connect, metrics_runtime
+from runtime.tracing import configure_tracing
 from workers.compose import build_activities
 from workers.heartbeat import LivenessHeartbeats
 from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow
@@ -123,11 +124,17 @@ async def run_worker(
         WorkerStartError: Temporal cannot be reached, or refused the worker (a namespace that
             does not exist, a server gone for good).
     """
+    configure_tracing("qtc-worker")
     if client is None:
+        runtime = None
+        if settings.worker_metrics_port is not None:
+            runtime = metrics_runtime(
+                f"{settings.worker_metrics_host}:{settings.worker_metrics_port}"
+            )
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT_S):
-                client = await connect(settings)
-        except (RuntimeError, TimeoutError, RPCError) as exc:
+                client = await connect(settings, runtime=runtime)
+        except (RuntimeError, TimeoutError, RPCError, ValueError) as exc:
             raise WorkerStartError(
                 f"cannot reach Temporal at {settings.temporal_address}: {_first_line(exc)}"
             ) from exc

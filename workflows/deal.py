@@ -34,11 +34,17 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_REJECT_QUOTE,
         SIGNAL_RESUME,
         SIGNAL_SIGNATURE_COMPLETED,
+        UPDATE_CANCEL,
+        UPDATE_CORRECT_ACCOUNT,
         WORKFLOW_NAME,
+        AccountCorrection,
+        Cancel,
+        Correction,
         DealError,
         DealInput,
         DealNote,
         DealStatus,
+        DecisionResult,
         InvoiceReview,
         MarkLost,
         QuoteDecision,
@@ -50,6 +56,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from qtc.errors import NON_RETRYABLE_ERROR_TYPES
     from qtc.models import Model, PricedQuote
+    from qtc.operator import STEP_SUMMARIES, blocked, current_details
     from qtc.ports import (
         ACT_CREATE_BILLING_CUSTOMER,
         ACT_CREATE_SUBSCRIPTION,
@@ -77,7 +84,10 @@ with workflow.unsafe.imports_passed_through():
     from qtc.pricing import reprice_for_signature
     from runtime.search_attributes import (
         ARR_KEY,
+        BLOCKED_STEP_KEY,
+        CURRENCY_KEY,
         CUSTOMER_KEY,
+        ERROR_TYPE_KEY,
         MINOR_PER_MAJOR,
         PHASE_KEY,
         STAGE_KEY,
@@ -113,6 +123,11 @@ ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # workflow.patched ids: behaviour changes that alter the commands a recorded history replays.
 PATCH_LEAVE_REVIEW_ON_APPROVAL = "leave-review-queue-on-approval"
 PATCH_LOCAL_STEPS_AFTER_SIGNATURE = "local-steps-after-signature"
+# A step that fails its first quick attempts is retried as a regular activity, so the Web UI shows
+# it under Pending Activities (attempt n/10, next retry, last failure) instead of as timers and
+# markers; the deal's current details, QtcBlockedStep and QtcErrorType say which step is blocked
+# and why, while it retries and once it is parked; operators can correct the account or cancel.
+PATCH_VISIBLE_RETRIES = "visible-retries-and-operator-actions"
 # The steps after the signature are short, idempotent vendor calls (each carries its own
 # idempotency key or looks up what an earlier attempt made), so they run as local activities:
 # no activity task per step on the server, and the chain from Closed Won to the CRM write-back
@@ -139,6 +154,15 @@ LOCAL_STEPS: frozenset[str] = frozenset(
         ACT_PROVISION_PRODUCT,
         ACT_WRITE_BACK_BILLING_IDS,
     }
+)
+# The first, quick attempts of every step under PATCH_VISIBLE_RETRIES: a blip is absorbed here
+# (for a local step, inside the workflow task), and anything longer is retried as a regular
+# activity with ACTIVITY_RETRY_POLICY, where an operator can watch it.
+FIRST_ATTEMPTS_POLICY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_attempts=2,
+    non_retryable_error_types=NON_RETRYABLE_ERROR_TYPES,
 )
 LOCAL_RETRY_POLICY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -178,6 +202,10 @@ def workflow_id_for(opportunity_id: str) -> str:
 
 class _QuoteExpired(Exception):
     """The quote expired while its contract step was parked; the deal ends ``expired``."""
+
+
+class _DealCancelled(Exception):
+    """An operator cancelled the parked deal; raised by the workflow itself, caught in ``run``."""
 
 
 class _DealLost(Exception):
@@ -237,9 +265,13 @@ class DealWorkflow:
         # Decided once, at the signature (PATCH_LOCAL_STEPS_AFTER_SIGNATURE): whether the steps in
         # LOCAL_STEPS run as local activities. Histories recorded before the patch replay remote.
         self._local_steps = False
+        # PATCH_VISIBLE_RETRIES, decided at the first task (False when replaying older histories).
+        self._visible = False
+        self._cancel: Cancel | None = None
 
     @workflow.run
     async def run(self, input: DealInput) -> DealStatus:
+        self._visible = workflow.patched(PATCH_VISIBLE_RETRIES)
         starter = f"started by {input.started_by}" if input.started_by else None
         self._enter(self._status.stage, note=starter)
         try:
@@ -248,6 +280,8 @@ class DealWorkflow:
             await self._close_lost()
         except _QuoteExpired:
             await self._close_expired()
+        except _DealCancelled:
+            await self._close_cancelled()
         return self._status
 
     async def _run_until_done(self) -> None:
@@ -357,7 +391,11 @@ class DealWorkflow:
         self._billing_started = True
         customer = await self._activity(
             ACT_CREATE_BILLING_CUSTOMER,
-            CreateCustomerInput(deal_id=self._deal_id, priced=self._priced),
+            lambda: CreateCustomerInput(
+                deal_id=self._deal_id,
+                priced=self._priced,
+                account_revision=len(self._status.corrections),
+            ),
             BillingCustomer,
         )
         self._status.billing_customer_id = customer.customer_id
@@ -390,6 +428,13 @@ class DealWorkflow:
             InvoiceSent,
         )
         self._status.invoice_sent_at = workflow.now()
+        if self._visible and self._status.signature is not None:
+            waited = workflow.now() - as_utc(self._status.signature.completed_at)
+            workflow.metric_meter().create_histogram_float(
+                "qtc_signature_to_invoice_seconds",
+                "From the signature to the first invoice sent",
+                "s",
+            ).record(max(waited.total_seconds(), 0.0))
         self._status.billing_invoice_id = invoice.invoice_id
         self._status.invoice_number = invoice.number
         self._status.billing_invoice_url = invoice.invoice_url
@@ -500,6 +545,30 @@ class DealWorkflow:
             signer_email=voided.signer_email,
         )
 
+    async def _close_cancelled(self) -> None:
+        self._closing = True
+        assert self._cancel is not None
+        status = self._status
+        envelope_id = status.envelope_id
+        if envelope_id is not None and status.signature is None:
+            await self._void_envelope(envelope_id, _by("cancelled", self._cancel.by, None))
+        existing = [
+            f"{what} {value}"
+            for what, value in (
+                ("signed contract", envelope_id if status.signature else None),
+                ("billing customer", status.billing_customer_id),
+                ("subscription", status.billing_subscription_id),
+                ("invoice", status.billing_invoice_id),
+                (
+                    "provisioned tenant",
+                    status.billing_customer_id if status.provisioned_features else None,
+                ),
+            )
+            if value
+        ]
+        left = f"; left as they are: {', '.join(existing)}" if existing else "; nothing was created"
+        self._enter("cancelled", note=_by("cancelled", self._cancel.by, self._cancel.reason) + left)
+
     async def _close_lost(self) -> None:
         self._closing = True
         assert self._lost is not None
@@ -522,7 +591,16 @@ class DealWorkflow:
 
     # --- steps, parking and resume ---------------------------------------------------------
 
-    async def _activity(self, name: str, arg: Model, result_type: type[T] | None) -> T:
+    async def _activity(
+        self, name: str, arg: Model | Callable[[], Model], result_type: type[T] | None
+    ) -> T:
+        """Run a step. ``arg`` may be a function that builds the input, so a step resumed after
+        an operator's correction runs with the corrected deal data."""
+        if self._visible:
+            return await self._step(
+                name, lambda: self._attempts(name, arg() if callable(arg) else arg, result_type)
+            )
+        arg = arg() if callable(arg) else arg
         if self._local_steps and name in LOCAL_STEPS:
             return await self._step(
                 name,
@@ -535,17 +613,56 @@ class DealWorkflow:
                     local_retry_threshold=LOCAL_RETRY_THRESHOLD,
                 ),
             )
-        return await self._step(
+        return await self._step(name, lambda: self._remote(name, arg, result_type))
+
+    def _remote(
+        self,
+        name: str,
+        arg: Model,
+        result_type: type[T] | None,
+        retry_policy: RetryPolicy = ACTIVITY_RETRY_POLICY,
+    ) -> Awaitable[T]:
+        return workflow.execute_activity(
             name,
-            lambda: workflow.execute_activity(
-                name,
-                arg,
-                result_type=result_type,
-                start_to_close_timeout=_START_TO_CLOSE[name],
-                heartbeat_timeout=ACTIVITY_HEARTBEAT_TIMEOUT,
-                retry_policy=ACTIVITY_RETRY_POLICY,
-            ),
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=_START_TO_CLOSE[name],
+            heartbeat_timeout=ACTIVITY_HEARTBEAT_TIMEOUT,
+            retry_policy=retry_policy,
+            summary=STEP_SUMMARIES.get(name) if self._visible else None,
         )
+
+    async def _attempts(self, name: str, arg: Model, result_type: type[T] | None) -> T:
+        """A step under PATCH_VISIBLE_RETRIES: two quick attempts (local where the deal runs its
+        steps locally), then, if the failure may pass, the full retry budget as a regular
+        activity, with the deal marked as retrying that step meanwhile."""
+        try:
+            if self._local_steps and name in LOCAL_STEPS and not self._input.remote_steps:
+                return await workflow.execute_local_activity(
+                    name,
+                    arg,
+                    result_type=result_type,
+                    start_to_close_timeout=_START_TO_CLOSE[name],
+                    retry_policy=FIRST_ATTEMPTS_POLICY,
+                    summary=STEP_SUMMARIES.get(name),
+                )
+            return await self._remote(name, arg, result_type, FIRST_ATTEMPTS_POLICY)
+        except (ActivityError, ApplicationError, ActivityTimeoutError) as err:
+            if not _may_pass(err):
+                raise
+            error_type, message, details = _describe_failure(err)
+            self._status.last_error = blocked(
+                self._deal_id, name, error_type, message, details, workflow.now(), retrying=True
+            )
+            self._count_failure(self._status.last_error)
+            self._show()
+        result = await self._remote(name, arg, result_type)
+        if self._status.last_error is not None and self._status.last_error.retrying:
+            self._status.last_error = self._status.last_error.model_copy(
+                update={"retrying": False, "resume_helps": None, "action": None}
+            )
+            self._show()
+        return result
 
     async def _step(self, step: str, call: Callable[[], Awaitable[T]]) -> T:
         """Run one step; when it fails for good, park until an operator resumes, then retry it."""
@@ -562,9 +679,15 @@ class DealWorkflow:
 
     async def _park(self, step: str, err: FailureError) -> None:
         error_type, message, details = _describe_failure(err)
-        self._status.last_error = DealError(
-            step=step, type=error_type, message=message, at=workflow.now(), details=details
-        )
+        if self._visible:
+            self._status.last_error = blocked(
+                self._deal_id, step, error_type, message, details, workflow.now(), retrying=False
+            )
+            self._count_failure(self._status.last_error)
+        else:
+            self._status.last_error = DealError(
+                step=step, type=error_type, message=message, at=workflow.now(), details=details
+            )
         workflow.logger.warning(
             "%s: step %s failed (%s): %s; waiting for resume",
             self._deal_id,
@@ -575,8 +698,12 @@ class DealWorkflow:
         stage_before = self._status.stage
         self._resume = None
         self._enter("needs_attention", note=f"{step} failed: {error_type}: {message}")
-        await workflow.wait_condition(lambda: self._resume is not None or self._lost_requested())
+        await workflow.wait_condition(
+            lambda: self._resume is not None or self._lost_requested() or self._cancel is not None
+        )
         self._raise_if_lost()
+        if self._cancel is not None:
+            raise _DealCancelled
         assert self._resume is not None
         self._enter(stage_before, note=_by(f"resumed, retrying {step}", self._resume.by, None))
 
@@ -592,6 +719,12 @@ class DealWorkflow:
     def _enter(self, stage: Stage, note: str | None = None) -> None:
         self._status.stage = stage
         self._status.stage_history.append(StageEntry(stage=stage, at=workflow.now(), note=note))
+        if self._visible:
+            workflow.metric_meter().create_counter(
+                "qtc_deal_stage_entered_total", "Deals that entered a stage"
+            ).add(1, {"stage": stage})
+            self._show()
+            return
         workflow.upsert_search_attributes(
             [
                 STAGE_KEY.value_set(stage),
@@ -600,6 +733,44 @@ class DealWorkflow:
                 PHASE_KEY.value_set(self._input.phase),
             ]
         )
+
+    def _count_failure(self, error: DealError) -> None:
+        # Metrics from workflow code are emitted once, never again when the history replays.
+        workflow.metric_meter().create_counter(
+            "qtc_step_failures_total", "Steps that failed their quick attempts, or for good"
+        ).add(
+            1,
+            {
+                "system": error.system or "unknown",
+                "step": error.step,
+                "error": error.type or "error",
+                "parked": str(not error.retrying).lower(),
+            },
+        )
+
+    def _show(self) -> None:
+        """What the Web UI shows: the search attributes (with the blocked step and error type
+        while a step retries or the deal is parked) and the deal's current details."""
+        error = self._status.last_error
+        blocked_now = error is not None and (
+            error.retrying or self._status.stage == "needs_attention"
+        )
+        workflow.upsert_search_attributes(
+            [
+                STAGE_KEY.value_set(self._status.stage),
+                CUSTOMER_KEY.value_set(self._input.customer_label or self._status.customer),
+                ARR_KEY.value_set(self._status.arr_minor / MINOR_PER_MAJOR),
+                CURRENCY_KEY.value_set(self._status.currency.upper()),
+                PHASE_KEY.value_set(self._input.phase),
+                BLOCKED_STEP_KEY.value_set(error.step)
+                if blocked_now and error is not None
+                else BLOCKED_STEP_KEY.value_unset(),
+                ERROR_TYPE_KEY.value_set(error.type or "error")
+                if blocked_now and error is not None
+                else ERROR_TYPE_KEY.value_unset(),
+            ]
+        )
+        workflow.set_current_details(current_details(self._status))
 
     def _note(self, kind: str, message: str) -> None:
         self._status.notes.append(DealNote(at=workflow.now(), kind=kind, message=message))
@@ -672,10 +843,21 @@ class DealWorkflow:
 
     @workflow.signal(name=SIGNAL_MARK_LOST)
     def mark_lost(self, lost: MarkLost) -> None:
-        if self._billing_started:
-            self._note("lost_refused", f"mark_lost from {lost.by} refused: billing has started")
-        elif self._closed_won_started or self._signed_under_local_steps():
-            self._note("lost_refused", f"mark_lost from {lost.by} refused: the deal is signed")
+        if self._billing_started and self._status.billing_customer_id is not None:
+            self._note(
+                "lost_refused",
+                f"mark_lost from {lost.by} refused: billing customer "
+                f"{self._status.billing_customer_id} exists; a refund or cancellation is "
+                "finance's decision",
+            )
+        elif self._billing_started or self._closed_won_started or self._signed_under_local_steps():
+            # Truthfully: nothing is billed yet, but the contract is signed and the CRM says won.
+            # A deal stuck here is ended with ``cancel``, which says what exists.
+            self._note(
+                "lost_refused",
+                f"mark_lost from {lost.by} refused: the contract is signed and Closed Won is "
+                "written; nothing is billed yet (a parked deal can be cancelled instead)",
+            )
         elif self._closing or self._lost is not None:
             self._ignore_signal(SIGNAL_MARK_LOST, lost.by)
         else:
@@ -695,6 +877,62 @@ class DealWorkflow:
             self._ignore_signal(SIGNAL_RESUME, request.by)
             return
         self._resume = request
+
+    @workflow.update(name=UPDATE_CORRECT_ACCOUNT)
+    def correct_account(self, correction: AccountCorrection) -> DecisionResult:
+        """Replace the signed legal entity's data of a parked deal (who and why are recorded);
+        the operator then resumes the step. Prices, lines and terms cannot change here."""
+        before = self._priced.account.model_dump()
+        after = correction.account.model_dump()
+        changed = sorted(f"/account/{key}" for key in after if after.get(key) != before.get(key))
+        self._priced = self._priced.model_copy(update={"account": correction.account})
+        self._status.customer = correction.account.legal_name
+        self._status.corrections.append(
+            Correction(
+                at=workflow.now(), by=correction.by, reason=correction.reason, fields=changed
+            )
+        )
+        self._note(
+            "account_corrected",
+            _by(f"account corrected ({', '.join(changed)})", correction.by, correction.reason),
+        )
+        if self._status.last_error is not None:
+            self._status.last_error = self._status.last_error.model_copy(
+                update={
+                    "resume_helps": True,
+                    "action": f"Corrected; retry the step: `qtc deal resume {self._deal_id}`.",
+                }
+            )
+        self._show()
+        return DecisionResult(
+            stage=self._status.stage, message=f"corrected {', '.join(changed)}; now resume"
+        )
+
+    @correct_account.validator
+    def _validate_correction(self, correction: AccountCorrection) -> None:
+        if self._status.stage != "needs_attention":
+            raise ValueError(
+                f"the account can only be corrected while the deal is parked in needs_attention; "
+                f"it is {self._status.stage}"
+            )
+        if correction.account == self._priced.account:
+            raise ValueError("the correction changes nothing: the account is already so")
+
+    @workflow.update(name=UPDATE_CANCEL)
+    async def cancel(self, request: Cancel) -> DecisionResult:
+        """End a parked deal for good: an unsigned contract is voided, and the closing note lists
+        what already exists in each system (nothing billed is undone: that is finance's call)."""
+        self._cancel = request
+        await workflow.wait_condition(lambda: self._status.stage == "cancelled")
+        return DecisionResult(stage="cancelled", message=self._status.stage_history[-1].note)
+
+    @cancel.validator
+    def _validate_cancel(self, request: Cancel) -> None:
+        if self._status.stage != "needs_attention" or self._cancel is not None:
+            raise ValueError(
+                "only a deal parked in needs_attention can be cancelled; it is "
+                f"{self._status.stage} (before the signature, mark it lost instead)"
+            )
 
     @workflow.query(name=QUERY_STATUS)
     def status(self) -> DealStatus:
@@ -727,3 +965,11 @@ def _details(values: Sequence[Any]) -> dict[str, object] | None:
     if len(values) == 1 and isinstance(values[0], dict):
         return {str(key): value for key, value in values[0].items()}
     return {"details": list(values)}
+
+
+def _may_pass(err: FailureError) -> bool:
+    """Whether more retries can help: not a failure the vendor refused on its merits."""
+    cause = err.cause if isinstance(err, ActivityError) else err
+    if isinstance(cause, ApplicationError):
+        return not cause.non_retryable and (cause.type or "") not in NON_RETRYABLE_ERROR_TYPES
+    return isinstance(cause, ActivityTimeoutError)

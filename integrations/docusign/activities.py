@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError
 
 from integrations.docusign.mapping import envelope_definition
 from qtc import errors, ports
+from qtc.deal import deal_id_for
 from runtime.settings import Settings
 from runtime.vendor_errors import from_http_status, non_retryable, unreachable
 
@@ -35,6 +36,17 @@ VENDOR_ID = "docusign"
 FINAL_STATES = frozenset({"voided", "completed", "declined"})
 # An envelope in these states must not be reused: a new contract has to go out.
 NOT_REUSABLE = frozenset({"voided", "deleted"})
+# How DocuSign says an envelope is not one this product's sending user sent in this account: it
+# does not exist, belongs to another account, or was sent by another user of the account (which
+# an account-wide Connect configuration also reports).
+NO_SUCH_ENVELOPE = frozenset(
+    {
+        "ENVELOPE_DOES_NOT_EXIST",
+        "INVALID_ENVELOPE_ID",
+        "ACCOUNT_NOT_AUTHORIZED_FOR_ENVELOPE",
+        "USER_NOT_ENVELOPE_SENDER_OR_RECIPIENT",
+    }
+)
 VOID_REASON_MAX = 200
 T = TypeVar("T")
 
@@ -63,7 +75,10 @@ def _custom_field(envelope: Any, name: str) -> str | None:
 
 class DocusignESignature:
     """The e-signature port on DocuSign; the worker builds one authenticated ``ApiClient`` and
-    shares it."""
+    shares it. ``read_contract`` is also what the Connect listener calls for a message that names
+    only the envelope."""
+
+    name = VENDOR_ID
 
     def __init__(
         self,
@@ -152,6 +167,42 @@ class DocusignESignature:
             raise
         activity.logger.info("voided envelope %s for %s", input.envelope_id, input.deal_id)
         return ports.ContractVoided(envelope_id=input.envelope_id, status="voided")
+
+    def read_contract(self, contract_id: str) -> ports.ContractRecord | None:
+        """The envelope's deal (from the custom fields ``send_contract`` wrote), status, completion
+        time and signer; None when the account has no such envelope.
+
+        One GET per call: DocuSign's polling rule (no more than one status read per envelope per
+        15 minutes) concerns polling; this runs once per Connect message that lacks the facts.
+        """
+        try:
+            envelope = self._envelopes.get_envelope(
+                self._account_id,
+                contract_id,
+                include="custom_fields,recipients",
+                _request_timeout=self._timeout,
+            )
+        except ApiException as exc:
+            code, _ = _error_body(exc)
+            if int(exc.status or 0) in (400, 404) and code in NO_SUCH_ENVELOPE:
+                return None
+            raise self._classify("read envelope", exc) from exc
+        except urllib3.exceptions.HTTPError as exc:
+            raise unreachable(VENDOR, exc) from exc
+        opportunity_id = _custom_field(envelope, "opportunity_id")
+        deal_id = _custom_field(envelope, "deal_id") or (
+            deal_id_for(opportunity_id) if opportunity_id else None
+        )
+        signers = (envelope.recipients.signers or []) if envelope.recipients else []
+        signer = signers[0] if signers else None
+        return ports.ContractRecord(
+            contract_id=str(envelope.envelope_id or contract_id),
+            deal_id=deal_id,
+            status=str(envelope.status or "").lower(),
+            completed_at=envelope.completed_date_time or None,
+            signer_name=signer.name if signer else None,
+            signer_email=signer.email if signer else None,
+        )
 
     def find_envelope(self, deal_id: str) -> Any | None:
         """The newest envelope carrying ``deal_id`` that may be reused, if any."""

@@ -108,6 +108,13 @@ class SalesforceCrm:
                 },
             ) from exc
 
+    def is_closed_won(self, opportunity_id: str) -> bool:
+        """Whether the opportunity is Closed Won now: an Outbound Message whose field selection
+        leaves the stage out is decided on this read, never dropped."""
+        stage = self._fields.stage
+        current = self._current(self._checked_id(opportunity_id), [stage])
+        return bool(current.get(stage) == CLOSED_WON)
+
     @activity.defn(name=ports.ACT_MARK_CLOSED_WON)
     def mark_closed_won(self, input: ports.MarkClosedWonInput) -> None:
         """Set StageName Closed Won, CloseDate and the deal id; a no-op when already so."""

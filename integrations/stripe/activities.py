@@ -60,6 +60,9 @@ def classify_stripe_error(exc: stripe.StripeError) -> ApplicationError:
     param = getattr(exc, "param", None)
     if param:
         details["param"] = param
+        field = _deal_field(str(param))
+        if field:
+            details["field"] = field
     message = f"{VENDOR} answered {exc.http_status or 'nothing'}: {exc.user_message or exc}"
     # Stripe says outright whether a retry can succeed (lock timeouts: yes; a failure its
     # idempotency layer would replay for the same key: no); that beats guessing from the status.
@@ -93,6 +96,35 @@ def classify_stripe_error(exc: stripe.StripeError) -> ApplicationError:
     # both clear up on their own.
     delay = retry_after_from_headers(exc.headers)
     return retryable(errors.VENDOR_UNAVAILABLE, message, delay, details=details)
+
+
+# The deal fields behind the customer parameters this integration sends (plan.customer_params),
+# so an operator is told which part of the signed legal entity Stripe refused.
+_CUSTOMER_PARAM_FIELDS: tuple[tuple[str, str], ...] = (
+    ("tax_id_data", "/account/tax_id/value"),
+    ("address", "/account/address"),
+    ("email", "/account/billing_email"),
+    ("name", "/account/legal_name"),
+)
+
+
+def _deal_field(param: str) -> str | None:
+    for prefix, field in _CUSTOMER_PARAM_FIELDS:
+        if param == prefix or param.startswith(f"{prefix}["):
+            if prefix == "tax_id_data" and param.endswith("[type]"):
+                return "/account/tax_id/type"
+            if prefix == "address" and "[" in param:
+                return f"/account/address/{param.split('[', 1)[1].rstrip(']')}"
+            return field
+    return None
+
+
+def customer_key(input: CreateCustomerInput) -> str:
+    """The customer's idempotency key: the deal and the step, and the revision of the legal
+    entity once an operator has corrected it (Stripe refuses a key reused with other parameters,
+    and the refused attempt created nothing)."""
+    key = f"qtc:{input.deal_id}:customer"
+    return f"{key}:r{input.account_revision}" if input.account_revision else key
 
 
 def _header(exc: stripe.StripeError, name: str) -> str | None:
@@ -197,7 +229,7 @@ class StripeBilling:
                 return BillingCustomer(customer_id=found.id, system=VENDOR_ID)
             customer = self._stripe.customers.create(
                 params=plan.customer_params(input.deal_id, input.priced),
-                options={"idempotency_key": f"qtc:{input.deal_id}:customer"},
+                options={"idempotency_key": customer_key(input)},
             )
             log.info("stripe customer created", deal_id=input.deal_id, customer_id=customer.id)
             return BillingCustomer(customer_id=customer.id, system=VENDOR_ID)

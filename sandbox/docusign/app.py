@@ -41,7 +41,13 @@ from starlette.routing import Route
 from runtime.asgi import MAX_BODY_BYTES, BodyLimitMiddleware
 from sandbox.common import FaultConfig, Faults, StateStore
 from sandbox.docusign import envelopes as env
-from sandbox.docusign.connect import ConnectConfig, ConnectDelivery, ConnectUpdate
+from sandbox.docusign.connect import (
+    ConnectConfig,
+    ConnectDelivery,
+    ConnectUpdate,
+    IncludeData,
+    MessageFormat,
+)
 from sandbox.docusign.envelopes import DocuSignError
 
 SANDBOX_TOKEN = "sandbox-docusign-token"
@@ -503,6 +509,8 @@ def create_app(
     max_attempts: int = 50,
     initial_backoff_s: float = 0.2,
     max_backoff_s: float = 5.0,
+    connect_format: MessageFormat = "json",
+    connect_include_data: list[IncludeData] | None = None,
 ) -> Starlette:
     """Build the DocuSign emulator.
 
@@ -520,6 +528,10 @@ def create_app(
         max_attempts: Connect delivery attempts per message before it is marked failed.
         initial_backoff_s: wait after the first failed attempt; doubles each time.
         max_backoff_s: cap of the wait between attempts.
+        connect_format: ``json`` (JSON SIM) or ``xml`` (the legacy DocuSignEnvelopeInformation).
+        connect_include_data: JSON SIM's ``includeData`` (e.g. ``["custom_fields",
+            "recipients"]``); none, the default, sends the message without the envelope summary,
+            as a Connect configuration made with DocuSign's defaults does.
     """
     store = StateStore(state_file, _initial_state)
     for key, value in _initial_state().items():
@@ -531,6 +543,8 @@ def create_app(
         max_attempts=max_attempts,
         initial_backoff_s=initial_backoff_s,
         max_backoff_s=max_backoff_s,
+        format=connect_format,
+        include_data=list(connect_include_data or []),
     )
     emulator = DocuSignEmulator(store, connect, account_id=account_id, user_id=user_id)
 

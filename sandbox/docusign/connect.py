@@ -1,4 +1,18 @@
-"""DocuSign Connect: JSON SIM event messages, HMAC signatures and background delivery with retries.
+"""DocuSign Connect: event messages, HMAC signatures and background delivery with retries.
+
+Message formats, as a real Connect configuration chooses them:
+
+- ``format="json"`` (JSON SIM) with ``include_data=[]``: what a configuration made in the eSignature
+  admin with the defaults sends: ``event`` and a ``data`` holding only ``accountId``, ``userId``
+  and ``envelopeId``. No envelope summary, no custom fields, no completion time.
+- ``format="json"`` with ``include_data`` such as ``["custom_fields", "recipients"]`` (DocuSign's
+  ``eventData.includeData``): ``data.envelopeSummary`` with the envelope's REST fields and the
+  sections asked for.
+- ``format="xml"``: the legacy ``DocuSignEnvelopeInformation`` document, dates in the account's
+  time zone (``TimeZone``/``TimeZoneOffset`` when ``include_time_zone``), envelope custom fields
+  and recipient statuses always included.
+
+Every format is signed the same way (``X-DocuSign-Signature-N`` over the raw body).
 
 Connect is at-least-once: a listener that does not answer 2xx gets the message again, with
 exponential backoff, and ``deliver_twice`` sends every message twice on purpose so a listener's
@@ -16,17 +30,24 @@ import hmac
 import json
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from xml.sax.saxutils import escape
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from sandbox.common import StateStore
-from sandbox.docusign.envelopes import ds_time, recipients_view
+from sandbox.docusign.envelopes import ds_time, parse_time, recipients_view
 
 ACCOUNT_CONFIGURATION_ID = 10_000_001
 ENVELOPE_CONFIGURATION_ID = 0
+MessageFormat = Literal["json", "xml"]
+# DocuSign's eventData.includeData values this emulator can fill in.
+IncludeData = Literal["custom_fields", "recipients", "tabs", "documents"]
+FULL_SUMMARY: list[IncludeData] = ["custom_fields", "recipients", "documents"]
+XML_NAMESPACE = "http://www.docusign.net/API/3.0"
 
 
 class ConnectConfig(BaseModel):
@@ -36,6 +57,13 @@ class ConnectConfig(BaseModel):
     secrets: list[str] = Field(default_factory=lambda: ["sandbox-connect-secret"])
     deliver_twice: bool = False
     events: list[str] = Field(default_factory=lambda: ["envelope-completed"])
+    # Like a configuration made in the admin with its defaults: JSON SIM without the summary.
+    format: MessageFormat = "json"
+    include_data: list[IncludeData] = Field(default_factory=list)
+    include_time_zone: bool = True
+    # The account's time zone, in which the XML format writes its dates.
+    time_zone: str = "Pacific Standard Time"
+    time_zone_offset_hours: float = Field(-8, ge=-12, le=14)
     max_attempts: int = Field(50, ge=1, le=1000)
     initial_backoff_s: float = Field(0.2, ge=0, le=60)
     max_backoff_s: float = Field(5.0, ge=0, le=600)
@@ -60,6 +88,11 @@ class ConnectUpdate(BaseModel):
     secrets: list[str] | None = Field(None, min_length=1)
     deliver_twice: bool | None = None
     events: list[str] | None = None
+    format: MessageFormat | None = None
+    include_data: list[IncludeData] | None = None
+    include_time_zone: bool | None = None
+    time_zone: str | None = None
+    time_zone_offset_hours: float | None = Field(None, ge=-12, le=14)
     max_attempts: int | None = Field(None, ge=1, le=1000)
     initial_backoff_s: float | None = Field(None, ge=0, le=60)
     max_backoff_s: float | None = Field(None, ge=0, le=600)
@@ -90,6 +123,35 @@ def signature_headers(body: bytes, secrets: list[str]) -> dict[str, str]:
     return headers
 
 
+@dataclass(frozen=True)
+class MessageShape:
+    """What one Connect configuration puts in its messages."""
+
+    format: MessageFormat = "json"
+    include_data: tuple[str, ...] = ()
+    include_time_zone: bool = True
+    time_zone: str = "Pacific Standard Time"
+    time_zone_offset_hours: float = -8
+
+    @classmethod
+    def of(cls, config: ConnectConfig) -> MessageShape:
+        return cls(
+            format=config.format,
+            include_data=tuple(config.include_data),
+            include_time_zone=config.include_time_zone,
+            time_zone=config.time_zone,
+            time_zone_offset_hours=config.time_zone_offset_hours,
+        )
+
+    @classmethod
+    def of_envelope(cls, notification: dict[str, Any]) -> MessageShape:
+        """An envelope's own ``eventNotification``: SIM when it has ``eventData``, else XML."""
+        data = notification.get("eventData")
+        if not data:
+            return cls(format="xml")
+        return cls(format="json", include_data=tuple(data.get("includeData") or ()))
+
+
 def event_message(
     event: str,
     envelope: dict[str, Any],
@@ -98,10 +160,32 @@ def event_message(
     user_id: str,
     configuration_id: int,
     generated_at: datetime,
+    include_data: tuple[str, ...] | list[str] = tuple(FULL_SUMMARY),
 ) -> dict[str, Any]:
-    """A JSON SIM message (``retryCount`` is set per attempt) with the envelope summary."""
+    """A JSON SIM message (``retryCount`` is set per attempt).
+
+    ``data.envelopeSummary`` is there only when ``include_data`` asks for something, with the
+    sections asked for; the default configuration's message has none.
+    """
     envelope_id = envelope["envelopeId"]
     uri = f"/envelopes/{envelope_id}"
+    data: dict[str, Any] = {"accountId": account_id, "userId": user_id, "envelopeId": envelope_id}
+    if include_data:
+        data["envelopeSummary"] = _summary(envelope, uri, set(include_data), account_id, user_id)
+    return {
+        "event": event,
+        "apiVersion": "v2.1",
+        "uri": f"/restapi/v2.1/accounts/{account_id}/envelopes/{envelope_id}",
+        "retryCount": 0,
+        "configurationId": configuration_id,
+        "generatedDateTime": ds_time(generated_at),
+        "data": data,
+    }
+
+
+def _summary(
+    envelope: dict[str, Any], uri: str, include: set[str], account_id: str, user_id: str
+) -> dict[str, Any]:
     summary_keys = (
         "status",
         "emailSubject",
@@ -132,37 +216,121 @@ def event_message(
             "accountId": account_id,
             "email": "sender@sandbox.example",
         },
-        recipients=recipients_view(envelope, include_tabs=True),
-        customFields={
+    )
+    if "recipients" in include or "tabs" in include:
+        summary["recipients"] = recipients_view(envelope, include_tabs="tabs" in include)
+    if "custom_fields" in include:
+        summary["customFields"] = {
             "textCustomFields": [dict(f) for f in envelope["customFields"]["textCustomFields"]],
             "listCustomFields": [dict(f) for f in envelope["customFields"]["listCustomFields"]],
-        },
-        envelopeDocuments=[
+        }
+    if "documents" in include:
+        summary["envelopeDocuments"] = [
             {
                 "documentId": "1",
-                "documentIdGuid": str(uuid.uuid5(uuid.NAMESPACE_URL, envelope_id)),
+                "documentIdGuid": str(uuid.uuid5(uuid.NAMESPACE_URL, envelope["envelopeId"])),
                 "name": "Master Subscription Agreement.pdf",
                 "type": "content",
                 "uri": f"{uri}/documents/1",
                 "order": "1",
                 "pages": "1",
             }
-        ],
+        ]
+    return summary
+
+
+def _legacy_time(value: str | None, offset_hours: float) -> str | None:
+    """A REST date as the legacy format writes it: wall time in the account's zone, no zone."""
+    if not value:
+        return None
+    moment = parse_time(value) + timedelta(hours=offset_hours)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds")
+
+
+def _element(name: str, value: object) -> str:
+    if value is None or value == "":
+        return f"<{name} />"
+    return f"<{name}>{escape(str(value))}</{name}>"
+
+
+def xml_message(envelope: dict[str, Any], shape: MessageShape, generated_at: datetime) -> str:
+    """The legacy ``DocuSignEnvelopeInformation`` document for the envelope as it is now."""
+    offset = shape.time_zone_offset_hours
+
+    def when(key: str) -> str | None:
+        return _legacy_time(envelope.get(key), offset)
+
+    recipients = []
+    for kind, recipient in [("Signer", s) for s in envelope["recipients"]["signers"]] + [
+        ("CarbonCopy", c) for c in envelope["recipients"]["carbonCopies"]
+    ]:
+        recipients.append(
+            "<RecipientStatus>"
+            + _element("Type", kind)
+            + _element("Email", recipient.get("email"))
+            + _element("UserName", recipient.get("name"))
+            + _element("RoutingOrder", recipient.get("routingOrder", "1"))
+            + _element("Sent", _legacy_time(envelope.get("sentDateTime"), offset))
+            + _element("Delivered", _legacy_time(recipient.get("deliveredDateTime"), offset))
+            + _element("Signed", _legacy_time(recipient.get("signedDateTime"), offset))
+            + '<DeclineReason xsi:nil="true" />'
+            + _element("Status", str(recipient.get("status", "sent")).capitalize())
+            + _element("RecipientIPAddress", "127.0.0.1")
+            + "<CustomFields />"
+            + _element(
+                "RecipientId", recipient.get("recipientIdGuid", recipient.get("recipientId"))
+            )
+            + "</RecipientStatus>"
+        )
+    custom_fields = "".join(
+        "<CustomField>"
+        + _element("Name", field["name"])
+        + _element("Show", field.get("show", "false"))
+        + _element("Required", field.get("required", "false"))
+        + _element("Value", field.get("value"))
+        + _element("CustomFieldType", "Text")
+        + "</CustomField>"
+        for field in envelope["customFields"]["textCustomFields"]
     )
-    return {
-        "event": event,
-        "apiVersion": "v2.1",
-        "uri": f"/restapi/v2.1/accounts/{account_id}/envelopes/{envelope_id}",
-        "retryCount": 0,
-        "configurationId": configuration_id,
-        "generatedDateTime": ds_time(generated_at),
-        "data": {
-            "accountId": account_id,
-            "userId": user_id,
-            "envelopeId": envelope_id,
-            "envelopeSummary": summary,
-        },
-    }
+    zone = (
+        _element("TimeZone", shape.time_zone) + _element("TimeZoneOffset", f"{offset:g}")
+        if shape.include_time_zone
+        else ""
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        '<DocuSignEnvelopeInformation xmlns:xsd="http://www.w3.org/2001/XMLSchema" '
+        f'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns="{XML_NAMESPACE}">'
+        "<EnvelopeStatus>"
+        f"<RecipientStatuses>{''.join(recipients)}</RecipientStatuses>"
+        + _element("TimeGenerated", _legacy_time(ds_time(generated_at), offset))
+        + _element("EnvelopeID", envelope["envelopeId"])
+        + _element("Subject", envelope.get("emailSubject"))
+        + _element("UserName", "QTC Sandbox Sender")
+        + _element("Email", "sender@sandbox.example")
+        + _element("Status", str(envelope["status"]).capitalize())
+        + _element("Created", when("createdDateTime"))
+        + _element("Sent", when("sentDateTime"))
+        + _element("Delivered", when("deliveredDateTime"))
+        + _element("Signed", when("completedDateTime"))
+        + _element("Completed", when("completedDateTime"))
+        + _element("VoidReason", envelope.get("voidedReason"))
+        + f"<CustomFields>{custom_fields}</CustomFields>"
+        + "<DocumentStatuses><DocumentStatus><ID>1</ID>"
+        "<Name>Master Subscription Agreement</Name><TemplateName /><Sequence>1</Sequence>"
+        "</DocumentStatus></DocumentStatuses>"
+        "</EnvelopeStatus>"
+        f"{zone}"
+        "</DocuSignEnvelopeInformation>"
+    )
+
+
+def _body(message: dict[str, Any] | str, retry_count: int) -> tuple[bytes, str]:
+    """The bytes of one attempt: JSON SIM counts its retries in the body, XML does not."""
+    if isinstance(message, str):
+        return message.encode(), "text/xml; charset=utf-8"
+    body = json.dumps({**message, "retryCount": retry_count}, separators=(",", ":"))
+    return body.encode(), "application/json"
 
 
 class ConnectDelivery:
@@ -190,15 +358,20 @@ class ConnectDelivery:
         target = self._target(event, envelope)
         if target is None:
             return []
-        url, configuration_id, signed = target
-        message = event_message(
-            event,
-            envelope,
-            account_id=self.account_id,
-            user_id=self.user_id,
-            configuration_id=configuration_id,
-            generated_at=now,
-        )
+        url, configuration_id, signed, shape = target
+        message: dict[str, Any] | str
+        if shape.format == "xml":
+            message = xml_message(envelope, shape, now)
+        else:
+            message = event_message(
+                event,
+                envelope,
+                account_id=self.account_id,
+                user_id=self.user_id,
+                configuration_id=configuration_id,
+                generated_at=now,
+                include_data=shape.include_data,
+            )
         ids = []
         for copy in range(2 if self.config.deliver_twice else 1):
             delivery_id = f"dlv-{uuid.uuid4()}"
@@ -208,6 +381,7 @@ class ConnectDelivery:
                 "envelopeId": envelope["envelopeId"],
                 "url": url,
                 "hmac": signed,
+                "format": shape.format,
                 "copy": copy + 1,
                 "state": "pending",
                 "createdAt": ds_time(now),
@@ -220,7 +394,9 @@ class ConnectDelivery:
             self._start(delivery_id)
         return ids
 
-    def _target(self, event: str, envelope: dict[str, Any]) -> tuple[str, int, bool] | None:
+    def _target(
+        self, event: str, envelope: dict[str, Any]
+    ) -> tuple[str, int, bool, MessageShape] | None:
         own = envelope.get("eventNotification")
         if own:
             legacy = {
@@ -228,11 +404,16 @@ class ConnectDelivery:
                 for e in own.get("envelopeEvents") or []
             }
             if event in {e.lower() for e in own.get("events") or []} | legacy:
-                return own["url"], ENVELOPE_CONFIGURATION_ID, bool(own.get("includeHMAC"))
+                return (
+                    own["url"],
+                    ENVELOPE_CONFIGURATION_ID,
+                    bool(own.get("includeHMAC")),
+                    MessageShape.of_envelope(own),
+                )
             return None
         if self.config.url and event in self.config.events:
             # An account-level Connect configuration in this sandbox always has HMAC enabled.
-            return self.config.url, ACCOUNT_CONFIGURATION_ID, True
+            return self.config.url, ACCOUNT_CONFIGURATION_ID, True, MessageShape.of(self.config)
         return None
 
     def resume_pending(self) -> None:
@@ -253,10 +434,8 @@ class ConnectDelivery:
             if record is None or record["state"] != "pending":
                 return
             number = len(record["attempts"]) + 1
-            body = json.dumps(
-                {**record["message"], "retryCount": number - 1}, separators=(",", ":")
-            ).encode()
-            headers = {"Content-Type": "application/json", "User-Agent": "DocuSign-Connect/2.0"}
+            body, content_type = _body(record["message"], number - 1)
+            headers = {"Content-Type": content_type, "User-Agent": "DocuSign-Connect/2.0"}
             if record["hmac"]:
                 headers.update(signature_headers(body, self.config.secrets))
             async with self._slot():

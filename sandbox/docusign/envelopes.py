@@ -127,8 +127,17 @@ class EnvelopeEventIn(_Wire):
     envelope_event_status_code: str = Field(alias="envelopeEventStatusCode")
 
 
+class ConnectEventDataIn(_Wire):
+    """``eventData``: present means JSON SIM (with ``includeData``); absent means legacy XML."""
+
+    format: str | None = None
+    version: str | None = None
+    include_data: list[str] = Field(default_factory=list, alias="includeData")
+
+
 class EventNotificationIn(_Wire):
     url: str
+    event_data: ConnectEventDataIn | None = Field(None, alias="eventData")
     events: list[str] = Field(default_factory=list)
     envelope_events: list[EnvelopeEventIn] = Field(default_factory=list, alias="envelopeEvents")
     include_hmac: bool = Field(False, alias="includeHMAC")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -10,21 +11,26 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qtc.catalog import load_catalog
-from qtc.ports import CrmReader
+from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
 from runtime.asgi import BodyLimitMiddleware
 from runtime.settings import Settings
-from runtime.temporal import connect
+from runtime.temporal import connect, metrics_runtime
+from runtime.tracing import configure_tracing
 from starters import codec_api
-from starters.api import routes_deals, routes_ironclad, routes_quotes, routes_webhooks
+from starters.api import metrics, routes_deals, routes_ironclad, routes_quotes, routes_webhooks
+from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
-from workers.compose import LazyCrmReader
+from workers.compose import LazyContractReader, LazyCrmReader
 
 access_log = structlog.get_logger("qtc.api.access")
+tracer = trace.get_tracer("qtc.api")
 
 
 class AccessLogMiddleware:
@@ -47,37 +53,56 @@ class AccessLogMiddleware:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, record)
-        finally:
-            access_log.info(
-                "http_request",
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 1),
-            )
+        # The request's span is the root of a deal's trace: the Temporal client's tracing
+        # interceptor continues it into the workflow and every activity.
+        with tracer.start_as_current_span(
+            f"{scope['method']} {scope['path']}", kind=SpanKind.SERVER
+        ) as span:
+            try:
+                await self.app(scope, receive, record)
+            finally:
+                # The route's template, not the raw path: one series per endpoint, not per deal.
+                route = getattr(scope.get("route"), "path", "unmatched")
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.response.status_code", status)
+                REQUESTS.labels(scope["method"], route, str(status)).inc()
+                access_log.info(
+                    "http_request",
+                    method=scope["method"],
+                    path=scope["path"],
+                    status=status,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
 
 
 def create_app(
     settings: Settings,
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
+    contracts: ContractReader | None = None,
 ) -> FastAPI:
     """Build the API.
 
     Args:
         settings: The process settings (tokens, secrets, catalog path, Temporal address).
         client_factory: Connects to Temporal; called on first use (default: ``connect(settings)``).
-        opportunity_reader: Reads an opportunity as a ``Quote`` (blocking; default: Salesforce
-            through ``integrations.salesforce.activities``).
+        crm: Reads an opportunity as a ``Quote`` (blocking; default: the CRM ``QTC_CRM`` names,
+            built on first use); when it also reads stages, Outbound Messages without
+            ``StageName`` are decided with it.
+        contracts: Reads a contract by its id (blocking; default: the e-signature service
+            ``QTC_ESIGN`` names, built on first use).
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
     """
 
+    configure_tracing("qtc-api")
+    # The SDK's client metrics, served by its runtime on a loopback port of this process and
+    # appended to /metrics; the port is picked free now, the exporter starts with the connection.
+    sdk_metrics_port = _free_loopback_port()
+
     async def default_factory() -> Any:
-        return await connect(settings)
+        return await connect(settings, runtime=metrics_runtime(f"127.0.0.1:{sdk_metrics_port}"))
 
     app = FastAPI(
         title="Quote-to-Cash API",
@@ -88,15 +113,22 @@ def create_app(
             "`application/problem+json`."
         ),
     )
+    crm = crm or LazyCrmReader(settings)
     app.state.qtc = ApiState(
         settings=settings,
         catalog=load_catalog(settings.catalog),
         temporal=TemporalGateway(
             client_factory or default_factory, timedelta(seconds=settings.api_temporal_timeout_s)
         ),
-        crm=crm or LazyCrmReader(settings),
+        crm=crm,
+        contracts=contracts or LazyContractReader(settings),
+        opportunity_stages=crm if isinstance(crm, OpportunityStageReader) else None,
+    )
+    app.state.sdk_metrics_url = (
+        f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None
     )
     install_problem_handlers(app, settings)
+    app.include_router(metrics.router)
     app.include_router(routes_quotes.router)
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
@@ -139,3 +171,10 @@ def _too_large(settings: Settings) -> Callable[[], Response]:
         ).response()
 
     return respond
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port

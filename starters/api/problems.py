@@ -23,6 +23,8 @@ from service.deals import (
     DealFinished,
     DealNotFound,
     DealServiceError,
+    DealWorkerUnavailable,
+    DecisionRefused,
     TemporalUnavailable,
 )
 
@@ -169,6 +171,13 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
 
     async def on_conflict(_: Request, exc: Exception) -> ProblemResponse:
         assert isinstance(exc, DealConflict)
+        if isinstance(exc, DecisionRefused):
+            return Problem(
+                409,
+                "decision-refused",
+                exc.reason,
+                extra={"deal_id": exc.deal_id, "current_stage": exc.current_stage},
+            ).response()
         slug = "deal-finished" if isinstance(exc, DealFinished) else "deal-conflict"
         return Problem(409, slug, str(exc), extra={"deal_id": exc.deal_id}).response()
 
@@ -179,6 +188,17 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
             "temporal-unavailable",
             "The workflow service is unavailable; nothing was recorded. Retry later.",
             headers=retry_after,
+        ).response()
+
+    async def on_no_worker(_: Request, exc: Exception) -> ProblemResponse:
+        assert isinstance(exc, DealWorkerUnavailable)
+        log.warning("deal_worker_unavailable", deal_id=exc.deal_id, stage=exc.stage)
+        return Problem(
+            503,
+            "deal-worker-unavailable",
+            "No deal worker answered; the status shown is the last stage recorded. Retry later.",
+            headers=retry_after,
+            extra={"deal_id": exc.deal_id, "stage": exc.stage},
         ).response()
 
     async def on_refused(_: Request, exc: Exception) -> ProblemResponse:
@@ -196,6 +216,7 @@ def install_problem_handlers(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(DealNotFound, on_not_found)
     app.add_exception_handler(DealConflict, on_conflict)
+    app.add_exception_handler(DealWorkerUnavailable, on_no_worker)
     app.add_exception_handler(TemporalUnavailable, on_unavailable)
     app.add_exception_handler(DealServiceError, on_refused)
     app.add_exception_handler(Exception, on_unexpected)

@@ -12,7 +12,19 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from qtc import deal as contract
-from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, QuoteDecision, Resume, Stage
+from qtc.deal import (
+    AccountCorrection,
+    Cancel,
+    DealStatus,
+    DecisionResult,
+    InvoiceReview,
+    MarkLost,
+    Phase,
+    QuoteDecision,
+    Resume,
+    Stage,
+)
+from qtc.models import Account
 from runtime.settings import ApiPrincipal
 from service import deals
 from starters.api.auth import authenticated, require_role
@@ -57,6 +69,15 @@ class LostRequest(Body):
     reason: Note = None
 
 
+class CorrectionRequest(Body):
+    account: Account = Field(description="The corrected legal entity (the quote's account)")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class CancelRequest(Body):
+    reason: str = Field(min_length=1, max_length=500)
+
+
 class SignalAccepted(BaseModel):
     deal_id: str
     signal: str
@@ -96,6 +117,9 @@ async def get_deal(
     state: State,
     client: TemporalClient,
 ) -> DealStatus:
+    """The deal's status. A closed deal's is readable even while no worker runs (its recorded
+    result); an open deal whose worker does not answer is 503 ``deal-worker-unavailable`` with
+    ``Retry-After`` and the last recorded ``stage``."""
     return await deals.get_status(client, deal_id, rpc_timeout=state.rpc_timeout)
 
 
@@ -174,13 +198,15 @@ async def invoice_review(
 )
 async def resume(
     deal_id: DealId,
-    body: ResumeRequest,
     principal: Annotated[ApiPrincipal, Depends(require_role("operator"))],
     state: State,
     client: TemporalClient,
+    # Optional: ``resume`` needs nothing but the operator, so an empty POST is enough.
+    body: ResumeRequest | None = None,
 ) -> SignalAccepted:
+    note = body.note if body is not None else None
     return await _send(
-        state, client, deal_id, contract.SIGNAL_RESUME, Resume(by=principal.person, note=body.note)
+        state, client, deal_id, contract.SIGNAL_RESUME, Resume(by=principal.person, note=note)
     )
 
 
@@ -204,3 +230,34 @@ async def mark_lost(
         contract.SIGNAL_MARK_LOST,
         MarkLost(by=principal.person, reason=body.reason),
     )
+
+
+@router.post(
+    "/v1/deals/{deal_id}/account-correction",
+    summary="Operator: correct the signed legal entity of a deal parked in needs_attention",
+    responses=_PROBLEMS,
+)
+async def correct_account(
+    deal_id: DealId,
+    body: CorrectionRequest,
+    principal: Annotated[ApiPrincipal, Depends(require_role("operator"))],
+    state: State,
+    client: TemporalClient,
+) -> DecisionResult:
+    correction = AccountCorrection(by=principal.person, reason=body.reason, account=body.account)
+    return await deals.correct_account(client, deal_id, correction)
+
+
+@router.post(
+    "/v1/deals/{deal_id}/cancel",
+    summary="Operator: end a deal parked in needs_attention (voids an unsigned contract)",
+    responses=_PROBLEMS,
+)
+async def cancel(
+    deal_id: DealId,
+    body: CancelRequest,
+    principal: Annotated[ApiPrincipal, Depends(require_role("operator"))],
+    state: State,
+    client: TemporalClient,
+) -> DecisionResult:
+    return await deals.cancel(client, deal_id, Cancel(by=principal.person, reason=body.reason))

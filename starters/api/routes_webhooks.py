@@ -8,22 +8,24 @@ id derived from the envelope, and Outbound Message notification ids are remember
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import structlog
 from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 
 from integrations.docusign.webhook import (
-    COMPLETED_EVENT,
+    ConnectMessageError,
     is_signed_by_any,
-    parse_event,
+    parse_message,
     signature_headers,
 )
 from integrations.salesforce.webhook import (
     ACK,
     FlowCallout,
     OutboundMessageError,
+    OutboundNotification,
+    org_id_allowed,
     parse_outbound_message,
 )
 from qtc import deal as contract
@@ -31,8 +33,8 @@ from qtc.errors import QuoteRejected
 from qtc.models import PricedQuote
 from runtime.settings import Settings
 from runtime.signing import SIGNATURE_HEADER, SignatureError, verify
-from service import deals
-from service.crm import OpportunityUnavailable, read_and_price
+from service import deals, esign
+from service.crm import OpportunityUnavailable, is_closed_won, read_and_price
 from starters.api.pricing import rejected_problem
 from starters.api.problems import Problem, is_json, problem_schema
 from starters.api.state import ApiState, State
@@ -62,49 +64,86 @@ def _unauthorized(detail: str) -> Problem:
 
 # --- DocuSign Connect ------------------------------------------------------------------------
 
+_CONNECT_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "text/xml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def _connect_format(content_type: str | None) -> Literal["json", "xml"]:
+    if is_json(content_type):
+        return "json"
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media in {"text/xml", "application/xml"} or media.endswith("+xml"):
+        return "xml"
+    raise Problem(
+        415,
+        "unsupported-media-type",
+        "Connect messages are accepted as application/json (JSON SIM) or text/xml (legacy).",
+    )
+
 
 @router.post(
     "/webhooks/docusign",
-    summary="DocuSign Connect (JSON SIM, HMAC): envelope completed -> signature_completed",
-    responses=_PROBLEMS,
-    openapi_extra=_OPAQUE_BODY,
+    summary="DocuSign Connect (JSON SIM or legacy XML, HMAC): envelope completed -> signature",
+    responses={
+        200: {"description": "Recorded (`accepted`), or not this product's (`ignored`)"},
+        **_PROBLEMS,
+    },
+    openapi_extra=_CONNECT_BODY,
 )
 async def docusign_connect(request: Request, state: State) -> dict[str, Any]:
+    """Record the signature of a completed envelope on its deal.
+
+    Every format a Connect configuration can send is read: JSON SIM with or without the envelope
+    summary, and the legacy XML. What the message does not carry (the deal, the completion time,
+    the signer) is read from DocuSign by the envelope id (``service.esign``). An envelope this
+    product did not send is answered 200 ``ignored``: DocuSign would retry any other answer for
+    days. A failed read or an unreachable Temporal is 503, so DocuSign delivers again.
+    """
     body = await request.body()
     secrets = [s.get_secret_value() for s in state.settings.docusign_connect_secrets]
     if not is_signed_by_any(body, signature_headers(dict(request.headers)), secrets):
         raise _unauthorized("No X-DocuSign-Signature-N header matches the body.")
-    _require_json(request)
     try:
-        event = parse_event(body)
-    except ValidationError as err:
-        raise Problem(
-            400, "malformed-event", f"Not a Connect event: {err.error_count()} problem(s)."
-        ) from err
-    if event.event != COMPLETED_EVENT:
-        return {"status": "ignored", "event": event.event}
-    signature = event.signature()
-    opportunity_id = event.custom_field("opportunity_id")
-    deal_id = event.custom_field("deal_id") or (
-        contract.deal_id_for(opportunity_id) if opportunity_id else None
-    )
-    if deal_id is None:
-        raise Problem(
-            404,
-            "unknown-envelope",
-            f"Envelope {event.data.envelope_id} has no opportunity_id or deal_id custom field; "
-            "it was not sent by this product.",
-        )
-    if signature is None:
-        raise Problem(422, "malformed-event", "The completed envelope has no completedDateTime.")
+        message = parse_message(body, _connect_format(request.headers.get("content-type")))
+    except ConnectMessageError as err:
+        raise Problem(400, "malformed-event", f"Not a Connect message: {err}") from err
+    if not message.completed:
+        return {"status": "ignored", "event": message.event}
     client = await state.temporal.client()
     try:
-        await deals.record_signature(client, deal_id, signature, rpc_timeout=state.rpc_timeout)
-    except deals.DealFinished:
-        # Redelivered after the deal closed: nothing left to change, and a retry cannot help.
-        return {"status": "ignored", "reason": "deal finished", "deal_id": deal_id}
-    log.info("signature_signalled", deal_id=deal_id, envelope_id=signature.envelope_id)
-    return {"status": "accepted", "deal_id": deal_id, "envelope_id": signature.envelope_id}
+        outcome = await esign.record_completed_contract(
+            client,
+            state.contracts,
+            esign.ContractCompleted(
+                contract_id=message.envelope_id,
+                deal_id=message.deal_id(),
+                carries_fields=message.custom_fields is not None,
+                completed_at=message.completed_at,
+                signer_name=message.signer_name,
+                signer_email=message.signer_email,
+            ),
+            rpc_timeout=state.rpc_timeout,
+        )
+    except esign.ContractUnreadable as err:
+        raise Problem(
+            503,
+            "esign-unavailable",
+            f"{err} Nothing was recorded; deliver again later.",
+            headers={"Retry-After": str(state.settings.api_retry_after_s)},
+        ) from err
+    answer: dict[str, Any] = {"status": outcome.status, "envelope_id": outcome.contract_id}
+    if outcome.deal_id is not None:
+        answer["deal_id"] = outcome.deal_id
+    if outcome.reason is not None:
+        answer["reason"] = outcome.reason
+    return answer
 
 
 # --- Salesforce --------------------------------------------------------------------------------
@@ -201,7 +240,7 @@ async def salesforce_outbound_message(request: Request, state: State) -> Respons
         message = parse_outbound_message(await request.body())
     except OutboundMessageError as err:
         raise Problem(400, "malformed-outbound-message", str(err)) from err
-    if message.organization_id not in state.settings.salesforce_org_ids:
+    if not org_id_allowed(message.organization_id, state.settings.salesforce_org_ids):
         raise Problem(
             403, "unknown-organization", "Outbound Messages from this organization are refused."
         )
@@ -210,7 +249,7 @@ async def salesforce_outbound_message(request: Request, state: State) -> Respons
     for notification in message.notifications:
         if notification.notification_id in state.outbound_seen:
             continue
-        opportunity_id = notification.closed_won_opportunity
+        opportunity_id = await _closed_won(state, notification, refused)
         if opportunity_id is not None:
             try:
                 priced = await _read_and_price(state, opportunity_id)
@@ -228,8 +267,44 @@ async def salesforce_outbound_message(request: Request, state: State) -> Respons
         state.outbound_seen.add(notification.notification_id)
     log.info(
         "outbound_message_acked",
+        organization_id=message.organization_id,
         deals=started,
         refused=refused,
         notifications=len(message.notifications),
     )
     return Response(ACK, media_type="text/xml")
+
+
+async def _closed_won(
+    state: ApiState, notification: OutboundNotification, refused: list[dict[str, str]]
+) -> str | None:
+    """The opportunity id when the notification is about an opportunity that is Closed Won.
+
+    A message whose field selection leaves ``StageName`` out is decided on the stage read from
+    Salesforce: acknowledging it unread would drop a Closed Won for good. When the stage cannot
+    be read now, nothing is acknowledged and Salesforce delivers the message again.
+    """
+    if not notification.needs_stage:
+        return notification.closed_won_opportunity
+    opportunity_id = notification.opportunity_id
+    assert opportunity_id is not None
+    stages = state.opportunity_stages
+    if stages is None:
+        log.error("outbound_stage_unreadable", opportunity_id=opportunity_id)
+        raise Problem(
+            503,
+            "stage-unknown",
+            "The Outbound Message does not send StageName and this CRM reader cannot read it; "
+            "add StageName to the message's fields. Not acknowledged.",
+            headers={"Retry-After": str(state.settings.api_retry_after_s)},
+        )
+    try:
+        won = await is_closed_won(stages, opportunity_id)
+    except OpportunityUnavailable as err:
+        problem = _crm_problem(state.crm.name, err)
+        if problem.status >= 500:
+            raise problem from err
+        refused.append({"opportunity_id": opportunity_id, "reason": str(err)})
+        return None
+    log.info("outbound_stage_read", opportunity_id=opportunity_id, closed_won=won)
+    return opportunity_id if won else None

@@ -1,4 +1,4 @@
-"""What every request needs: settings, catalog, the Temporal client and the CRM reader.
+"""What every request needs: settings, catalog, the Temporal client and the vendor readers.
 
 The Temporal client is connected on first use, not at start-up, so the API starts (and answers
 ``/healthz``) while Temporal is down and reports 503 until it is back.
@@ -18,7 +18,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from qtc.models import Catalog
-from qtc.ports import CrmReader
+from qtc.ports import ContractReader, CrmReader, OpportunityStageReader
 from runtime.settings import Settings
 from service.deals import TemporalUnavailable
 
@@ -84,6 +84,11 @@ class ApiState:
     catalog: Catalog
     temporal: TemporalGateway
     crm: CrmReader
+    # Reads a contract by its id, for e-signature webhooks that name only the contract.
+    contracts: ContractReader
+    # Reads an opportunity's stage, for Outbound Messages that leave StageName out; None when the
+    # CRM reader given cannot (such notifications are then refused, never acknowledged).
+    opportunity_stages: OpportunityStageReader | None
     outbound_seen: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:

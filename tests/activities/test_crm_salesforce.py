@@ -382,3 +382,23 @@ def test_an_unreachable_salesforce_is_retried(emulators: RunningEmulators) -> No
     assert not caught.value.non_retryable
     assert caught.value.type == errors.VENDOR_UNAVAILABLE
     assert isinstance(caught.value.__cause__, requests.ConnectionError)
+
+
+def test_whether_an_opportunity_is_closed_won_is_read_from_its_stage(
+    crm: SalesforceCrm, new_opportunity: Callable[..., str]
+) -> None:
+    opportunity_id = new_opportunity()
+    before = crm.is_closed_won(opportunity_id)
+    run(
+        crm.mark_closed_won,
+        ports.MarkClosedWonInput(
+            deal_id=deal.deal_id_for(opportunity_id),
+            opportunity_id=opportunity_id,
+            close_date=date(2026, 12, 15),
+        ),
+    )
+
+    assert (before, crm.is_closed_won(opportunity_id)) == (False, True)
+    with pytest.raises(ApplicationError) as caught:
+        crm.is_closed_won("006000000000404AAA")
+    assert caught.value.type == errors.VENDOR_NOT_FOUND

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from docusign_esign import ApiClient, EnvelopesApi
+from docusign_esign import ApiClient, EnvelopeDefinition, EnvelopesApi, TemplateRole
+from docusign_esign.client.api_exception import ApiException
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -266,3 +267,76 @@ def test_a_contract_with_a_later_start_names_the_date(priced: PricedQuote) -> No
 
     assert contract_tabs(later)["start"] == priced.valid_until.isoformat()
     assert contract_tabs(priced)["start"] == "on signature"
+
+
+def test_a_contract_read_by_its_id_names_its_deal_and_its_signature(
+    esign: DocusignESignature, control: httpx.Client, priced: PricedQuote, deal_id: str
+) -> None:
+    sent = run(esign.send_contract, ports.SendContractInput(deal_id=deal_id, priced=priced))
+    unsigned = esign.read_contract(sent.envelope_id)
+    control.post(
+        f"/_sandbox/envelopes/{sent.envelope_id}/sign", json={"signed_at": "2026-12-15T10:30:00Z"}
+    ).raise_for_status()
+
+    signed = esign.read_contract(sent.envelope_id)
+
+    assert unsigned is not None and (unsigned.status, unsigned.completed_at) == ("sent", None)
+    assert signed is not None
+    assert (signed.contract_id, signed.deal_id, signed.status) == (
+        sent.envelope_id,
+        deal_id,
+        "completed",
+    )
+    assert signed.completed_at == datetime(2026, 12, 15, 10, 30, tzinfo=UTC)
+    assert (signed.signer_name, signed.signer_email) == ("Bill Lumbergh", "bill@initech.example")
+
+
+def test_an_envelope_this_account_does_not_hold_reads_as_none(
+    esign: DocusignESignature, envelopes: EnvelopesApi
+) -> None:
+    assert esign.read_contract(str(uuid.uuid4())) is None
+
+
+def test_an_envelope_sent_by_someone_else_reads_without_a_deal(
+    esign: DocusignESignature, envelopes: EnvelopesApi
+) -> None:
+    summary = envelopes.create_envelope(
+        "sandbox-account",
+        envelope_definition=EnvelopeDefinition(
+            template_id="sandbox-msa-template",
+            status="sent",
+            template_roles=[TemplateRole(role_name="Signer", name="Ann", email="ann@x.example")],
+        ),
+    )
+
+    found = esign.read_contract(summary.envelope_id)
+
+    assert found is not None and found.deal_id is None and found.status == "sent"
+
+
+def test_a_contract_read_during_a_docusign_outage_is_to_be_retried(
+    esign: DocusignESignature, control: httpx.Client
+) -> None:
+    control.post("/_sandbox/faults", json={"rules": [{"rate_500": 1.0}]}).raise_for_status()
+
+    with pytest.raises(ApplicationError) as caught:
+        esign.read_contract(str(uuid.uuid4()))
+
+    assert not caught.value.non_retryable
+
+
+@pytest.mark.parametrize(
+    "code", ["ACCOUNT_NOT_AUTHORIZED_FOR_ENVELOPE", "USER_NOT_ENVELOPE_SENDER_OR_RECIPIENT"]
+)
+def test_an_envelope_of_another_account_or_sender_reads_as_none(
+    esign: DocusignESignature, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    # How DocuSign answers a read of an envelope our sending user did not send.
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        error = ApiException(status=400, reason="Bad Request")
+        error.body = json.dumps({"errorCode": code, "message": "no rights"}).encode()
+        raise error
+
+    monkeypatch.setattr(esign._envelopes, "get_envelope", refuse)
+
+    assert esign.read_contract(str(uuid.uuid4())) is None

@@ -23,7 +23,7 @@ from temporalio.worker import Worker
 
 from runtime.settings import Settings
 from starters.api import create_app
-from tests.api.support import FakeCrm, api_settings, new_quote
+from tests.api.support import FakeContracts, FakeCrm, api_settings, new_quote
 from tests.workflows.support import FakeVendors, deal_worker, start_test_environment
 
 
@@ -49,6 +49,11 @@ def crm() -> FakeCrm:
     return FakeCrm()
 
 
+@pytest.fixture
+def contracts() -> FakeContracts:
+    return FakeContracts()
+
+
 @pytest_asyncio.fixture
 async def worker(
     env: WorkflowEnvironment, task_queue: str, fakes: FakeVendors
@@ -63,11 +68,13 @@ def settings(task_queue: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings, env: WorkflowEnvironment, crm: FakeCrm) -> FastAPI:
+def app(
+    settings: Settings, env: WorkflowEnvironment, crm: FakeCrm, contracts: FakeContracts
+) -> FastAPI:
     async def same_client() -> Client:
         return env.client
 
-    return create_app(settings, client_factory=same_client, crm=crm)
+    return create_app(settings, client_factory=same_client, crm=crm, contracts=contracts)
 
 
 @pytest_asyncio.fixture

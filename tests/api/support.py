@@ -22,6 +22,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from qtc import errors
 from qtc.models import Quote
+from qtc.ports import ContractRecord
 from runtime.search_attributes import SEARCH_ATTRIBUTES
 from runtime.settings import Settings
 from runtime.signing import sign
@@ -95,8 +96,25 @@ class FakeCrm:
 
     def __init__(self) -> None:
         self.opportunities: dict[str, dict[str, Any]] = {}
+        self.stages: dict[str, str] = {}
         self.down = False
         self.reads: list[str] = []
+        self.stage_reads: list[str] = []
+
+    def is_closed_won(self, opportunity_id: str) -> bool:
+        """``qtc.ports.OpportunityStageReader``: the stage set in ``stages``."""
+        self.stage_reads.append(opportunity_id)
+        if self.down:
+            raise ApplicationError(
+                "Salesforce could not be reached", type=errors.VENDOR_UNAVAILABLE
+            )
+        if opportunity_id not in self.opportunities:
+            raise ApplicationError(
+                f"Salesforce has no opportunity {opportunity_id}",
+                type=errors.VENDOR_NOT_FOUND,
+                non_retryable=True,
+            )
+        return self.stages.get(opportunity_id) == "Closed Won"
 
     def add(self, quote: dict[str, Any]) -> str:
         self.opportunities[quote["opportunity_id"]] = quote
@@ -115,6 +133,44 @@ class FakeCrm:
                 non_retryable=True,
             )
         return Quote.model_validate(self.opportunities[opportunity_id])
+
+
+class FakeContracts:
+    """A ``qtc.ports.ContractReader``: envelopes by id as DocuSign would answer a read of them.
+
+    An id not in ``envelopes`` is one the account does not hold (None); ``down`` makes every read
+    fail as an unreachable DocuSign would. ``reads`` lists the ids read.
+    """
+
+    name = "fake-esign"
+
+    def __init__(self) -> None:
+        self.envelopes: dict[str, ContractRecord] = {}
+        self.down = False
+        self.reads: list[str] = []
+
+    def sign(
+        self,
+        envelope_id: str,
+        deal_id: str | None,
+        completed_at: datetime = datetime(2026, 11, 20, 10, 15, tzinfo=UTC),
+    ) -> ContractRecord:
+        record = ContractRecord(
+            contract_id=envelope_id,
+            deal_id=deal_id,
+            status="completed",
+            completed_at=completed_at,
+            signer_name="Jane Doe",
+            signer_email="jane@acme.example",
+        )
+        self.envelopes[envelope_id] = record
+        return record
+
+    def read_contract(self, contract_id: str) -> ContractRecord | None:
+        self.reads.append(contract_id)
+        if self.down:
+            raise ApplicationError("DocuSign could not be reached", type=errors.VENDOR_UNAVAILABLE)
+        return self.envelopes.get(contract_id)
 
 
 # --- DocuSign Connect --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from tests.api.support import (
     OPERATOR,
     PEOPLE,
     SALES,
+    FakeContracts,
     FakeCrm,
     api_settings,
     new_quote,
@@ -280,7 +281,7 @@ async def test_deals_started_through_the_api_carry_the_configured_review_reminde
     async def same_client() -> Client:
         return env.client
 
-    app = create_app(settings, client_factory=same_client, crm=crm)
+    app = create_app(settings, client_factory=same_client, crm=crm, contracts=FakeContracts())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as api:

@@ -22,6 +22,7 @@ from tests.api.support import (
     DEAL_DESK,
     FINANCE,
     SALES,
+    FakeContracts,
     FakeCrm,
     api_settings,
     connect_event,
@@ -72,7 +73,9 @@ async def api(stack: DevStack) -> AsyncIterator[httpx.AsyncClient]:
     async def production_client() -> Client:
         return await connect(stack.settings)
 
-    app = create_app(stack.settings, client_factory=production_client, crm=FakeCrm())
+    app = create_app(
+        stack.settings, client_factory=production_client, crm=FakeCrm(), contracts=FakeContracts()
+    )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://qtc.test"
     ) as client:

@@ -27,6 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from starters.api import create_app
 from tests.api.support import (
     OPERATOR,
+    FakeContracts,
     FakeCrm,
     api_settings,
     callout_headers,
@@ -54,6 +55,7 @@ async def dev_app(tmp_path: Path) -> AsyncIterator[FastAPI]:
                 api_settings(task_queue, tmp_path),
                 client_factory=client,
                 crm=FakeCrm(),
+                contracts=FakeContracts(),
             )
     finally:
         await env.shutdown()

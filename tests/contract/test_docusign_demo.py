@@ -43,6 +43,10 @@ def test_a_contract_is_sent_once_from_the_template_and_voided() -> None:
     sent = esign.send_contract(SendContractInput(deal_id=deal_id, priced=priced))
     again = esign.send_contract(SendContractInput(deal_id=deal_id, priced=priced))
     assert again.envelope_id == sent.envelope_id
+    # What the Connect listener reads for a message that names only the envelope.
+    read = esign.read_contract(sent.envelope_id)
+    assert read is not None and (read.deal_id, read.status) == (deal_id, "sent")
+    assert esign.read_contract(str(uuid.uuid4())) is None
     esign.void_contract(
         VoidContractInput(deal_id=deal_id, envelope_id=sent.envelope_id, reason="contract test")
     )

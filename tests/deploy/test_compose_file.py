@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.search_attributes import SEARCH_ATTRIBUTES as WORKFLOW_SEARCH_ATTRIBUTES
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.temporal.yml"
 SEARCH_ATTRIBUTES = {
-    "QtcStage": "Keyword",
-    "QtcCustomer": "Text",
-    "QtcArr": "Double",
-    "QtcPhase": "Int",
+    key.name: key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_").title()
+    for key in WORKFLOW_SEARCH_ATTRIBUTES
 }
 
 
@@ -60,6 +60,22 @@ def test_the_compose_file_registers_every_search_attribute_the_workflow_upserts(
     script = " ".join(job["command"])
     for name, kind in SEARCH_ATTRIBUTES.items():
         assert f"{name}={kind}" in script
+
+
+def test_the_cluster_sets_up_its_schema_in_a_job_and_no_longer_uses_auto_setup() -> None:
+    services = compose()["services"]
+    images = [service.get("image", "") for service in services.values()]
+    assert not any("auto-setup" in image for image in images)
+    schema = " ".join(services["temporal-schema"]["command"])
+    assert "setup-schema" in schema and "update-schema" in schema
+    depends = services["temporal"]["depends_on"]["temporal-schema"]
+    assert depends == {"condition": "service_completed_successfully"}
+
+
+def test_the_namespace_is_created_with_an_explicit_retention() -> None:
+    job = " ".join(compose()["services"]["temporal-namespace"]["command"])
+    assert "namespace create" in job
+    assert re.search(r"--retention \$\{QTC_NAMESPACE_RETENTION:-\d+d\}", job)
 
 
 @pytest.mark.skipif(

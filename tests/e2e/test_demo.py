@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import httpx
 import pytest
 from rich.console import Console
 
@@ -41,6 +42,10 @@ class DemoRun:
     web_ui_dom: str | None = None
     web_ui_error: str | None = None
     stored_history: str = ""
+    # (format, carries the envelope summary, final delivery state) of every Connect delivery.
+    connect_deliveries: list[tuple[str, bool, str]] = field(default_factory=list)
+    worker_metrics: str = ""
+    api_metrics: str = ""
 
 
 def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
@@ -109,6 +114,19 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         run.expected = {d.label: d.expected for d in demo.deals}
         _look_at_web_ui(stack, run)
         run.stored_history = _history_without_codec(stack, "deal-006000000000003AAA")
+        deliveries = demo.docusign.get("/_sandbox/deliveries").json()["deliveries"]
+        run.connect_deliveries = [
+            (
+                d["format"],
+                isinstance(d["message"], dict) and "envelopeSummary" in d["message"]["data"],
+                d["state"],
+            )
+            for d in deliveries
+        ]
+        worker = f"http://127.0.0.1:{stack.worker_metrics_port()}/metrics"
+        api = f"http://127.0.0.1:{stack.settings.api_port}/metrics"
+        run.worker_metrics = httpx.get(worker, timeout=10).text
+        run.api_metrics = httpx.get(api, timeout=10).text
 
     run.exit_code = run_demo(
         settings, ROOT / "examples", Console(width=200), keep_up=False, after_run=after
@@ -120,6 +138,28 @@ def test_every_sample_deal_reaches_its_expected_final_stage(demo_run: DemoRun) -
     assert demo_run.stages == demo_run.expected
     assert set(demo_run.stages.values()) == {"completed", "rejected"}
     assert demo_run.exit_code == 0
+
+
+def test_the_demo_signs_through_every_connect_format_a_real_account_sends(
+    demo_run: DemoRun,
+) -> None:
+    kinds = {(fmt, summary) for fmt, summary, _ in demo_run.connect_deliveries}
+    assert kinds == {("json", False), ("json", True), ("xml", False)}
+    assert {state for _, _, state in demo_run.connect_deliveries} == {"delivered"}
+
+
+def test_the_worker_and_the_api_serve_the_products_metrics_after_the_demo(
+    demo_run: DemoRun,
+) -> None:
+    worker, api = demo_run.worker_metrics, demo_run.api_metrics
+
+    assert "qtc_deal_stage_entered_total{" in worker
+    assert 'stage="completed"' in worker
+    assert "qtc_signature_to_invoice_seconds_bucket" in worker
+    # The SDK's own runtime metrics come out of the same endpoint.
+    assert "temporal_workflow_completed" in worker
+    assert 'qtc_api_requests_total{method="POST",route="/webhooks/docusign",status="200"}' in api
+    assert "temporal_request" in api
 
 
 def _decoded_strings(node: object) -> list[str]:

@@ -23,20 +23,27 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from qtc.deal import (
+    QUERY_STATUS,
     SIGNAL_APPROVE_INVOICE,
     SIGNAL_APPROVE_QUOTE,
     SIGNAL_MARK_LOST,
     SIGNAL_RESUME,
     SIGNAL_SIGNATURE_COMPLETED,
+    UPDATE_CANCEL,
+    UPDATE_CORRECT_ACCOUNT,
+    AccountCorrection,
+    Cancel,
     DealStatus,
+    DecisionResult,
     InvoiceReview,
     MarkLost,
     Phase,
     QuoteDecision,
     Resume,
 )
-from qtc.errors import VENDOR_INVALID_REQUEST
-from qtc.ports import ACT_CREATE_SUBSCRIPTION
+from qtc.errors import VENDOR_INVALID_REQUEST, VENDOR_UNAVAILABLE
+from qtc.models import TaxId
+from qtc.ports import ACT_CREATE_BILLING_CUSTOMER, ACT_CREATE_SUBSCRIPTION, ACT_PROVISION_PRODUCT
 from tests.workflows.support import (
     FakeVendors,
     deal_worker,
@@ -82,6 +89,33 @@ async def _needs_attention_resumed(handle: Handle, fakes: FakeVendors, now: date
     await handle.signal(SIGNAL_RESUME, Resume(by="oscar"))
 
 
+async def _corrected_and_resumed(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    status = await wait_for_stage(handle, "needs_attention")
+    assert status.last_error is not None
+    priced = await handle.query(QUERY_STATUS, result_type=DealStatus)
+    account = fakes.inputs(ACT_CREATE_BILLING_CUSTOMER)[-1].priced.account
+    await handle.execute_update(
+        UPDATE_CORRECT_ACCOUNT,
+        AccountCorrection(
+            by="oscar",
+            reason="EIN from the W-9",
+            account=account.model_copy(update={"tax_id": TaxId(type="us_ein", value="98-7654321")}),
+        ),
+        result_type=DecisionResult,
+    )
+    assert priced.stage == "needs_attention"
+    await handle.signal(SIGNAL_RESUME, Resume(by="oscar"))
+
+
+async def _cancelled(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
+    await _sign(handle, now)
+    await wait_for_stage(handle, "needs_attention")
+    await handle.execute_update(
+        UPDATE_CANCEL, Cancel(by="oscar", reason="customer withdrew"), result_type=DecisionResult
+    )
+
+
 async def _expired(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
     await wait_for_stage(handle, "awaiting_signature")
 
@@ -93,25 +127,52 @@ async def _lost(handle: Handle, fakes: FakeVendors, now: datetime) -> None:
 
 Drive = Callable[[Handle, FakeVendors, datetime], Awaitable[None]]
 
+
+def _no_failures() -> dict[str, list[BaseException]]:
+    return {}
+
+
+def _subscription_refused() -> dict[str, list[BaseException]]:
+    return {
+        ACT_CREATE_SUBSCRIPTION: [ApplicationError("No such price", type=VENDOR_INVALID_REQUEST)]
+    }
+
+
+def _tax_id_refused() -> dict[str, list[BaseException]]:
+    refused = ApplicationError(
+        "Stripe answered 400: Invalid value for eu_vat.",
+        {"vendor": "Stripe", "code": "tax_id_invalid", "field": "/account/tax_id/value"},
+        type=VENDOR_INVALID_REQUEST,
+        non_retryable=True,
+    )
+    return {ACT_CREATE_BILLING_CUSTOMER: [refused]}
+
+
+def _provisioning_down_for_a_while() -> dict[str, list[BaseException]]:
+    down = ApplicationError("product backend answered 500", type=VENDOR_UNAVAILABLE)
+    return {ACT_PROVISION_PRODUCT: [down, down, down]}
+
+
+Failures = Callable[[], dict[str, list[BaseException]]]
+
 # name -> (phase, quote needs approval, fake failures, how the outside world behaves)
-PATHS: dict[str, tuple[Phase, bool, bool, Drive]] = {
-    "phase_3_completed": (3, False, False, _phase_3),
-    "phase_2_review_approved": (2, False, False, _phase_2_approved),
-    "phase_1_approved_quote_completed": (1, True, False, _phase_1_after_approval),
-    "needs_attention_then_resumed": (3, False, True, _needs_attention_resumed),
-    "expired_and_voided": (3, False, False, _expired),
-    "lost_and_voided": (3, False, False, _lost),
+PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
+    "phase_3_completed": (3, False, _no_failures, _phase_3),
+    "phase_2_review_approved": (2, False, _no_failures, _phase_2_approved),
+    "phase_1_approved_quote_completed": (1, True, _no_failures, _phase_1_after_approval),
+    "needs_attention_then_resumed": (3, False, _subscription_refused, _needs_attention_resumed),
+    "expired_and_voided": (3, False, _no_failures, _expired),
+    "lost_and_voided": (3, False, _no_failures, _lost),
+    "retried_as_activity_then_completed": (3, False, _provisioning_down_for_a_while, _phase_3),
+    "account_corrected_then_resumed": (3, False, _tax_id_refused, _corrected_and_resumed),
+    "cancelled_when_parked": (3, False, _tax_id_refused, _cancelled),
 }
 
 
 async def record(client: Client, name: str, now: datetime) -> str:
     """Run one path to its end and return its history as JSON."""
-    phase, needs_approval, fails, drive = PATHS[name]
-    fakes = FakeVendors()
-    if fails:
-        fakes.failures[ACT_CREATE_SUBSCRIPTION] = [
-            ApplicationError("No such price", type=VENDOR_INVALID_REQUEST)
-        ]
+    phase, needs_approval, failures, drive = PATHS[name]
+    fakes = FakeVendors(failures=failures())
     priced = priced_quote(
         opportunity_id=new_opportunity_id(),
         priced_at=now - timedelta(days=10),

@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from qtc.ports import ACT_SEND_CONTRACT
+from qtc.ports import ACT_PROVISION_PRODUCT, ACT_SEND_CONTRACT
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
 
@@ -67,6 +67,21 @@ def test_todays_phase_3_history_runs_billing_as_local_steps() -> None:
     ]
 
     assert scheduled == [ACT_SEND_CONTRACT]
-    # The re-dating step and the six steps from Closed Won to the write-back, plus the patch.
+    # The re-dating step and the six steps from Closed Won to the write-back, plus the patches.
     assert markers.count("core_local_activity") == 1 + len(LOCAL_STEPS)
-    assert markers.count("core_patch") == 1
+    assert markers.count("core_patch") == 2
+
+
+def test_a_local_step_that_keeps_failing_is_retried_as_a_regular_activity() -> None:
+    """Where an operator can see it: the Web UI lists a regular activity's pending attempts and
+    last failure, never a local one's."""
+    history = WorkflowHistory.from_json(
+        "retried", (HISTORIES / "retried_as_activity_then_completed.json").read_text()
+    )
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+    assert scheduled == [ACT_SEND_CONTRACT, ACT_PROVISION_PRODUCT]

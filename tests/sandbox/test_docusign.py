@@ -27,9 +27,11 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from defusedxml import ElementTree
 from docusign_esign import (
     ApiClient,
     Checkbox,
+    ConnectEventData,
     CustomFields,
     Envelope,
     EnvelopeDefinition,
@@ -470,11 +472,12 @@ def test_a_jwt_for_another_audience_or_expired_is_an_invalid_grant(emulator: Ser
 # --- signing and Connect ---------------------------------------------------------------------
 
 
-def test_signing_delivers_an_hmac_signed_envelope_completed_event(
+def test_signing_delivers_an_hmac_signed_envelope_completed_event_with_the_summary_asked_for(
     listener: tuple[Listener, str],
 ) -> None:
     hooks, hook_url = listener
-    with Served(create_app(connect_url=hook_url)) as served:
+    app = create_app(connect_url=hook_url, connect_include_data=["custom_fields", "recipients"])
+    with Served(app) as served:
         api = envelopes_api(served.url)
         envelope_id = send_contract(api, "006000000000007AAA")
         signed = httpx.post(
@@ -510,6 +513,7 @@ def test_signing_delivers_an_hmac_signed_envelope_completed_event(
             "completed",
         )
         assert signer["signedDateTime"].startswith("2026-12-15T10:30:00.")
+        assert "envelopeDocuments" not in summary  # "documents" was not asked for
 
         envelope = api.get_envelope(ACCOUNT, envelope_id)
         assert envelope.status == "completed"
@@ -519,6 +523,84 @@ def test_signing_delivers_an_hmac_signed_envelope_completed_event(
                 == "delivered"
             )
         )
+
+
+def test_a_configuration_with_the_defaults_sends_only_the_event_and_the_envelope_id(
+    listener: tuple[Listener, str],
+) -> None:
+    hooks, hook_url = listener
+    with Served(create_app(connect_url=hook_url)) as served:
+        envelope_id = send_contract(envelopes_api(served.url))
+        httpx.post(f"{served.url}/_sandbox/envelopes/{envelope_id}/sign")
+
+        (message,) = hooks.wait_for(1)
+        assert message.headers["x-docusign-signature-1"] == expected_signature(message.body)
+        event = message.json()
+        assert event["event"] == "envelope-completed"
+        assert event["data"] == {
+            "accountId": ACCOUNT,
+            "userId": "sandbox-user",
+            "envelopeId": envelope_id,
+        }
+
+
+def test_the_legacy_xml_format_carries_custom_fields_and_local_dates_with_their_offset(
+    listener: tuple[Listener, str],
+) -> None:
+    hooks, hook_url = listener
+    with Served(create_app(connect_url=hook_url, connect_format="xml")) as served:
+        envelope_id = send_contract(envelopes_api(served.url), "006000000000008AAA")
+        httpx.post(
+            f"{served.url}/_sandbox/envelopes/{envelope_id}/sign",
+            json={"signed_at": "2026-12-15T03:30:00Z"},
+        )
+
+        (message,) = hooks.wait_for(1)
+        assert message.headers["content-type"].startswith("text/xml")
+        assert message.headers["x-docusign-signature-1"] == expected_signature(message.body)
+        ns = {"ds": "http://www.docusign.net/API/3.0"}
+        root = ElementTree.fromstring(message.body)
+        assert root.tag == "{http://www.docusign.net/API/3.0}DocuSignEnvelopeInformation"
+        status = root.find("ds:EnvelopeStatus", ns)
+        assert status is not None
+        assert status.findtext("ds:EnvelopeID", namespaces=ns) == envelope_id
+        assert status.findtext("ds:Status", namespaces=ns) == "Completed"
+        # Pacific Standard Time: 03:30 UTC is 19:30 the day before, written without a zone.
+        assert status.findtext("ds:Completed", namespaces=ns) == "2026-12-14T19:30:00.000"
+        assert root.findtext("ds:TimeZoneOffset", namespaces=ns) == "-8"
+        fields = {
+            f.findtext("ds:Name", namespaces=ns): f.findtext("ds:Value", namespaces=ns)
+            for f in status.findall("ds:CustomFields/ds:CustomField", ns)
+        }
+        assert fields == {
+            "opportunity_id": "006000000000008AAA",
+            "deal_id": "deal-006000000000008AAA",
+        }
+        signer = status.find("ds:RecipientStatuses/ds:RecipientStatus", ns)
+        assert signer is not None
+        assert [signer.findtext(f"ds:{n}", namespaces=ns) for n in ("Type", "Status")] == [
+            "Signer",
+            "Completed",
+        ]
+
+
+def test_the_message_format_can_be_switched_at_run_time(
+    listener: tuple[Listener, str],
+) -> None:
+    hooks, hook_url = listener
+    with Served(create_app(connect_url=hook_url)) as served:
+        api = envelopes_api(served.url)
+        for update in ({"format": "xml"}, {"format": "json", "include_data": ["custom_fields"]}):
+            assert httpx.post(f"{served.url}/_sandbox/connect", json=update).status_code == 200
+            envelope_id = send_contract(api)
+            httpx.post(f"{served.url}/_sandbox/envelopes/{envelope_id}/sign")
+        refused = httpx.post(f"{served.url}/_sandbox/connect", json={"include_data": ["nope"]})
+
+        xml, summary = hooks.wait_for(2)
+        assert xml.body.startswith(b"<?xml")
+        assert set(summary.json()["data"]["envelopeSummary"]) >= {"customFields", "status"}
+        assert "recipients" not in summary.json()["data"]["envelopeSummary"]
+        assert refused.status_code == 400
 
 
 def test_connect_retries_with_backoff_until_the_listener_accepts(
@@ -581,7 +663,10 @@ def test_the_envelopes_own_event_notification_gets_the_event_instead_of_the_acco
     ):
         api = envelopes_api(served.url)
         notification = EventNotification(
-            url=hook_url, include_hmac="true", events=["envelope-sent", "envelope-completed"]
+            url=hook_url,
+            include_hmac="true",
+            events=["envelope-sent", "envelope-completed"],
+            event_data=ConnectEventData(format="json", version="restv2.1", include_data=[]),
         )
         envelope_id = send_contract(api, event_notification=notification)
         httpx.post(f"{served.url}/_sandbox/envelopes/{envelope_id}/sign")

@@ -19,7 +19,13 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from integrations.docusign.webhook import is_signed_by_any, parse_event, signature_headers
+from integrations.docusign.webhook import (
+    ConnectMessageError,
+    is_signed_by_any,
+    parse_event,
+    parse_message,
+    signature_headers,
+)
 from integrations.salesforce.webhook import (
     OutboundMessage,
     OutboundMessageError,
@@ -369,6 +375,30 @@ XML_ATTACKS = {
 def test_entity_expansion_and_external_entities_are_refused_by_the_parser(body: bytes) -> None:
     with pytest.raises(OutboundMessageError):
         parse_outbound_message(body)
+
+
+def _as_connect(body: bytes) -> bytes:
+    """The same attack addressed to the Connect listener's XML format."""
+    return body.replace(b"notifications", b"DocuSignEnvelopeInformation").replace(
+        b"OrganizationId", b"EnvelopeID"
+    )
+
+
+@pytest.mark.parametrize("body", list(XML_ATTACKS.values()), ids=list(XML_ATTACKS))
+def test_the_connect_xml_parser_refuses_the_same_attacks(body: bytes) -> None:
+    with pytest.raises(ConnectMessageError):
+        parse_message(_as_connect(body), "xml")
+
+
+@FAST
+@given(body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_connect_xml_body_is_a_message_or_refused_with_its_own_error(body: bytes) -> None:
+    try:
+        message = parse_message(body, "xml")
+    except ConnectMessageError:
+        return
+    message.signature()
+    message.deal_id()
 
 
 def test_deeply_nested_xml_is_refused_or_parsed_without_crashing() -> None:

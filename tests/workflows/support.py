@@ -36,10 +36,6 @@ from qtc.ports import (
     ACT_SEND_FIRST_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
-    SA_ARR,
-    SA_CUSTOMER,
-    SA_PHASE,
-    SA_STAGE,
     BillingCustomer,
     ContractSent,
     ContractVoided,
@@ -56,6 +52,7 @@ from qtc.ports import (
     WriteBackInput,
 )
 from qtc.pricing import reprice_for_signature
+from runtime.search_attributes import SEARCH_ATTRIBUTES
 from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow, workflow_id_for
 
 TEST_SERVER = Path(sys.prefix) / "bin" / "temporal-test-server"
@@ -74,10 +71,8 @@ async def start_test_environment() -> WorkflowEnvironment:
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
             search_attributes={
-                SA_STAGE: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-                SA_CUSTOMER: IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
-                SA_ARR: IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE,
-                SA_PHASE: IndexedValueType.INDEXED_VALUE_TYPE_INT,
+                key.name: IndexedValueType.ValueType(int(key.indexed_value_type))
+                for key in SEARCH_ATTRIBUTES
             },
         )
     )

@@ -54,7 +54,9 @@ from workflows.deal import (
     ACTIVITY_RETRY_POLICY,
     ARR_KEY,
     CUSTOMER_KEY,
+    FIRST_ATTEMPTS_POLICY,
     PATCH_LOCAL_STEPS_AFTER_SIGNATURE,
+    PATCH_VISIBLE_RETRIES,
     PHASE_KEY,
     STAGE_KEY,
     DealWorkflow,
@@ -542,7 +544,8 @@ async def test_non_retryable_vendor_error_parks_the_deal_until_an_operator_resum
 async def test_retryable_vendor_error_that_never_clears_parks_after_bounded_attempts(
     env: WorkflowEnvironment, worker: Worker, fakes: FakeVendors, quote: QuoteFactory, now: datetime
 ) -> None:
-    attempts = ACTIVITY_RETRY_POLICY.maximum_attempts
+    # Two quick attempts, then the full retry budget as a regular activity.
+    attempts = FIRST_ATTEMPTS_POLICY.maximum_attempts + ACTIVITY_RETRY_POLICY.maximum_attempts
     fakes.failures[ACT_SEND_FIRST_INVOICE] = [
         ApplicationError("Stripe answered 503", type=VENDOR_UNAVAILABLE) for _ in range(attempts)
     ]
@@ -622,7 +625,8 @@ async def test_every_stage_change_is_upserted_to_the_search_attributes(
     # the ones carrying the stage.
     patch_markers = [a for a in upserted if a.get(STAGE_KEY) is None]
     assert [a.get(CHANGE_VERSION_KEY) for a in patch_markers] == [
-        [PATCH_LOCAL_STEPS_AFTER_SIGNATURE]
+        [PATCH_VISIBLE_RETRIES],
+        [PATCH_LOCAL_STEPS_AFTER_SIGNATURE, PATCH_VISIBLE_RETRIES],
     ]
     upserted = [a for a in upserted if a.get(STAGE_KEY) is not None]
     assert [attributes.get(STAGE_KEY) for attributes in upserted] == stages(status)
