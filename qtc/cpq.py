@@ -578,6 +578,8 @@ def _sentence(err: ErrorDetails, path: list[int | str]) -> str:
     if kind == "string_pattern_mismatch":
         field = next((p for p in reversed(path) if isinstance(p, str)), "")
         return f"{_PATTERN_HINTS.get(field, 'has the wrong format')}, not {got}"
+    if kind == "tax_id_invalid":
+        return f"{err['msg']}, not {got}"
     if kind == "value_error":
         return f"{ctx.get('error')}, not {got}"
     message = err["msg"]

@@ -12,7 +12,19 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from qtc import tax_ids
 
 
 class Model(BaseModel):
@@ -111,6 +123,33 @@ class Quote(Model):
     uplift_percent: Percent | None = None
     valid_until: date
     lines: list[QuoteLine] = Field(min_length=1, max_length=200)
+
+    @field_validator("account")
+    @classmethod
+    def _tax_id_accepted_by_billing(cls, account: Account) -> Account:
+        """The billing system refuses a tax id of the wrong type or format; by then the contract
+        would be signed, so the quote is refused instead, naming ``type`` or ``value``.
+
+        Checked on the quote, not on ``Account``: a priced quote recorded before this rule must
+        still load from a running deal's history.
+        """
+        tax_id = account.tax_id
+        if tax_id is None:
+            return account
+        problems = tax_ids.check(account.address.country, tax_id.type, tax_id.value)
+        if problems:
+            raise ValidationError.from_exception_data(
+                "Account",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("tax_id_invalid", p.message),
+                        loc=("tax_id", p.field),
+                        input=getattr(tax_id, p.field),
+                    )
+                    for p in problems
+                ],
+            )
+        return account
 
 
 # --- catalog ------------------------------------------------------------------------------

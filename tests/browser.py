@@ -26,7 +26,7 @@ import websockets
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Without the background-networking flags Chromium keeps trying to reach Google's hosts, which this
 # machine's closed network refuses.
-FLAGS = [
+HEADLESS = [
     "--headless",
     "--no-sandbox",
     "--disable-gpu",
@@ -35,9 +35,8 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1600,1100",
-    "--remote-debugging-port=0",
 ]
+FLAGS = [*HEADLESS, "--window-size=1600,1100", "--remote-debugging-port=0"]
 
 
 class Page:

@@ -37,6 +37,7 @@ from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
 from runtime.tracing import configure_tracing
 from workers.compose import build_activities
+from workers.failures import CompactFailures
 from workers.heartbeat import LivenessHeartbeats
 from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow
 
@@ -101,7 +102,7 @@ def build_worker(
         max_cached_workflows=settings.worker_max_cached_workflows,
         max_concurrent_workflow_tasks=settings.worker_max_concurrent_workflow_tasks,
         graceful_shutdown_timeout=timedelta(seconds=settings.worker_graceful_shutdown_s),
-        interceptors=[LivenessHeartbeats()],
+        interceptors=[LivenessHeartbeats(), CompactFailures()],
     )
 
 

@@ -1,7 +1,9 @@
 """The DocuSign emulator's HTTP surface: eSignature REST v2.1, OAuth, and sandbox controls.
 
-REST routes answer like DocuSign, including errors (``{"errorCode", "message"}`` with 400/401/404),
-so the real SDK raises ``ApiException`` with the body a real account would send.
+REST routes answer like DocuSign, including errors (``{"errorCode", "message"}``, 400 for what the
+specification documents as errorDetails, an envelope that does not exist included, and 401 for
+authentication), so the real SDK raises ``ApiException`` with the body a real account would send.
+An envelope id that is not a GUID is ``INVALID_REQUEST_PARAMETER`` before anything is looked up.
 
 OAuth and https. ``ApiClient.request_jwt_user_token`` and ``get_user_info`` always build
 ``https://{oauth_host}/oauth/...``: the SDK cannot be told to use plain HTTP for OAuth. This
@@ -203,9 +205,20 @@ class DocuSignEmulator:
         return info
 
     def _envelope(self, request: Request) -> dict[str, Any]:
-        envelope = self.envelopes.get(request.path_params["envelope_id"])
+        envelope_id = request.path_params["envelope_id"]
+        env.check_envelope_id(envelope_id)
+        envelope = self.envelopes.get(envelope_id)
         if envelope is None:
             raise env.envelope_not_found()
+        return envelope
+
+    def _sandbox_envelope(self, request: Request) -> dict[str, Any]:
+        """An envelope for the sandbox's own routes, which answer a plain 404 when it is missing."""
+        envelope = self.envelopes.get(request.path_params["envelope_id"])
+        if envelope is None:
+            raise DocuSignError(
+                404, "ENVELOPE_DOES_NOT_EXIST", "The sandbox holds no envelope with this id."
+            )
         return envelope
 
     # --- OAuth ------------------------------------------------------------------------------
@@ -309,6 +322,8 @@ class DocuSignEmulator:
     async def list_status_changes(self, request: Request) -> Response:
         query = request.query_params
         wanted_ids = {i for i in query.get("envelope_ids", "").split(",") if i}
+        for envelope_id in wanted_ids:
+            env.check_envelope_id(envelope_id)
         if "from_date" not in query and not wanted_ids:
             raise env.invalid_parameter(
                 "Query parameter 'from_date' must be set to a valid DateTime, or 'envelope_ids' "
@@ -323,7 +338,11 @@ class DocuSignEmulator:
             raise env.invalid_parameter(
                 f"Query parameters must be valid DateTimes and integers ({exc})."
             ) from exc
-        statuses = {s.lower() for s in query.get("status", "").split(",") if s} - {"any"}
+        statuses = {s.lower() for s in query.get("status", "").split(",") if s}
+        unknown = sorted(statuses - env.ENVELOPE_STATUSES)
+        if unknown:
+            raise env.invalid_parameter(f"Invalid value specified for status: {unknown[0]}.")
+        statuses -= {"any"}
         custom_field = query.get("custom_field")
         include = set(query.get("include", "").split(","))
 
@@ -364,7 +383,7 @@ class DocuSignEmulator:
             ask = SignRequest.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
             raise env.invalid_body(str(exc.errors()[0]["msg"])) from exc
-        envelope = self._envelope(request)
+        envelope = self._sandbox_envelope(request)
         if envelope["status"] not in {"sent", "delivered"}:
             raise DocuSignError(
                 409,

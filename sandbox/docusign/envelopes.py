@@ -7,6 +7,7 @@ camelCase names DocuSign uses on the wire, so a view is mostly a copy. Numbers t
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
@@ -73,9 +74,67 @@ def invalid_parameter(detail: str) -> DocuSignError:
     )
 
 
+# DocuSign names envelopes by GUID; anything else in an envelope-id position is a bad parameter.
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# The statuses an envelope can have, which is what ``status=`` may filter on (besides ``any``).
+ENVELOPE_STATUSES = frozenset(
+    {
+        "any",
+        "authoritativecopy",
+        "completed",
+        "correct",
+        "created",
+        "declined",
+        "deleted",
+        "delivered",
+        "sent",
+        "signed",
+        "template",
+        "timedout",
+        "transfercompleted",
+        "voided",
+    }
+)
+# The envelope events an eventNotification may subscribe to, in both of DocuSign's spellings.
+ENVELOPE_EVENT_CODES = frozenset({"sent", "delivered", "completed", "declined", "voided"})
+CONNECT_EVENTS = frozenset(
+    {
+        "envelope-created",
+        "envelope-sent",
+        "envelope-resent",
+        "envelope-delivered",
+        "envelope-completed",
+        "envelope-declined",
+        "envelope-voided",
+        "envelope-corrected",
+        "envelope-purge",
+        "envelope-deleted",
+        "envelope-discard",
+        "recipient-sent",
+        "recipient-autoresponded",
+        "recipient-delivered",
+        "recipient-completed",
+        "recipient-declined",
+        "recipient-authenticationfailed",
+        "recipient-resent",
+        "recipient-reassign",
+        "recipient-finish-later",
+    }
+)
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def check_envelope_id(envelope_id: str) -> None:
+    """DocuSign refuses an envelope id that is not a GUID before it looks anything up."""
+    if not GUID.fullmatch(envelope_id):
+        raise invalid_parameter("Invalid value specified for envelopeId.")
+
+
 def envelope_not_found() -> DocuSignError:
+    # DocuSign's specification documents only 200 and 400 for envelope routes: an envelope that
+    # does not exist is a 400 with this code, not a 404.
     return DocuSignError(
-        404,
+        400,
         "ENVELOPE_DOES_NOT_EXIST",
         "The envelope specified either does not exist or you have no rights to it.",
     )
@@ -248,6 +307,14 @@ def create_envelope(definition: EnvelopeDefinitionIn, now: datetime) -> dict[str
     template = TEMPLATES.get(definition.template_id)
     if template is None:
         raise DocuSignError(400, "TEMPLATE_ID_INVALID", "Invalid template ID.")
+    for offered in definition.template_roles:
+        if offered.email and not EMAIL.fullmatch(offered.email):
+            raise DocuSignError(
+                400,
+                "INVALID_EMAIL_ADDRESS_FOR_RECIPIENT",
+                "The email address for the recipient is invalid. The recipient Id follows.",
+            )
+    _check_event_notification(definition.event_notification)
 
     given = {role.role_name: role for role in definition.template_roles}
     signers: list[dict[str, Any]] = []
@@ -327,6 +394,17 @@ def create_envelope(definition: EnvelopeDefinitionIn, now: datetime) -> dict[str
         envelope["sentDateTime"] = stamp
         envelope["initialSentDateTime"] = stamp
     return envelope
+
+
+def _check_event_notification(notification: EventNotificationIn | None) -> None:
+    if notification is None:
+        return
+    codes = [e.envelope_event_status_code.lower() for e in notification.envelope_events]
+    unknown = [c for c in codes if c not in ENVELOPE_EVENT_CODES] + [
+        e for e in notification.events if e not in CONNECT_EVENTS
+    ]
+    if unknown:
+        raise invalid_body(f"eventNotification: '{unknown[0]}' is not an event DocuSign sends.")
 
 
 def send(envelope: dict[str, Any], now: datetime) -> None:

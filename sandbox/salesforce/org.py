@@ -12,6 +12,7 @@ from typing import Any
 
 from sandbox.common import StateStore
 from sandbox.salesforce.schema import (
+    RECORD_ID,
     SCHEMA,
     Field,
     SObjectType,
@@ -92,6 +93,13 @@ class Org:
         return [r for r in self.table(type_name).values() if include_deleted or not r["IsDeleted"]]
 
     def get(self, type_: SObjectType, record_id_: str) -> Record:
+        if not RECORD_ID.fullmatch(record_id_):
+            # Salesforce reads a path segment that cannot be a record id as an external id field.
+            raise SalesforceError(
+                404,
+                "NOT_FOUND",
+                f"Provided external ID field does not exist or is not accessible: {record_id_}",
+            )
         record = self._find(type_.name, record_id_)
         if record is None:
             raise not_found()

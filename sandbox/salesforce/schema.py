@@ -9,6 +9,7 @@ always use the canonical API name. Number fields are Salesforce doubles, so ``36
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Literal
@@ -28,6 +29,9 @@ FieldType = Literal[
     "currency",
     "boolean",
 ]
+# Record ids are 15 (case-sensitive) or 18 (case-safe) letters and digits.
+RECORD_ID = re.compile(r"[A-Za-z0-9]{15}(?:[A-Za-z0-9]{3})?")
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 STRING_TYPES = frozenset({"id", "string", "email", "textarea", "url", "picklist", "reference"})
 NUMBER_TYPES = frozenset({"double", "percent", "currency"})
 SF_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%f%z"
@@ -267,6 +271,14 @@ def check_value(type_: SObjectType, field_: Field, value: Any) -> Any:
             dt.datetime.fromisoformat(value)
         except ValueError:
             raise _bad_json(field_, "datetime", value) from None
+    if field_.type == "email" and value and not EMAIL.fullmatch(value):
+        raise WriteError(
+            "INVALID_EMAIL_ADDRESS", f"{field_.name}: invalid email address: {value}", [field_.name]
+        )
+    if field_.type in {"reference", "id"} and not RECORD_ID.fullmatch(value):
+        raise WriteError(
+            "MALFORMED_ID", f"{field_.name}: id value of incorrect type: {value}", [field_.name]
+        )
     if field_.picklist is not None and value not in field_.picklist:
         raise WriteError(
             "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST",

@@ -9,8 +9,12 @@ Point the SDK at it in either of the two ways the SDK supports::
     stripe.api_base = "http://127.0.0.1:12111"      # global configuration, StripeObject style
     stripe.Customer.create(email="ap@acme.example")
 
-What it emulates: form-encoded v1 requests exactly as the SDK sends them, parameter names checked
-against the SDK's typed ``*Params`` classes, Stripe's error envelope and status codes, API-key
+What it emulates: form-encoded v1 requests exactly as the SDK sends them, parameter names and enum
+values checked against the SDK's typed ``*Params`` classes (generated from Stripe's OpenAPI
+document), tax ids checked against their type's published format (``qtc.tax_ids``), a missing
+object named in a parameter answered 400 ``resource_missing`` (404 only when the URL names it),
+``expand[]`` limited to what Stripe marks expandable (``expansion``), Stripe's error envelope and
+status codes, API-key
 auth (Bearer or basic), idempotency keys, customers (tax ids, search), products, prices,
 subscriptions, subscription schedules, invoices (draft → open → paid/void, send, preview),
 invoice items and events. Objects carry every field of Stripe's own fixtures.

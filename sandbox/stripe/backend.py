@@ -22,8 +22,9 @@ from typing import Any
 
 import stripe
 
+from qtc import tax_ids
 from sandbox.common import StateStore
-from sandbox.stripe import search, shapes
+from sandbox.stripe import expansion, search, shapes
 from sandbox.stripe.billing import line_amount, period_containing, prorate, shift
 from sandbox.stripe.errors import (
     card_declined,
@@ -62,9 +63,8 @@ KINDS = (
     "invoiceitem",
     "event",
 )
-_TAX_ID_COUNTRY = {"us_ein": "US", "gb_vat": "GB", "ca_bn": "CA", "au_abn": "AU", "ch_vat": "CH"}
-_TAX_ID_FORMAT = {"us_ein": re.compile(r"^\d{2}-?\d{7}$")}
 _INTERVALS = ("day", "week", "month", "year")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _MIXED_PLANS = "Currency and interval fields must match across all plans on this subscription."
 _MAX_INTERVAL_DAYS = {"day": 1, "week": 7, "month": 31, "year": 366}
 # Stripe's test-mode payment methods, so card outcomes can be exercised without card data.
@@ -177,10 +177,12 @@ class StripeBackend:
     def objects(self, kind: str) -> dict[str, dict[str, Any]]:
         return self.data["objects"][kind]
 
-    def get(self, kind: str, object_id: Any, param: str = "id") -> dict[str, Any]:
+    def get(
+        self, kind: str, object_id: Any, param: str = "id", *, in_path: bool | None = None
+    ) -> dict[str, Any]:
         obj = self.objects(kind).get(object_id) if isinstance(object_id, str) else None
         if obj is None:
-            raise resource_missing(kind, str(object_id), param)
+            raise resource_missing(kind, str(object_id), param, in_path=in_path)
         return obj
 
     def find(self, object_id: str) -> dict[str, Any] | None:
@@ -206,14 +208,20 @@ class StripeBackend:
         """A copy of ``obj`` as the API returns it: lines trimmed, ``expand[]`` paths expanded."""
         out = _json_copy(obj)
         if out.get("object") == "invoice":
+            # Kept for the emulator's own look-ups; since API version 2025-03-31 Stripe shows an
+            # invoice's subscription only under ``parent.subscription_details``.
+            out.pop("subscription", None)
             lines = out["lines"]["data"]
             out["lines"]["has_more"] = len(lines) > EMBEDDED_LINES
             out["lines"]["data"] = lines[:EMBEDDED_LINES]
         for path in expand:
-            self._expand(out, path.split("."), 0, path)
+            self._expand(out, None, path.split("."), 0, path)
         return out
 
-    def _expand(self, node: Any, parts: list[str], depth: int, full: str) -> None:
+    def _expand(self, node: Any, cls: type | None, parts: list[str], depth: int, full: str) -> None:
+        """Expand ``parts`` in ``node`` (an object of SDK class ``cls``) as Stripe does: only
+        properties its specification marks expandable, ids replaced by their objects, includable
+        properties added."""
         if depth > 4:
             raise invalid_request(
                 f"You cannot expand more than 4 levels of a property. Property: {full}",
@@ -221,21 +229,55 @@ class StripeBackend:
             )
         if isinstance(node, list):
             for element in node:
-                self._expand(element, parts, depth, full)
+                self._expand(element, cls, parts, depth, full)
             return
         if not isinstance(node, dict) or not parts:
             return
         head, rest = parts[0], parts[1:]
-        if head not in node:
+        object_type = node.get("object") if isinstance(node.get("object"), str) else None
+        if object_type == "list" and head == "data":
+            self._expand(node["data"], cls, rest, depth, full)
+            return
+        cls = expansion.class_of(object_type) or cls
+        prop = expansion.rule(object_type, cls, head)
+        if prop is None:
+            raise invalid_request(f"This property cannot be expanded ({full}).", param="expand")
+        if prop.kind == "includable":
+            node[head] = self._included(node, head)
+        elif head not in node:
             raise invalid_request(f"This property cannot be expanded ({full}).", param="expand")
         value = node[head]
-        if isinstance(value, str):
+        if prop.kind == "expandable" and isinstance(value, str):
             target = self.find(value)
             if target is None:
                 return
             node[head] = self.render(target, [])
             value = node[head]
-        self._expand(value, rest, depth + 1, full)
+        self._expand(value, prop.target, rest, depth + 1, full)
+
+    def _included(self, customer: dict[str, Any], name: str) -> Any:
+        """A customer property Stripe leaves out unless ``expand[]`` names it."""
+        cid = customer["id"]
+        if name == "tax_ids":
+            items = [self.render(t, []) for t in reversed(self.customer_tax_ids(cid))]
+            return shapes.list_object(items, f"/v1/customers/{cid}/tax_ids", False)
+        if name == "subscriptions":
+            subs = [s for s in self.objects("subscription").values() if s["customer"] == cid]
+            items = [self.render(s, []) for s in reversed(subs)]
+            return shapes.list_object(items, f"/v1/customers/{cid}/subscriptions", False)
+        if name == "sources":
+            return shapes.list_object([], f"/v1/customers/{cid}/sources", False)
+        if name == "invoice_credit_balance":
+            return {}
+        if name == "cash_balance":
+            return {
+                "object": "cash_balance",
+                "available": None,
+                "customer": cid,
+                "livemode": False,
+                "settings": {"reconciliation_mode": "automatic", "using_merchant_default": True},
+            }
+        return {"automatic_tax": "not_collecting", "ip_address": None, "location": None}
 
     def list_response(
         self,
@@ -373,6 +415,7 @@ class StripeBackend:
     # --- customers -----------------------------------------------------------------------------
 
     def create_customer(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+        _check_email(p)
         cid = _new_id("cus_", 14)
         prefix = p.get("invoice_prefix") or secrets.token_hex(4).upper()
         cust = shapes.customer(cid, self.now(), p, prefix)
@@ -398,17 +441,20 @@ class StripeBackend:
         return cust
 
     def _validate_tax_id(self, data: dict[str, Any], path: str) -> tuple[str, str]:
+        """Stripe checks every value against its type's format (the type itself is an enum the
+        parameter check has already enforced)."""
         type_, value = data["type"], data["value"]
-        pattern = _TAX_ID_FORMAT.get(type_)
-        if pattern is not None and not pattern.match(value):
+        if not tax_ids.value_is_valid(type_, value):
             raise parameter_invalid(
-                f"{path}[value]", f"Invalid value for {type_}.", "tax_id_invalid"
+                f"{path}[value]" if path else "value",
+                f"Invalid value for {type_}.",
+                "tax_id_invalid",
             )
         return type_, value
 
     def _add_tax_id(self, ctx: Ctx, cust: dict[str, Any], type_: str, value: str) -> dict[str, Any]:
         tid = _new_id("txi_")
-        country = _TAX_ID_COUNTRY.get(type_) or (value[:2].upper() if type_ == "eu_vat" else None)
+        country = tax_ids.country_of_value(type_, value)
         obj = shapes.tax_id(tid, self.now(), cust["id"], type_, value, country)
         self.objects("tax_id")[tid] = obj
         self._emit(ctx, "customer.tax_id.created", obj)
@@ -424,6 +470,7 @@ class StripeBackend:
 
     def update_customer(self, ctx: Ctx, p: dict[str, Any], customer_id: str) -> dict[str, Any]:
         cust = self.get("customer", customer_id)
+        _check_email(p)
         for key in ("email", "name", "phone", "description"):
             if key in p:
                 cust[key] = p[key] or None
@@ -1494,7 +1541,7 @@ class StripeBackend:
         return self.list_response(items, p, "/v1/invoices", expand)
 
     def invoice_lines(self, p: dict[str, Any], inv_id: str, expand: list[str]) -> dict[str, Any]:
-        inv = self.get("invoice", inv_id, "invoice")
+        inv = self.get("invoice", inv_id, "invoice", in_path=True)
         # Lines keep their own order (oldest first), unlike top-level lists.
         return self.list_response(
             list(reversed(inv["lines"]["data"])), p, f"/v1/invoices/{inv_id}/lines", expand
@@ -1712,6 +1759,12 @@ class StripeBackend:
 
         items = [e for e in self.objects("event").values() if keep(e)]
         return self.list_response(items, p, "/v1/events", expand)
+
+
+def _check_email(p: dict[str, Any]) -> None:
+    email = p.get("email")
+    if email and not _EMAIL.fullmatch(email):
+        raise parameter_invalid("email", f"Invalid email address: {email}", "email_invalid")
 
 
 def _created_matches(created: int, condition: Any) -> bool:

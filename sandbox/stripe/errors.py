@@ -85,9 +85,17 @@ def parameter_invalid(
     return invalid_request(message, param=param, code=code)
 
 
-def resource_missing(kind: str, object_id: str, param: str = "id") -> StripeError:
+def resource_missing(
+    kind: str, object_id: str, param: str = "id", *, in_path: bool | None = None
+) -> StripeError:
+    """An object that does not exist: 404 when the URL names it, 400 when a parameter does.
+
+    Stripe answers ``GET /v1/customers/cus_nope`` with 404, but a body that refers to a missing
+    object (``customer=cus_nope`` on a subscription) with 400, naming the parameter.
+    """
+    named_by_url = param == "id" if in_path is None else in_path
     return StripeError(
-        404,
+        404 if named_by_url else 400,
         "invalid_request_error",
         f"No such {kind}: '{object_id}'",
         code="resource_missing",

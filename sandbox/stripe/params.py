@@ -125,8 +125,7 @@ def _coerce(tp: Any, value: Any, path: str, module: str) -> Any:
     if origin is Literal:
         if value in typing.get_args(tp):
             return value
-        choices = ", ".join(repr(a) for a in typing.get_args(tp))
-        raise _Mismatch(invalid_request(f"Invalid {path}: must be one of {choices}", param=path))
+        raise _Mismatch(_not_one_of(path, typing.get_args(tp)))
     if _is_typed_dict(tp):
         return _typed_dict(tp, value, path)
     if origin in (list, typing.List):  # noqa: UP006
@@ -177,9 +176,27 @@ def _scalar(tp: Any, value: str, path: str) -> Any:
     return value
 
 
+def _not_one_of(path: str, choices: tuple[Any, ...]) -> StripeError:
+    """Stripe's answer to a value outside a parameter's enum: it lists the values, naming the
+    parameter (``Invalid tax_exempt: must be one of exempt, none, or reverse``)."""
+    named = [str(c) for c in choices if c != ""] or ['""']
+    head, last = ", ".join(named[:-1]), named[-1]
+    listed = last if not head else f"{head} or {last}" if len(named) == 2 else f"{head}, or {last}"
+    return invalid_request(f"Invalid {path}: must be one of {listed}", param=path)
+
+
 def _union(members: tuple[Any, ...], value: Any, path: str, module: str) -> Any:
+    evaluated = [_eval(m, module) for m in members]
+    enum = tuple(
+        v for m in evaluated if typing.get_origin(m) is Literal for v in typing.get_args(m)
+    )
+    if any(v != "" for v in enum):
+        # The SDK types every enum as ``Literal[...] | str`` so that values a later API version
+        # adds do not break older code; the specification's ``enum`` is the Literal, and Stripe
+        # refuses anything else. (``Literal[''] | str`` is a plain string that "" unsets.)
+        evaluated = [m for m in evaluated if m is not str]
     wanted = "dict" if isinstance(value, dict) else "list" if isinstance(value, list) else "scalar"
-    candidates = [m for m in members if _shape(_eval(m, module)) == wanted]
+    candidates = [m for m in evaluated if _shape(m) == wanted]
     if not candidates:
         raise _Mismatch(invalid_request(f"Invalid value for {path}", param=path))
     # Literal members first: "" (unset) and "now" must not be read as a failed integer.
@@ -192,5 +209,7 @@ def _union(members: tuple[Any, ...], value: Any, path: str, module: str) -> Any:
             if wanted != "scalar":
                 raise
             last = mismatch
+    if enum and all(typing.get_origin(m) is Literal for m in candidates):
+        raise _Mismatch(_not_one_of(path, enum))
     assert last is not None
     raise last

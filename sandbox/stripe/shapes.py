@@ -394,6 +394,7 @@ def schedule(
         "livemode": False,
         "metadata": dict(metadata),
         "object": "subscription_schedule",
+        "pause_schedules": [],
         "phases": phases,
         "released_at": None,
         "released_subscription": None,

@@ -198,3 +198,28 @@ def test_the_one_soql_query_reads_the_account_and_line_items() -> None:
     assert "Account.QTC_Tax_Id__c" in soql
     assert "(SELECT Quantity, Discount, Product2.ProductCode FROM OpportunityLineItems)" in soql
     assert soql.endswith("FROM Opportunity WHERE Id = '006000000000001AAA'")
+
+
+def test_a_malformed_tax_id_in_the_crm_is_refused_naming_the_crm_field() -> None:
+    record = soql_record()
+    record["Account"]["BillingCountryCode"] = "DE"
+    record["Account"]["QTC_Tax_Id_Type__c"] = "eu_vat"
+    record["Account"]["QTC_Tax_Id__c"] = "DE 123"
+
+    with pytest.raises(OpportunityDataError) as caught:
+        quote_from_opportunity(record, FieldMap())
+
+    assert problem_fields(caught.value) == ["Account.QTC_Tax_Id__c"]
+    assert "such as DE123456789" in caught.value.problems[0].message
+    assert "'DE 123'" in caught.value.problems[0].message
+
+
+def test_a_crm_tax_id_type_the_billing_system_does_not_know_is_refused() -> None:
+    record = soql_record()
+    record["Account"]["QTC_Tax_Id_Type__c"] = "vat"
+
+    with pytest.raises(OpportunityDataError) as caught:
+        quote_from_opportunity(record, FieldMap())
+
+    assert problem_fields(caught.value) == ["Account.QTC_Tax_Id_Type__c"]
+    assert "accepts for US (eu_oss_vat, us_ein)" in caught.value.problems[0].message

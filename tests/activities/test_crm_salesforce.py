@@ -257,6 +257,24 @@ def test_a_missing_crm_field_parks_the_deal_naming_the_field(
     assert caught.value.details[0]["fields"] == ["QTC_Signer_Email__c"]
 
 
+def test_a_crm_tax_id_the_billing_system_would_refuse_is_refused_naming_the_field(
+    crm: SalesforceCrm, sf: Salesforce, new_opportunity: Callable[..., str]
+) -> None:
+    opportunity_id = new_opportunity()
+    account_id = sobject(sf, "Opportunity").get(opportunity_id)["AccountId"]
+    sobject(sf, "Account").update(
+        account_id, {"QTC_Tax_Id_Type__c": "us_ein", "QTC_Tax_Id__c": "EIN 12345"}
+    )
+
+    with pytest.raises(ApplicationError) as caught:
+        run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id=opportunity_id))
+
+    assert caught.value.non_retryable
+    assert caught.value.type == errors.VENDOR_INVALID_REQUEST
+    assert "Account.QTC_Tax_Id__c" in caught.value.message
+    assert "12-3456789" in caught.value.message
+
+
 def test_an_unknown_opportunity_is_not_found_and_not_retried(crm: SalesforceCrm) -> None:
     with pytest.raises(ApplicationError) as caught:
         run(crm.read_opportunity, ports.ReadOpportunityInput(opportunity_id="006000000009999AAA"))

@@ -98,6 +98,23 @@ async def test_a_rejected_quote_starts_no_deal_and_lists_every_violation(
     assert missing.status_code == 404
 
 
+async def test_a_malformed_tax_id_starts_no_deal_and_sends_no_contract(
+    api: httpx.AsyncClient, quote: dict[str, Any]
+) -> None:
+    quote["account"]["address"]["country"] = "DE"
+    quote["account"]["tax_id"] = {"type": "eu_vat", "value": "DE 123"}
+
+    response = await api.post("/v1/deals", json={"quote": quote}, headers=SALES)
+
+    assert response.status_code == 422
+    assert [(e["pointer"], e["code"]) for e in response.json()["errors"]] == [
+        ("/account/tax_id/value", "invalid_field")
+    ]
+    assert "DE123456789" in response.json()["errors"][0]["message"]
+    missing = await api.get(f"/v1/deals/deal-{quote['opportunity_id']}", headers=SALES)
+    assert missing.status_code == 404
+
+
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [({}, 401), ({"Authorization": "Bearer nope"}, 401), (DEAL_DESK, 403), (FINANCE, 403)],

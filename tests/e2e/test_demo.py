@@ -11,7 +11,6 @@ import base64
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,11 +25,11 @@ from rich.console import Console
 from runtime.settings import Settings
 from sandbox.demo import Demo, run_demo
 from sandbox.stack import Stack, port_free, temporal_binary
+from tests.browser import CHROMIUM, HEADLESS
 from tests.stack_support import all_ports, stack_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @dataclass
@@ -56,14 +55,7 @@ def _look_at_web_ui(stack: Stack, run: DemoRun) -> None:
     query = quote('QtcStage="completed"')
     url = f"{stack.web_ui_url}/namespaces/default/workflows?query={query}"
     flags = [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
+        *HEADLESS,
         f"--user-data-dir={stack.state_dir / 'chromium'}",
         "--window-size=1600,1000",
         "--virtual-time-budget=15000",

@@ -276,8 +276,13 @@ def test_unknown_envelope_and_foreign_account_are_docusign_errors(emulator: Serv
     api = envelopes_api(emulator.url)
     with pytest.raises(ApiException) as missing:
         api.get_envelope(ACCOUNT, "00000000-0000-0000-0000-000000000000")
-    assert missing.value.status == 404
+    # DocuSign's specification gives envelope routes 200 and 400 only: a missing one is a 400.
+    assert missing.value.status == 400
     assert error_of(missing)["errorCode"] == "ENVELOPE_DOES_NOT_EXIST"
+    with pytest.raises(ApiException) as malformed:
+        api.get_envelope(ACCOUNT, "not-a-guid")
+    assert malformed.value.status == 400
+    assert error_of(malformed)["errorCode"] == "INVALID_REQUEST_PARAMETER"
 
     with pytest.raises(ApiException) as foreign:
         api.get_envelope("someone-elses-account", "00000000-0000-0000-0000-000000000000")

@@ -53,6 +53,8 @@ def test_unknown_object_is_resource_missing(stripe_client: stripe.StripeClient) 
         )
 
     assert caught.value.http_status == 404 and caught.value.code == "resource_missing"
+    # Named in the body rather than the URL, a missing object is a bad request, not a 404.
+    assert referenced.value.http_status == 400 and referenced.value.code == "resource_missing"
     assert referenced.value.param == "customer"
 
 

@@ -15,8 +15,14 @@ from tests.sandbox.conftest import make_stripe_client
 FIXTURES = Path("/work/shared/stripe/fixtures3.json")
 # Keys whose values are free-form maps, not a fixed shape.
 FREE_FORM = {"metadata", "object"}
-# Fields api.stripe.com returns that the fixture leaves out (optional in the OpenAPI spec).
-ALLOWED_EXTRA = {"price_details"}
+# Fields api.stripe.com returns that the fixture leaves out (optional in the OpenAPI spec), and
+# fields of the emulator's API version (the SDK's) newer than the fixture file: the conformance
+# tests check those against the SDK's own model.
+ALLOWED_EXTRA = {"price_details", "pause_schedules"}
+# Fields the fixture file still shows that the emulator's API version no longer sends: since
+# 2025-03-31 an invoice names its subscription under ``parent.subscription_details`` only, and the
+# SDK of the emulator's API version has no ``Invoice.subscription``.
+DROPPED = {"invoice": {"subscription"}}
 
 
 def _kind(value: Any) -> str:
@@ -143,8 +149,12 @@ def test_objects_have_the_fields_and_types_of_stripes_fixtures(
 ) -> None:
     ours = billed_account[resource]
 
-    assert ours["object"] == fixtures[resource]["object"]
-    assert shape_differences(ours, fixtures[resource]) == []
+    reference = {
+        k: v for k, v in fixtures[resource].items() if k not in DROPPED.get(resource, set())
+    }
+
+    assert ours["object"] == reference["object"]
+    assert shape_differences(ours, reference) == []
 
 
 def test_shape_comparison_notices_a_missing_field_and_a_wrong_type(
