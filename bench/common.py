@@ -40,7 +40,7 @@ from qtc.cpq import price_quote
 from qtc.deal import DealStatus
 from qtc.models import PricedQuote
 from runtime.settings import Settings
-from sandbox.stack import Child, Stack, StackError, free_ports
+from sandbox.stack import Child, Stack, StackError, free_ports, port_free
 from service.deals import start_deal
 
 T = TypeVar("T")
@@ -93,13 +93,36 @@ class BenchPorts:
     docusign: int
     provisioning: int
     ironclad: int
+    # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
+    # of free ports here, never the sandbox's default (another stack may hold it).
+    worker_metrics: int
 
     @classmethod
-    def allocate(cls, base: int | None) -> BenchPorts:
+    def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(8)))
-        return cls(*free_ports(8))
+            return cls(*(base + i for i in range(9)))
+        temporal, ui, api, stripe, salesforce, docusign, provisioning, ironclad = free_ports(8)
+        return cls(
+            temporal,
+            ui,
+            api,
+            stripe,
+            salesforce,
+            docusign,
+            provisioning,
+            ironclad,
+            _free_run(workers),
+        )
+
+
+def _free_run(length: int) -> int:
+    """The first of ``length`` consecutive free loopback ports."""
+    for _ in range(50):
+        (first,) = free_ports(1)
+        if all(port_free("127.0.0.1", first + i) for i in range(1, length)):
+            return first
+    raise RuntimeError(f"no {length} consecutive free ports for the workers' metrics")
 
 
 def bench_settings(
@@ -135,6 +158,7 @@ def bench_settings(
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_ironclad_port": ports.ironclad,
         "ironclad_base_url": f"http://{host}:{ports.ironclad}",
+        "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:
         values["worker_max_cached_workflows"] = worker_cache

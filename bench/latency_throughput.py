@@ -494,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging("WARNING", json=False)
     state_dir = Path(tempfile.mkdtemp(prefix="qtc-bench-"))
     settings = bench_settings(
-        BenchPorts.allocate(opts.port_base),
+        BenchPorts.allocate(opts.port_base, opts.workers),
         state_dir,
         worker_cache=opts.worker_cache,
         activity_threads=opts.activity_threads,

@@ -9,12 +9,15 @@ Choices the rules leave open:
 
 - A quantity below 1 is ``invalid_field`` (it is not a quantity at all); a whole quantity outside
   the SKU's ``min_quantity``..``max_quantity`` is ``quantity_out_of_range``.
-- A quote must hold at least one recurring line (``invalid_field`` on ``/lines``): term, billing
-  frequency and uplift describe a subscription, and billing creates one.
+- A quote with only one-time lines is a services order: one invoice, no subscription. Its term,
+  billing frequency and uplift are still checked against the policy (the term dates it).
 - A SKU without a price in the quote currency is ``currency_not_supported`` on its line's ``sku``;
   so is a required SKU that cannot be sold in that currency (reported on the line requiring it).
-- Two lines with the same SKU: the second is ``duplicate_sku``. Mutually exclusive SKUs are
-  reported once, on the later line, whichever of the two names the exclusion.
+- Two lines with the same SKU: the second is ``duplicate_sku``, and every other rule still runs
+  on it (quantity, discount, currency, requirements, exclusions), so one rejection lists
+  everything to fix.
+  Mutually exclusive SKUs are reported once, on the later line, whichever of the two names the
+  exclusion.
 - JSON objects with a repeated key, ``NaN``/``Infinity``, input over ``MAX_QUOTE_BYTES``, non-UTF-8
   bytes and JSON that is not an object are ``invalid_field`` on the whole document (pointer
   ``""``). Numbers with a fraction are read as ``Decimal``, never as ``float``.
@@ -115,7 +118,7 @@ def price_quote(
         requested_start=parsed.start,
         uplift_percent=uplift,
     )
-    lines = [line.priced(parsed.currency) for line in resolved.lines]
+    lines = [line.priced(parsed.currency) for line in resolved.lines if not line.duplicate]
     try:
         schedule = price_schedule(lines, terms, signed_at)
     except (OverflowError, ValueError) as exc:
@@ -179,6 +182,8 @@ class _Line:
     pointer: str  # where a problem with the line is reported; a requirer's line for auto-added
     auto_added: bool = False
     reason: str | None = None
+    # A second line of a SKU: checked against every rule, never priced (the quote is rejected).
+    duplicate: bool = False
 
     def priced(self, currency: str) -> PricedLine:
         return PricedLine(
@@ -278,12 +283,10 @@ def _resolve_lines(quote: Quote, catalog: Catalog, *, currency_sold: bool) -> _R
     result = _Resolved(lines=[], violations=[], adjustments=[], approvals=[])
     currency = quote.currency
     first_line: dict[str, int] = {}
-    all_known = True
     for i, quote_line in enumerate(quote.lines):
         pointer = f"/lines/{i}"
         sku = catalog.sku(quote_line.sku)
         if sku is None:
-            all_known = False
             result.violations.append(
                 Violation(
                     pointer=f"{pointer}/sku",
@@ -292,7 +295,8 @@ def _resolve_lines(quote: Quote, catalog: Catalog, *, currency_sold: bool) -> _R
                 )
             )
             continue
-        if sku.code in first_line:
+        duplicate = sku.code in first_line
+        if duplicate:
             result.violations.append(
                 Violation(
                     pointer=f"{pointer}/sku",
@@ -301,8 +305,8 @@ def _resolve_lines(quote: Quote, catalog: Catalog, *, currency_sold: bool) -> _R
                     "put its whole quantity on one line",
                 )
             )
-            continue
-        first_line[sku.code] = i
+        else:
+            first_line[sku.code] = i
         if not sku.min_quantity <= quote_line.quantity <= sku.max_quantity:
             result.violations.append(
                 Violation(
@@ -342,19 +346,17 @@ def _resolve_lines(quote: Quote, catalog: Catalog, *, currency_sold: bool) -> _R
                 )
             )
         result.lines.append(
-            _Line(sku=sku, quantity=quote_line.quantity, discount=discount, pointer=pointer)
+            _Line(
+                sku=sku,
+                quantity=quote_line.quantity,
+                discount=discount,
+                pointer=pointer,
+                duplicate=duplicate,
+            )
         )
 
     _attach_required(result, catalog, currency, currency_sold=currency_sold)
     _check_exclusions(result)
-    if all_known and not any(line.sku.kind == "recurring" for line in result.lines):
-        result.violations.append(
-            _invalid(
-                "/lines",
-                "a quote needs at least one recurring line: term, billing "
-                "frequency and uplift describe a subscription",
-            )
-        )
     return result
 
 
@@ -408,6 +410,8 @@ def _attach_required(
 def _check_exclusions(result: _Resolved) -> None:
     for j, later in enumerate(result.lines):
         for earlier in result.lines[:j]:
+            if earlier.sku.code == later.sku.code:
+                continue  # a repeated SKU is a duplicate, not an exclusion
             if later.sku.code in earlier.sku.excludes or earlier.sku.code in later.sku.excludes:
                 what = f"{later.sku.code} ({later.reason})" if later.auto_added else later.sku.code
                 result.violations.append(

@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from qtc.amendments import PricedAmendment
 from qtc.models import Account, FeatureValue, Model, PricedQuote, ScheduledInvoice, renamed_from
 
 Phase = Literal[1, 2, 3]
@@ -62,7 +63,24 @@ def deal_id_for(opportunity_id: str) -> str:
 # --- workflow input, signals, query ----------------------------------------------------------
 
 
+class AmendmentTerms(Model):
+    """What an amendment deal carries about the deal it amends, read when it was started."""
+
+    original_deal_id: str
+    # The original's priced quote as signed: its terms and periods govern the amendment.
+    original: PricedQuote
+    # The amendment as priced when its deal started; re-dated to its own signature.
+    amendment: PricedAmendment
+    # The original's billing records: the amendment bills the same customer and changes the
+    # same subscription, never a second one.
+    billing_customer_id: str
+    billing_subscription_id: str | None = None
+    billing_schedule_id: str | None = None
+
+
 class DealInput(Model):
+    # For an amendment deal: ``qtc.amendments.amendment_deal_quote`` of the original and the
+    # amendment (the contract after it, under the amendment's quote and opportunity).
     priced: PricedQuote
     phase: Phase = 3
     started_by: str | None = None
@@ -74,6 +92,11 @@ class DealInput(Model):
     # The CRM the opportunity lives in (``salesforce``, ``hubspot``), as the starter's settings
     # say; shown in the status. None for deals started before it was recorded.
     crm: str | None = None
+    # Set for an amendment deal: it bills the original's customer and subscription.
+    amends: AmendmentTerms | None = None
+    # QTC_TAX=on when the deal started: the invoice a finance reviewer sees comes with the tax
+    # the billing system would add.
+    tax: bool = False
     # Run every step as a regular activity, never local (``QTC_DEAL_STEPS=remote``): more work
     # for the Temporal server per deal, every attempt visible in the Web UI from the first.
     remote_steps: bool = False
@@ -204,4 +227,20 @@ class DealStatus(Model):
     last_error: DealError | None = None
     invoice_sent_at: datetime | None = None
     notes: list[DealNote] = Field(default_factory=list)
+    # The first invoice as the billing system issued it: what the customer owes (tax included),
+    # the tax it computed (prices are net of tax) and the amount before tax. None before it is
+    # sent, and the tax figures None where no tax was reported.
+    invoice_total_minor: int | None = None
+    invoice_tax_minor: int | None = None
+    invoice_total_excluding_tax_minor: int | None = None
+    # With tax on, the tax and total the billing system would charge for ``invoice_preview``,
+    # asked before a finance review. None otherwise.
+    invoice_preview_tax_minor: int | None = None
+    invoice_preview_total_minor: int | None = None
+    # The priced quote re-dated to the signature: what was signed, and what an amendment is
+    # priced against. None before the signature (and in statuses recorded before it was kept).
+    priced_quote: PricedQuote | None = None
+    # An amendment deal: the deal it amends, and the amendment as priced at its signature.
+    amends: str | None = None
+    priced_amendment: PricedAmendment | None = None
     corrections: list[Correction] = Field(default_factory=list)

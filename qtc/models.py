@@ -48,7 +48,7 @@ Percent = Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
 BillingFrequency = Literal["monthly", "quarterly", "annual"]
 BillingAnchor = Literal["start", "first_of_month"]
 SkuKind = Literal["recurring", "one_time"]
-InvoiceLineKind = Literal["recurring", "one_time", "stub"]
+InvoiceLineKind = Literal["recurring", "one_time", "stub", "proration"]
 PriceStatus = Literal["ok", "needs_approval"]
 
 PERIOD_MONTHS: dict[str, int] = {"monthly": 1, "quarterly": 3, "annual": 12}
@@ -295,5 +295,8 @@ class Violation(Model):
         "uplift_out_of_policy",
         "payment_terms_not_allowed",
         "quote_expired",
+        "amendment_outside_term",
+        "amendment_field_not_allowed",
+        "original_not_billed",
     ]
     message: str

@@ -15,11 +15,14 @@ from qtc import errors
 from qtc.deal import DealError, DealStatus
 from qtc.money import format_minor
 from qtc.ports import (
+    ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_MARK_CLOSED_WON,
+    ACT_PREVIEW_INVOICE_TAX,
     ACT_PROVISION_PRODUCT,
     ACT_READ_OPPORTUNITY,
+    ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
     ACT_VOID_CONTRACT,
@@ -36,6 +39,9 @@ STEP_SYSTEMS: dict[str, str] = {
     ACT_CREATE_BILLING_CUSTOMER: "billing",
     ACT_CREATE_SUBSCRIPTION: "billing",
     ACT_SEND_FIRST_INVOICE: "billing",
+    ACT_AMEND_SUBSCRIPTION: "billing",
+    ACT_SEND_AMENDMENT_INVOICE: "billing",
+    ACT_PREVIEW_INVOICE_TAX: "billing",
     ACT_PROVISION_PRODUCT: "product_backend",
 }
 # One line per step, shown as the activity's summary in the Web UI's event history.
@@ -49,6 +55,9 @@ STEP_SUMMARIES: dict[str, str] = {
     ACT_CREATE_SUBSCRIPTION: "Create the subscription priced as the quote",
     ACT_SEND_FIRST_INVOICE: "Send the first invoice, reconciled with the quote",
     ACT_PROVISION_PRODUCT: "Switch on the signed features in the product",
+    ACT_AMEND_SUBSCRIPTION: "Change the original's subscription from the next period",
+    ACT_SEND_AMENDMENT_INVOICE: "Send the amendment invoice, reconciled with the amendment",
+    ACT_PREVIEW_INVOICE_TAX: "Ask billing for the tax on the invoice under review",
 }
 
 _RETRYABLE = frozenset({errors.VENDOR_UNAVAILABLE, errors.VENDOR_RATE_LIMITED})

@@ -18,6 +18,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Protocol, runtime_checkable
 
+from pydantic import Field
+
+from qtc.amendments import PricedAmendment
 from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
 
 # Search attributes: the names are defined here once; ``runtime.search_attributes`` turns them into
@@ -44,6 +47,9 @@ ACT_CREATE_BILLING_CUSTOMER = "create_billing_customer"
 ACT_CREATE_SUBSCRIPTION = "create_subscription"
 ACT_SEND_FIRST_INVOICE = "send_first_invoice"
 ACT_PROVISION_PRODUCT = "provision_product"
+ACT_AMEND_SUBSCRIPTION = "amend_subscription"
+ACT_SEND_AMENDMENT_INVOICE = "send_amendment_invoice"
+ACT_PREVIEW_INVOICE_TAX = "preview_invoice_tax"
 
 
 class ReadOpportunityInput(Model):
@@ -123,7 +129,8 @@ class SubscriptionCreated(Model):
 class SendInvoiceInput(Model):
     deal_id: str
     customer_id: str
-    subscription_id: str
+    # None for a services order (one-time lines only): it has no subscription.
+    subscription_id: str | None = None
     priced: PricedQuote
 
 
@@ -131,8 +138,58 @@ class InvoiceSent(Model):
     invoice_id: str
     number: str | None = None
     invoice_url: str | None = renamed_from("hosted_invoice_url")
+    # What the customer owes, tax included when the billing system computed tax.
     total_minor: int
     status: str
+    # Tax the billing system added (prices are net of tax), the amount before it, and why it
+    # applied (``standard_rated``, ``reverse_charge``, ``not_collecting``...). None in results
+    # recorded before tax was reported.
+    tax_minor: int | None = None
+    total_excluding_tax_minor: int | None = None
+    tax_reasons: list[str] | None = None
+
+
+class AmendSubscriptionInput(Model):
+    deal_id: str  # the amendment deal
+    original_deal_id: str
+    customer_id: str
+    subscription_id: str | None = None
+    schedule_id: str | None = None
+    # The original as signed, and the amendment as priced at its signature.
+    original: PricedQuote
+    amendment: PricedAmendment
+
+
+class SubscriptionAmended(Model):
+    subscription_id: str | None = None
+    schedule_id: str | None = None
+    # The first day the new quantities are billed (the end of the current period); None when
+    # the amendment adds no recurring line and the subscription is left as it was.
+    changed_from: date | None = None
+
+
+class SendAmendmentInvoiceInput(Model):
+    deal_id: str  # the amendment deal
+    original_deal_id: str
+    customer_id: str
+    # ``qtc.amendments.amendment_deal_quote``: ``invoices[0]`` is the amendment invoice.
+    priced: PricedQuote
+
+
+class PreviewTaxInput(Model):
+    deal_id: str
+    customer_id: str
+    # ``priced.invoices[0]`` is the invoice (net of tax) about to be reviewed.
+    priced: PricedQuote
+
+
+class TaxPreview(Model):
+    """What the billing system would charge for the invoice: its tax and total."""
+
+    tax_minor: int
+    total_excluding_tax_minor: int
+    total_minor: int
+    tax_reasons: list[str] = Field(default_factory=list)
 
 
 class ProvisionInput(Model):
@@ -190,6 +247,21 @@ class Billing(Protocol):
     def create_subscription(self, input: CreateSubscriptionInput) -> SubscriptionCreated: ...
 
     def send_first_invoice(self, input: SendInvoiceInput) -> InvoiceSent: ...
+
+    def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
+        """Change the original's subscription from the end of the current period on to the
+        quantities after the amendment (idempotent: the change is absolute, not a delta)."""
+        ...
+
+    def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        """The tax the billing system would add to the invoice (nothing is created); asked only
+        when tax is on, for the invoice a finance reviewer is about to approve."""
+        ...
+
+    def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:
+        """Issue, reconcile and send the amendment invoice (proration and one-time lines) to
+        the original's customer, once."""
+        ...
 
 
 class ProductBackend(Protocol):

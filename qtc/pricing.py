@@ -124,7 +124,9 @@ def price_schedule(lines: list[PricedLine], terms: Terms, signed_at: datetime) -
             first_lines.append(_period_item(line, periods[0], year=0))
     first_period = (start, term_start) if has_stub else periods[0]
     invoices = [_invoice(start, first_period, first_lines)]
-    for index, period in enumerate(periods):
+    # A services order (one-time lines only) has no subscription: its one invoice is the first.
+    recurring = any(line.kind == "recurring" for line in priced)
+    for index, period in enumerate(periods if recurring else []):
         if index == 0 and not has_stub:
             continue
         year = index * period_months // 12

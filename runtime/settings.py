@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     esign: Literal["docusign", "ironclad"] = "docusign"
     billing: Literal["stripe"] = "stripe"
     erp: Literal["none"] = "none"
+    # on: the billing system computes tax on every invoice (Stripe Tax's automatic_tax); prices
+    # stay net of tax and invoices are reconciled on their amount excluding tax.
+    tax: Literal["off", "on"] = "off"
     catalog: Path = Path("catalog.toml")
     state_dir: Path = Path(".qtc")
     log_level: str = "INFO"

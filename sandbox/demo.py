@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,11 @@ class DemoDeal:
     invoice_approved: bool = False
     # The stack variant whose API starts the deal (its worker's settings differ), or the main one.
     variant: str | None = None
+    # Signed this many days ago (the e-signature emulator back-dates the signature), so the deal
+    # is mid-term today.
+    signed_days_ago: int = 0
+    # An amendment: the example file of the deal it amends, started once that one is billed.
+    amends: str | None = None
 
     @property
     def done(self) -> bool:
@@ -81,6 +86,13 @@ DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
         "SIM + summary",
     ),
     ("rejected by CPQ", "quote-rejected.json", 3, "rejected", "default SIM"),
+    (
+        "services order: one invoice, no subscription",
+        "quote-services.json",
+        3,
+        "completed",
+        "default SIM",
+    ),
 )
 # Deals whose contract goes through Ironclad: started through the ``ironclad`` variant's API.
 IRONCLAD = Variant("ironclad", {"esign": "ironclad"})
@@ -93,6 +105,11 @@ CONNECT_FORMATS: dict[str, dict[str, Any]] = {
     "SIM + summary": {"format": "json", "include_data": ["custom_fields", "recipients"]},
     "legacy XML": {"format": "xml"},
 }
+# A monthly deal signed five weeks ago, and an amendment signed today: ten more seats from today
+# to the end of the term, prorated on one invoice to the same customer.
+AMENDED_DEAL = ("signed 5 weeks ago, then amended", "quote-amendable.json", 3, "completed")
+AMENDMENT = ("amendment: +10 seats mid-term", "amendment-seats.json", 3, "completed")
+AMENDED_SIGNED_DAYS_AGO = 35
 
 
 class DemoError(RuntimeError):
@@ -128,12 +145,22 @@ class Demo:
                 base_url=f"http://{ironclad.api_host}:{ironclad.api_port}", timeout=10
             )
             self.deals += [DemoDeal(*spec, variant=IRONCLAD.name) for spec in IRONCLAD_DEALS]
+        self.amendment_check = ""
+        self.deals.append(DemoDeal(*AMENDED_DEAL, signed_days_ago=AMENDED_SIGNED_DAYS_AGO))
+        self.deals.append(DemoDeal(*AMENDMENT, amends=AMENDED_DEAL[1]))
+        self.stripe = httpx.Client(
+            base_url=f"http://{settings.sandbox_host}:{settings.sandbox_stripe_port}",
+            auth=(settings.stripe_api_key.get_secret_value(), ""),
+            timeout=10,
+        )
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
     def start_deals(self) -> None:
         for deal in self.deals:
+            if deal.amends is not None:
+                continue  # started once the deal it amends has been billed
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
             api = self.api
             if deal.variant is not None:
@@ -153,8 +180,32 @@ class Demo:
             else:
                 deal.problem = f"POST /v1/deals answered {response.status_code}: {response.text}"
 
+    def _start_amendment(self, deal: DemoDeal) -> None:
+        original = next(d for d in self.deals if d.example == deal.amends)
+        if original.problem is not None or original.stage in TERMINAL_STAGES - {"completed"}:
+            deal.problem = f"the deal it amends ended {original.problem or original.stage}"
+            return
+        if original.stage != "completed" or original.deal_id is None:
+            return
+        amendment = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+        response = self.api.post(
+            f"/v1/deals/{original.deal_id}/amendments",
+            json={"quote": amendment, "phase": deal.phase},
+            headers=self._auth(SALES),
+        )
+        if response.is_success:
+            deal.deal_id = response.json()["deal_id"]
+            deal.stage = "started"
+        else:
+            deal.problem = (
+                f"POST /v1/deals/{original.deal_id}/amendments answered "
+                f"{response.status_code}: {response.text}"
+            )
+
     def _advance(self, deal: DemoDeal) -> None:
         """Read the deal's status and play the outside world's next move for its stage."""
+        if deal.deal_id is None and deal.amends is not None and not deal.done:
+            self._start_amendment(deal)
         if deal.deal_id is None or deal.done:
             return
         response = self.api.get(f"/v1/deals/{deal.deal_id}", headers=self._auth(SALES))
@@ -172,8 +223,12 @@ class Demo:
             deal.quote_approved = True
         elif deal.stage == "awaiting_signature" and not deal.signed and deal.status["envelope_id"]:
             contract = deal.status["envelope_id"]
+            when: dict[str, str] = {}
+            if deal.signed_days_ago:
+                moment = datetime.now(UTC) - timedelta(days=deal.signed_days_ago)
+                when = {"signed_at": moment.isoformat()}
             if deal.status.get("esign") == "ironclad":
-                signed = self.ironclad.post(f"/_sandbox/workflows/{contract}/sign")
+                signed = self.ironclad.post(f"/_sandbox/workflows/{contract}/sign", json=when)
             else:
                 # The message is built when the envelope is signed, in the format configured then.
                 configured = self.docusign.post(
@@ -182,7 +237,7 @@ class Demo:
                 if not configured.is_success:
                     deal.problem = f"Connect format: {configured.status_code} {configured.text}"
                     return
-                signed = self.docusign.post(f"/_sandbox/envelopes/{contract}/sign")
+                signed = self.docusign.post(f"/_sandbox/envelopes/{contract}/sign", json=when)
             if signed.is_success:
                 deal.signed = True
             else:
@@ -243,7 +298,36 @@ class Demo:
                 live.update(self.progress())
                 time.sleep(0.2)
             live.update(self.progress())
+        self.check_amendment()
         return all(d.stage == d.expected and d.problem is None for d in self.deals)
+
+    def check_amendment(self) -> None:
+        """What finance would check: the amendment invoice went to the original's customer with
+        the proration on it, and the next regular invoice carries the new quantity."""
+        amendment = next(d for d in self.deals if d.amends is not None)
+        original = next(d for d in self.deals if d.example == amendment.amends)
+        if amendment.stage != "completed" or amendment.problem:
+            return
+        customer = original.status.get("billing_customer_id")
+        invoice = self.stripe.get(f"/v1/invoices/{amendment.status['billing_invoice_id']}").json()
+        kinds = {line["metadata"].get("qtc_kind") for line in invoice["lines"]["data"]}
+        upcoming = self.stripe.post(
+            "/v1/invoices/create_preview",
+            data={"subscription": original.status.get("billing_subscription_id") or ""},
+        ).json()
+        quantities = [line.get("quantity") for line in upcoming.get("lines", {}).get("data", [])]
+        priced = amendment.status.get("priced_amendment") or {}
+        after = [line["quantity_after"] for line in priced.get("lines", [])]
+        self.amendment_check = (
+            f"amendment invoice {invoice.get('number')} to {invoice.get('customer')} "
+            f"({'the original customer' if invoice.get('customer') == customer else 'ANOTHER'}), "
+            f"{format_minor(invoice.get('total', 0), invoice.get('currency', 'usd'))} of "
+            f"{', '.join(sorted(k for k in kinds if k))}; next invoice bills {quantities} seats"
+        )
+        if invoice.get("customer") != customer or kinds != {"proration"}:
+            amendment.problem = f"amendment billed wrongly: {self.amendment_check}"
+        elif quantities != after:
+            amendment.problem = f"next invoice bills {quantities}, not {after}"
 
     def _configure_connect(self) -> None:
         """Point the DocuSign emulator's Connect listener at this API's webhook."""
@@ -266,6 +350,7 @@ class Demo:
             "subscription",
             "invoice",
             "first invoice",
+            "tax",
             "provisioned flags",
             "signature -> invoice",
         ):
@@ -278,6 +363,8 @@ class Demo:
                 if first.get("total_minor") is not None
                 else "-"
             )
+            tax = s.get("invoice_tax_minor")
+            tax_shown = format_minor(tax, s.get("currency", "usd")) if tax else "-"
             flags = s.get("provisioned_features") or {}
             outcome = deal.problem or deal.stage
             if deal.stage == "rejected":
@@ -291,6 +378,7 @@ class Demo:
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
                 total,
+                tax_shown,
                 _flags(flags),
                 _seconds_to_invoice(s),
             )
@@ -344,6 +432,10 @@ def run_demo(
         return 1
     if keep_up is None:
         keep_up = sys.stdin.isatty() and sys.stdout.isatty()
+    if "tax" not in settings.model_fields_set:
+        # The demo shows Stripe Tax at work (a GB customer pays 20 % VAT, an EU business with a
+        # VAT id is reverse charged) unless QTC_TAX says otherwise.
+        settings = settings.model_copy(update={"tax": "on"})
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.
@@ -360,6 +452,8 @@ def run_demo(
         demo = Demo(settings, examples, console, stack=stack)
         ok = demo.run()
         console.print(demo.results())
+        if demo.amendment_check:
+            console.print(f"Amendment: {demo.amendment_check}")
         console.print(demo.where_to_look(stack.web_ui_url))
         if after_run is not None:
             after_run(stack, demo)

@@ -40,6 +40,7 @@ from qtc import deal as contract
 from qtc import ports
 from qtc.deal import (
     AccountCorrection,
+    AmendmentTerms,
     Cancel,
     DealInput,
     DealStatus,
@@ -237,6 +238,7 @@ async def start_deal(
     *,
     phase: Phase,
     started_by: str,
+    amends: AmendmentTerms | None = None,
 ) -> StartResult:
     """Start the deal for a priced quote, or join the one already running for its opportunity.
 
@@ -252,6 +254,7 @@ async def start_deal(
         priced: The priced quote; it travels in the workflow input.
         phase: Rollout phase (1, 2 or 3).
         started_by: Who asked (a person or a webhook name), recorded on the deal.
+        amends: For an amendment deal (``service.amendments``): the deal it amends.
 
     Returns:
         The deal id and whether this call created the deal (``False``: it already existed with
@@ -278,6 +281,8 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    amends=amends,
+                    tax=settings.tax == "on",
                     remote_steps=settings.deal_steps == "remote",
                 ),
                 id=deal_id,

@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from qtc import deal as contract
 from qtc import ports
+from qtc.amendments import PricedAmendment, amendment_to_json
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, violations_to_json
 from qtc.deal import DealStatus, InvoiceReview, MarkLost, Phase, Resume, Stage
@@ -44,6 +45,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from runtime.temporal import connect
 from service import deals
+from service.amendments import start_amendment
 
 EXIT_FAILED = 1
 EXIT_REJECTED = 2
@@ -243,6 +245,59 @@ def start(
         ),
     )
     _print_started(result, priced, json_output)
+
+
+@app.command("amend")
+def amend(
+    original: Annotated[str, typer.Argument(help="The deal amended (deal-<opportunity id>).")],
+    file: Annotated[Path, typer.Argument(help="Amendment JSON file (docs/architecture.md).")],
+    phase: PhaseOption = 3,
+    json_output: JsonOption = False,
+    catalog: CatalogOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Price the amendment FILE against the billed deal ORIGINAL and start its deal: its own
+    contract and signature, then the same billing customer, the subscription changed from the
+    next period and the amendment invoice sent at once."""
+    settings = get_settings()
+    try:
+        with file.open("rb") as handle:
+            raw = handle.read(MAX_QUOTE_BYTES + 1)
+    except OSError as exc:
+        _exit(f"cannot read {file}: {exc.strerror or exc}")
+    products = _load_catalog(catalog, settings)
+    target = _deal_id(original)
+
+    async def work(client: Client) -> tuple[deals.StartResult, PricedAmendment] | QuoteRejected:
+        try:
+            return await start_amendment(
+                client,
+                settings,
+                target,
+                raw,
+                products,
+                phase=cast(Phase, phase),
+                started_by=_actor(actor),
+            )
+        except QuoteRejected as exc:
+            return exc
+
+    outcome = _run(settings, work)
+    if isinstance(outcome, QuoteRejected):
+        _reject(outcome, json_output)
+    result, priced = outcome
+    if json_output:
+        _echo_json(
+            {**result.model_dump(mode="json"), "priced_amendment": amendment_to_json(priced)}
+        )
+        return
+    verb = "started" if result.created else "already running (joined)"
+    typer.echo(
+        f"{result.deal_id} {verb}: amends {target}, amendment invoice "
+        f"{format_minor(priced.first_invoice_total_minor, priced.currency)} if signed today"
+    )
+    if priced.status == "needs_approval":
+        typer.echo("the amendment needs deal-desk approval before the contract is sent")
 
 
 @app.command("start-from-crm")
@@ -457,6 +512,11 @@ def review_list(json_output: JsonOption = False) -> None:
         )
         if item.invoice_preview is not None:
             console.print(_invoice_table(item.invoice_preview, item.currency))
+        if item.invoice_preview_total_minor is not None:
+            console.print(
+                f"with tax: {format_minor(item.invoice_preview_total_minor, item.currency)} "
+                f"(tax {format_minor(item.invoice_preview_tax_minor or 0, item.currency)})"
+            )
 
 
 def _review_row(item: DealStatus) -> dict[str, Any]:
@@ -471,6 +531,9 @@ def _review_row(item: DealStatus) -> dict[str, Any]:
         "invoice_preview": (
             item.invoice_preview.model_dump(mode="json") if item.invoice_preview else None
         ),
+        "invoice_preview_tax_minor": item.invoice_preview_tax_minor,
+        "invoice_preview_total_minor": item.invoice_preview_total_minor,
+        "amends": item.amends,
     }
 
 
@@ -540,6 +603,23 @@ def _print_status(item: DealStatus) -> None:
     console.print(history)
     if item.invoice_preview is not None:
         console.print(_invoice_table(item.invoice_preview, item.currency))
+    if item.invoice_preview_total_minor is not None:
+        console.print(
+            f"Under review, with tax: total "
+            f"{format_minor(item.invoice_preview_total_minor, item.currency)} (tax "
+            f"{format_minor(item.invoice_preview_tax_minor or 0, item.currency)})"
+        )
+    if item.invoice_total_minor is not None:
+        net = item.invoice_total_excluding_tax_minor
+        console.print(
+            f"Invoice as issued: total {format_minor(item.invoice_total_minor, item.currency)}"
+            + (
+                f" (excluding tax {format_minor(net, item.currency)}, tax "
+                f"{format_minor(item.invoice_tax_minor or 0, item.currency)})"
+                if net is not None
+                else ""
+            )
+        )
     if item.last_error is not None:
         error = item.last_error
         console.print(

@@ -16,10 +16,18 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from qtc.amendments import (
+    PricedAmendment,
+    amendment_to_json,
+    is_amendment,
+    original_from_json,
+    parse_amendment,
+    price_amendment,
+)
 from qtc.catalog import load_catalog
 from qtc.cpq import MAX_QUOTE_BYTES, price_quote, priced_to_json, violations_to_json
 from qtc.errors import CatalogError, QuoteRejected
-from qtc.models import PricedQuote, Violation
+from qtc.models import Catalog, PricedQuote, Violation
 from qtc.money import format_minor
 from runtime.settings import get_settings
 
@@ -56,14 +64,31 @@ def price(
             "Without an offset it is taken as UTC.",
         ),
     ] = None,
+    original: Annotated[
+        Path | None,
+        typer.Option(
+            "--original",
+            help="For an amendment: the original's priced quote as signed (what `qtc deal "
+            "status ID --json` shows under priced_quote).",
+        ),
+    ] = None,
 ) -> None:
-    """Price FILE: lines, invoice schedule, totals, adjustments and approvals needed."""
+    """Price FILE: lines, invoice schedule, totals, adjustments and approvals needed.
+
+    With --original, FILE is an amendment co-termed with that original: the proration invoice,
+    the contract's later invoices after it and the MRR, ARR and TCV deltas.
+    """
     signature = _signature_time(signed_at)
     raw = _read_quote(file)
     try:
         products = load_catalog(catalog or get_settings().catalog)
     except CatalogError as exc:
         _fail(str(exc))
+    if original is None and _looks_like_amendment(raw):
+        _fail(f"{file} amends a deal: give the original's priced quote with --original")
+    if original is not None:
+        _price_amendment(file, raw, _read_quote(original), products, signature, json_output)
+        return
     try:
         priced = price_quote(raw, products, signature)
     except QuoteRejected as exc:
@@ -75,6 +100,38 @@ def price(
         typer.echo(json.dumps(priced_to_json(priced), indent=2))
     else:
         _print_priced(priced)
+
+
+def _price_amendment(
+    file: Path,
+    raw: bytes,
+    original_raw: bytes,
+    products: Catalog,
+    signature: datetime,
+    json_output: bool,
+) -> None:
+    try:
+        original = original_from_json(original_raw, products)
+    except QuoteRejected as exc:
+        _fail(f"--original is not a priced quote: {exc}")
+    try:
+        priced = price_amendment(parse_amendment(raw), original, products, signature)
+    except QuoteRejected as exc:
+        typer.echo(json.dumps(violations_to_json(exc.violations), indent=2))
+        if not json_output:
+            _print_violations(file, exc.violations)
+        raise typer.Exit(EXIT_REJECTED) from exc
+    if json_output:
+        typer.echo(json.dumps(amendment_to_json(priced), indent=2))
+    else:
+        _print_amendment(priced)
+
+
+def _looks_like_amendment(raw: bytes) -> bool:
+    try:
+        return is_amendment(json.loads(raw))
+    except ValueError:
+        return False  # pricing reports what is wrong with it
 
 
 def _signature_time(value: str | None) -> datetime:
@@ -202,6 +259,56 @@ def _print_priced(priced: PricedQuote) -> None:
                 approval.message,
             )
         console.print(approvals)
+
+
+def _print_amendment(priced: PricedAmendment) -> None:
+    console = Console()
+    code = priced.currency.upper()
+    money = _money(priced.currency)
+    status = "[green]ok[/green]" if priced.status == "ok" else "[yellow]needs approval[/yellow]"
+    console.print(
+        f"[bold]{priced.quote_id}[/bold] amends {priced.amends} (opportunity "
+        f"{priced.opportunity_id}); effective {priced.effective_date}, current period "
+        f"{priced.current_period.start} to {priced.current_period.end}"
+    )
+    console.print(f"Status: {status}")
+    lines = Table(title=f"Lines ({code})", title_justify="left")
+    for column in ("SKU", "kind", "added", "after", "new", "unit price by year", "note"):
+        lines.add_column(column)
+    for line in priced.lines:
+        if line.unit_amounts_by_year_minor is not None:
+            unit = " / ".join(money(amount) for amount in line.unit_amounts_by_year_minor)
+        else:
+            unit = money(line.unit_amount_minor or 0)
+        lines.add_row(
+            line.sku,
+            line.kind,
+            str(line.quantity_added),
+            str(line.quantity_after),
+            "yes" if line.new_line else "",
+            unit,
+            line.reason or "",
+        )
+    console.print(lines)
+    schedule = Table(title=f"Invoices after the amendment ({code})", title_justify="left")
+    for column in ("#", "date", "period", "lines", "total"):
+        schedule.add_column(column)
+    for number, invoice in enumerate(priced.invoices, start=1):
+        schedule.add_row(
+            str(number),
+            invoice.date.isoformat(),
+            f"{invoice.period_start} → {invoice.period_end}",
+            ", ".join(f"{item.quantity} {item.sku} ({item.kind})" for item in invoice.lines),
+            money(invoice.total_minor),
+        )
+    console.print(schedule)
+    for label, amount in (
+        ("MRR delta", priced.mrr_delta_minor),
+        ("ARR delta", priced.arr_delta_minor),
+        ("TCV delta", priced.tcv_delta_minor),
+        ("Amendment invoice", priced.first_invoice_total_minor),
+    ):
+        console.print(f"{label}: {money(amount)} {code}")
 
 
 def _money(currency: str) -> Callable[[int], str]:

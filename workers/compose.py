@@ -62,7 +62,7 @@ def _ironclad(settings: Settings, closing: contextlib.ExitStack) -> ports.ESigna
 
 
 def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
-    return StripeBilling(build_stripe_client(settings))
+    return StripeBilling(build_stripe_client(settings), tax=settings.tax == "on")
 
 
 CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {
@@ -110,6 +110,9 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
         billing.create_billing_customer,
         billing.create_subscription,
         billing.send_first_invoice,
+        billing.amend_subscription,
+        billing.send_amendment_invoice,
+        billing.preview_invoice_tax,
         backend.provision_product,
     ]
 

@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 from temporalio.exceptions import TimeoutError as ActivityTimeoutError
 
 with workflow.unsafe.imports_passed_through():
+    from qtc.amendments import PricedAmendment, amendment_deal_quote, schedule_amendment
     from qtc.dates import as_utc
     from qtc.deal import (
         QUERY_STATUS,
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         UPDATE_CORRECT_ACCOUNT,
         WORKFLOW_NAME,
         AccountCorrection,
+        AmendmentTerms,
         Cancel,
         Correction,
         DealError,
@@ -54,18 +56,22 @@ with workflow.unsafe.imports_passed_through():
         StageEntry,
         deal_id_for,
     )
-    from qtc.errors import NON_RETRYABLE_ERROR_TYPES
+    from qtc.errors import NON_RETRYABLE_ERROR_TYPES, QuoteRejected
     from qtc.models import Model, PricedQuote
     from qtc.operator import STEP_SUMMARIES, blocked, current_details
     from qtc.ports import (
+        ACT_AMEND_SUBSCRIPTION,
         ACT_CREATE_BILLING_CUSTOMER,
         ACT_CREATE_SUBSCRIPTION,
         ACT_MARK_CLOSED_WON,
+        ACT_PREVIEW_INVOICE_TAX,
         ACT_PROVISION_PRODUCT,
+        ACT_SEND_AMENDMENT_INVOICE,
         ACT_SEND_CONTRACT,
         ACT_SEND_FIRST_INVOICE,
         ACT_VOID_CONTRACT,
         ACT_WRITE_BACK_BILLING_IDS,
+        AmendSubscriptionInput,
         BillingCustomer,
         ContractSent,
         ContractVoided,
@@ -73,11 +79,15 @@ with workflow.unsafe.imports_passed_through():
         CreateSubscriptionInput,
         InvoiceSent,
         MarkClosedWonInput,
+        PreviewTaxInput,
         Provisioned,
         ProvisionInput,
+        SendAmendmentInvoiceInput,
         SendContractInput,
         SendInvoiceInput,
+        SubscriptionAmended,
         SubscriptionCreated,
+        TaxPreview,
         VoidContractInput,
         WriteBackInput,
     )
@@ -116,6 +126,9 @@ _START_TO_CLOSE: dict[str, timedelta] = {
     ACT_CREATE_SUBSCRIPTION: timedelta(seconds=30),
     ACT_SEND_FIRST_INVOICE: timedelta(seconds=30),
     ACT_PROVISION_PRODUCT: timedelta(seconds=30),
+    ACT_AMEND_SUBSCRIPTION: timedelta(seconds=30),
+    ACT_SEND_AMENDMENT_INVOICE: timedelta(seconds=30),
+    ACT_PREVIEW_INVOICE_TAX: timedelta(seconds=30),
 }
 # The worker heartbeats every activity while its process lives (workers/heartbeat.py): a crashed
 # worker's step is retried after this, not after its whole start-to-close timeout.
@@ -153,6 +166,8 @@ LOCAL_STEPS: frozenset[str] = frozenset(
         ACT_SEND_FIRST_INVOICE,
         ACT_PROVISION_PRODUCT,
         ACT_WRITE_BACK_BILLING_IDS,
+        ACT_AMEND_SUBSCRIPTION,
+        ACT_SEND_AMENDMENT_INVOICE,
     }
 )
 # The first, quick attempts of every step under PATCH_VISIBLE_RETRIES: a blip is absorbed here
@@ -188,7 +203,35 @@ async def date_quote_at_signature(input: DateQuoteInput) -> PricedQuote:
     return reprice_for_signature(input.priced, input.signed_at)
 
 
-LOCAL_ACTIVITIES: list[Callable[..., Any]] = [date_quote_at_signature]
+ACT_DATE_AMENDMENT_AT_SIGNATURE = "date_amendment_at_signature"
+AMENDMENT_OUTSIDE_TERM = "AmendmentOutsideTerm"
+
+
+class DateAmendmentInput(Model):
+    original: PricedQuote
+    amendment: PricedAmendment
+    signed_at: datetime
+
+
+class DatedAmendment(Model):
+    amendment: PricedAmendment
+    # ``amendment_deal_quote`` of the original and the re-dated amendment.
+    priced: PricedQuote
+
+
+@activity.defn(name=ACT_DATE_AMENDMENT_AT_SIGNATURE)
+async def date_amendment_at_signature(input: DateAmendmentInput) -> DatedAmendment:
+    """Re-date an amendment to its signature: its effective date, current period, proration and
+    later invoices, from the prices already on it and the original's terms."""
+    try:
+        dated = schedule_amendment(input.amendment, input.original, input.signed_at)
+    except QuoteRejected as exc:
+        # Signed after the original's term ended: nothing to bill, and no retry changes that.
+        raise ApplicationError(str(exc), type=AMENDMENT_OUTSIDE_TERM, non_retryable=True) from exc
+    return DatedAmendment(amendment=dated, priced=amendment_deal_quote(input.original, dated))
+
+
+LOCAL_ACTIVITIES: list[Callable[..., Any]] = [date_quote_at_signature, date_amendment_at_signature]
 """Local activities the worker registers next to the remote ones."""
 
 
@@ -248,6 +291,7 @@ class DealWorkflow:
             phase=input.phase,
             stage=first_stage,
             crm=input.crm,
+            amends=input.amends.original_deal_id if input.amends else None,
         )
         self._quote_decision: tuple[bool, QuoteDecision] | None = None
         self._review: tuple[bool, InvoiceReview] | None = None
@@ -262,6 +306,8 @@ class DealWorkflow:
         # Set when Closed Won is about to be written: from then on the CRM says won, and a
         # mark_lost would leave it saying so for a lost deal.
         self._closed_won_started = False
+        # An amendment deal: the amendment as dated at its signature.
+        self._amendment: PricedAmendment | None = input.amends.amendment if input.amends else None
         # Decided once, at the signature (PATCH_LOCAL_STEPS_AFTER_SIGNATURE): whether the steps in
         # LOCAL_STEPS run as local activities. Histories recorded before the patch replay remote.
         self._local_steps = False
@@ -294,7 +340,12 @@ class DealWorkflow:
         if self._input.phase == 1:
             self._enter("completed", note="phase 1: handed off to finance after Closed Won")
             return
-        await self._bill_and_provision()
+        # An amendment deal bills the original's customer and subscription. Deals started before
+        # amendments existed carry no ``amends``, so their histories take the usual path.
+        if self._input.amends is not None:
+            await self._bill_amendment(self._input.amends)
+        else:
+            await self._bill_and_provision()
 
     # --- stages ----------------------------------------------------------------------------
 
@@ -358,17 +409,37 @@ class DealWorkflow:
         # activity's result, and fails the task as nondeterministic.
         self._local_steps = workflow.patched(PATCH_LOCAL_STEPS_AFTER_SIGNATURE)
         signed_at = as_utc(signature.completed_at)
-        self._priced = await self._step(
-            ACT_DATE_QUOTE_AT_SIGNATURE,
-            lambda: workflow.execute_local_activity(
-                date_quote_at_signature,
-                DateQuoteInput(priced=self._priced, signed_at=signed_at),
-                start_to_close_timeout=timedelta(seconds=10),
-                retry_policy=LOCAL_RETRY_POLICY,
-            ),
-        )
+        amends = self._input.amends
+        if amends is not None:
+            dated = await self._step(
+                ACT_DATE_AMENDMENT_AT_SIGNATURE,
+                lambda: workflow.execute_local_activity(
+                    date_amendment_at_signature,
+                    DateAmendmentInput(
+                        original=amends.original,
+                        amendment=amends.amendment,
+                        signed_at=signed_at,
+                    ),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=LOCAL_RETRY_POLICY,
+                ),
+            )
+            self._amendment = dated.amendment
+            self._status.priced_amendment = dated.amendment
+            self._priced = dated.priced
+        else:
+            self._priced = await self._step(
+                ACT_DATE_QUOTE_AT_SIGNATURE,
+                lambda: workflow.execute_local_activity(
+                    date_quote_at_signature,
+                    DateQuoteInput(priced=self._priced, signed_at=signed_at),
+                    start_to_close_timeout=timedelta(seconds=10),
+                    retry_policy=LOCAL_RETRY_POLICY,
+                ),
+            )
         self._status.start_date = self._priced.start_date
         self._status.invoice_preview = self._priced.invoices[0] if self._priced.invoices else None
+        self._status.priced_quote = self._priced
         self._raise_if_lost()
         self._closed_won_started = True
         await self._activity(
@@ -405,40 +476,35 @@ class DealWorkflow:
             return
         await self._wait_for_start_date()
 
-        subscription = await self._activity(
-            ACT_CREATE_SUBSCRIPTION,
-            CreateSubscriptionInput(
-                deal_id=self._deal_id, customer_id=customer.customer_id, priced=self._priced
-            ),
-            SubscriptionCreated,
-        )
-        self._status.billing_subscription_id = subscription.subscription_id
-        self._status.billing_schedule_id = subscription.schedule_id
-        self._status.billing_invoice_id = subscription.invoice_id
-        self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
+        subscription_id: str | None = None
+        # A services order (one-time lines only) has no subscription: its one invoice is made
+        # and sent by the invoice step. Quotes without a recurring line were refused before
+        # services orders existed, so no recorded history takes this branch differently.
+        if not _is_services_order(self._priced):
+            subscription = await self._activity(
+                ACT_CREATE_SUBSCRIPTION,
+                CreateSubscriptionInput(
+                    deal_id=self._deal_id, customer_id=customer.customer_id, priced=self._priced
+                ),
+                SubscriptionCreated,
+            )
+            subscription_id = subscription.subscription_id
+            self._status.billing_subscription_id = subscription.subscription_id
+            self._status.billing_schedule_id = subscription.schedule_id
+            self._status.billing_invoice_id = subscription.invoice_id
+            self._enter("subscription_created", note=f"subscription {subscription.subscription_id}")
 
         invoice = await self._activity(
             ACT_SEND_FIRST_INVOICE,
             SendInvoiceInput(
                 deal_id=self._deal_id,
                 customer_id=customer.customer_id,
-                subscription_id=subscription.subscription_id,
+                subscription_id=subscription_id,
                 priced=self._priced,
             ),
             InvoiceSent,
         )
-        self._status.invoice_sent_at = workflow.now()
-        if self._visible and self._status.signature is not None:
-            waited = workflow.now() - as_utc(self._status.signature.completed_at)
-            workflow.metric_meter().create_histogram_float(
-                "qtc_signature_to_invoice_seconds",
-                "From the signature to the first invoice sent",
-                "s",
-            ).record(max(waited.total_seconds(), 0.0))
-        self._status.billing_invoice_id = invoice.invoice_id
-        self._status.invoice_number = invoice.number
-        self._status.billing_invoice_url = invoice.invoice_url
-        self._enter("invoice_sent", note=f"invoice {invoice.number or invoice.invoice_id}")
+        self._record_invoice(invoice)
 
         provisioned = await self._activity(
             ACT_PROVISION_PRODUCT,
@@ -456,7 +522,7 @@ class DealWorkflow:
                 deal_id=self._deal_id,
                 opportunity_id=self._priced.opportunity_id,
                 billing_customer_id=customer.customer_id,
-                billing_subscription_id=subscription.subscription_id,
+                billing_subscription_id=subscription_id,
                 billing_invoice_id=invoice.invoice_id,
                 billing_invoice_url=invoice.invoice_url,
             ),
@@ -464,8 +530,115 @@ class DealWorkflow:
         )
         self._enter("completed", note=f"phase {self._input.phase}: billing ids written to CRM")
 
+    async def _bill_amendment(self, amends: AmendmentTerms) -> None:
+        """Bill a signed amendment on the original's records: the same customer, its subscription
+        changed from the end of the current period, the amendment invoice sent now, the product
+        told the limits after the amendment for the same tenant, the CRM given the ids."""
+        self._raise_if_lost()
+        self._billing_started = True
+        customer_id = amends.billing_customer_id
+        self._status.billing_customer_id = customer_id
+        self._enter(
+            "billing_account_created",
+            note=f"customer {customer_id} of {amends.original_deal_id}",
+        )
+        if self._input.phase == 2 and not await self._get_invoice_reviewed():
+            return
+        assert self._amendment is not None
+        amended = await self._activity(
+            ACT_AMEND_SUBSCRIPTION,
+            AmendSubscriptionInput(
+                deal_id=self._deal_id,
+                original_deal_id=amends.original_deal_id,
+                customer_id=customer_id,
+                subscription_id=amends.billing_subscription_id,
+                schedule_id=amends.billing_schedule_id,
+                original=amends.original,
+                amendment=self._amendment,
+            ),
+            SubscriptionAmended,
+        )
+        self._status.billing_subscription_id = amended.subscription_id
+        self._status.billing_schedule_id = amended.schedule_id
+        self._enter(
+            "subscription_created",
+            note=(
+                f"subscription {amended.subscription_id} changed from {amended.changed_from}"
+                if amended.changed_from
+                else "no recurring line added: subscription unchanged"
+            ),
+        )
+        invoice = await self._activity(
+            ACT_SEND_AMENDMENT_INVOICE,
+            SendAmendmentInvoiceInput(
+                deal_id=self._deal_id,
+                original_deal_id=amends.original_deal_id,
+                customer_id=customer_id,
+                priced=self._priced,
+            ),
+            InvoiceSent,
+        )
+        self._record_invoice(invoice)
+        provisioned = await self._activity(
+            ACT_PROVISION_PRODUCT,
+            ProvisionInput(deal_id=self._deal_id, tenant_id=customer_id, priced=self._priced),
+            Provisioned,
+        )
+        self._status.provisioned_features = provisioned.features
+        self._enter("provisioned", note=f"tenant {provisioned.tenant_id}")
+        await self._activity(
+            ACT_WRITE_BACK_BILLING_IDS,
+            WriteBackInput(
+                deal_id=self._deal_id,
+                opportunity_id=self._priced.opportunity_id,
+                billing_customer_id=customer_id,
+                billing_subscription_id=amended.subscription_id,
+                billing_invoice_id=invoice.invoice_id,
+                billing_invoice_url=invoice.invoice_url,
+            ),
+            None,
+        )
+        self._enter(
+            "completed",
+            note=f"amendment of {amends.original_deal_id} billed; billing ids written to CRM",
+        )
+
+    def _record_invoice(self, invoice: InvoiceSent) -> None:
+        self._status.invoice_sent_at = workflow.now()
+        if self._visible and self._status.signature is not None:
+            waited = workflow.now() - as_utc(self._status.signature.completed_at)
+            workflow.metric_meter().create_histogram_float(
+                "qtc_signature_to_invoice_seconds",
+                "From the signature to the first invoice sent",
+                "s",
+            ).record(max(waited.total_seconds(), 0.0))
+        self._status.billing_invoice_id = invoice.invoice_id
+        self._status.invoice_number = invoice.number
+        self._status.billing_invoice_url = invoice.invoice_url
+        self._status.invoice_total_minor = invoice.total_minor
+        self._status.invoice_tax_minor = invoice.tax_minor
+        self._status.invoice_total_excluding_tax_minor = invoice.total_excluding_tax_minor
+        tax = f", tax {invoice.tax_minor}" if invoice.tax_minor else ""
+        self._enter(
+            "invoice_sent",
+            note=f"invoice {invoice.number or invoice.invoice_id}: total "
+            f"{invoice.total_minor} {self._priced.currency}{tax}",
+        )
+
     async def _get_invoice_reviewed(self) -> bool:
         preview = self._status.invoice_preview
+        customer_id = self._status.billing_customer_id
+        # Deals started with tax on (none before tax existed) show the reviewer the tax too.
+        if self._input.tax and preview is not None and customer_id is not None:
+            taxed = await self._activity(
+                ACT_PREVIEW_INVOICE_TAX,
+                PreviewTaxInput(
+                    deal_id=self._deal_id, customer_id=customer_id, priced=self._priced
+                ),
+                TaxPreview,
+            )
+            self._status.invoice_preview_tax_minor = taxed.tax_minor
+            self._status.invoice_preview_total_minor = taxed.total_minor
         self._enter(
             "awaiting_invoice_review",
             note=(
@@ -940,6 +1113,10 @@ class DealWorkflow:
 
 
 # --- helpers --------------------------------------------------------------------------------
+
+
+def _is_services_order(priced: PricedQuote) -> bool:
+    return not any(line.kind == "recurring" for line in priced.lines)
 
 
 def _by(what: str, who: str, note: str | None) -> str:

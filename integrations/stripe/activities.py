@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import stripe
 import structlog
@@ -26,18 +26,27 @@ from temporalio.exceptions import ApplicationError
 
 from integrations.stripe import plan
 from qtc import errors
+from qtc.amendments import amended_contract
 from qtc.dates import as_utc
 from qtc.models import PricedQuote
 from qtc.ports import (
+    ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
+    ACT_PREVIEW_INVOICE_TAX,
+    ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_FIRST_INVOICE,
+    AmendSubscriptionInput,
     BillingCustomer,
     CreateCustomerInput,
     CreateSubscriptionInput,
     InvoiceSent,
+    PreviewTaxInput,
+    SendAmendmentInvoiceInput,
     SendInvoiceInput,
+    SubscriptionAmended,
     SubscriptionCreated,
+    TaxPreview,
 )
 from runtime.vendor_errors import non_retryable, retry_after_from_headers, retryable
 
@@ -184,6 +193,16 @@ def _expanded_first_invoice(schedule: stripe.SubscriptionSchedule) -> stripe.Inv
     return latest if latest.billing_reason == "subscription_create" else None
 
 
+def _tax_figures(invoice: stripe.Invoice) -> dict[str, Any]:
+    """The invoice's tax and its amount before tax, as Stripe computed them."""
+    taxes = invoice.total_taxes or []
+    return {
+        "tax_minor": sum(t.amount for t in taxes if t.tax_behavior == "exclusive"),
+        "total_excluding_tax_minor": invoice.total_excluding_tax,
+        "tax_reasons": sorted({str(t.taxability_reason) for t in taxes}),
+    }
+
+
 # Stripe keeps an idempotency key for at least 24 hours; 4 hours are left for clocks that differ.
 KEYS_COVER_S = 20 * 3600
 
@@ -207,8 +226,17 @@ MANUAL_SEND_CHECK_AFTER_S = 50 * 60
 class StripeBilling:
     """Stripe activities of the deal workflow; the worker builds one with its Stripe client."""
 
-    def __init__(self, client: stripe.StripeClient, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        client: stripe.StripeClient,
+        clock: Callable[[], float] = time.time,
+        *,
+        tax: bool = False,
+    ) -> None:
         self._stripe = client.v1
+        # QTC_TAX=on: Stripe Tax computes tax on every invoice; prices stay net of tax, and the
+        # invoice is reconciled on its amount excluding tax.
+        self._tax = tax
         # Stripe's time as far as this worker can tell; tests pass the emulator's moved clock.
         self._clock = clock
         # Products are shared by every deal and never removed once priced, so one look-up per
@@ -277,7 +305,7 @@ class StripeBilling:
         """
         deal_id, priced = input.deal_id, input.priced
         with stripe_failures():
-            params = plan.schedule_params(deal_id, input.customer_id, priced)
+            params = plan.schedule_params(deal_id, input.customer_id, priced, tax=self._tax)
             self._ensure_products(deal_id, priced)
             invoice_id: str | None = None
             if plan.has_stub(priced):
@@ -377,7 +405,13 @@ class StripeBilling:
                 return schedule
         return None
 
-    def _ensure_stub_invoice(self, deal_id: str, customer_id: str, priced: PricedQuote) -> str:
+    def _ensure_stub_invoice(
+        self,
+        deal_id: str,
+        customer_id: str,
+        priced: PricedQuote,
+        amendment_of: str | None = None,
+    ) -> str:
         """The separate first invoice of a stub deal, with exactly one item per quoted line.
 
         Items are matched by their position in ``priced.invoices[0]`` (metadata ``qtc_line``), so
@@ -387,7 +421,9 @@ class StripeBilling:
         invoice = self._find_stub_invoice(customer_id, deal_id)
         if invoice is None:
             invoice = self._stripe.invoices.create(
-                params=plan.stub_invoice_params(deal_id, customer_id, priced),
+                params=plan.stub_invoice_params(
+                    deal_id, customer_id, priced, tax=self._tax, amendment_of=amendment_of
+                ),
                 options={"idempotency_key": f"qtc:{deal_id}:first-invoice"},
             )
         if invoice.status != "draft":
@@ -399,7 +435,7 @@ class StripeBilling:
             ).auto_paging_iter()
         }
         for index, item in enumerate(
-            plan.stub_invoice_items(deal_id, customer_id, invoice.id, priced)
+            plan.stub_invoice_items(deal_id, customer_id, invoice.id, priced, tax=self._tax)
         ):
             if str(index) not in present:
                 self._stripe.invoice_items.create(
@@ -450,44 +486,55 @@ class StripeBilling:
             ApplicationError: ``INVOICE_MISMATCH`` (non-retryable) when Stripe's invoice differs
                 from ``priced.invoices[0]``; details carry both sides.
         """
-        deal_id, priced = input.deal_id, input.priced
         with stripe_failures():
             invoice = self._first_invoice(input)
-            self._reconcile(invoice, priced)
-            if invoice.status == "draft":
-                invoice = self._stripe.invoices.finalize_invoice(
-                    invoice.id,
-                    params={"auto_advance": False},
-                    options={"idempotency_key": f"qtc:{deal_id}:invoice-finalize"},
-                )
-            if invoice.status in ("void", "uncollectible"):
-                raise non_retryable(
-                    errors.VENDOR_CONFLICT,
-                    f"{VENDOR} invoice {invoice.id} of {deal_id} is {invoice.status}; "
-                    "it was changed outside this deal",
-                    details={"vendor": VENDOR, "invoice_id": invoice.id, "status": invoice.status},
-                )
-            if invoice.status == "open" and not self._already_sent(invoice):
-                invoice = self._stripe.invoices.send_invoice(
-                    invoice.id, options={"idempotency_key": f"qtc:{deal_id}:invoice-send"}
-                )
-            log.info(
-                "stripe first invoice sent",
-                deal_id=deal_id,
-                invoice_id=invoice.id,
-                number=invoice.number,
-                total_minor=invoice.total,
+            return self._reconcile_and_send(input.deal_id, invoice, input.priced)
+
+    def _reconcile_and_send(
+        self, deal_id: str, invoice: stripe.Invoice, priced: PricedQuote
+    ) -> InvoiceSent:
+        """Reconcile ``invoice`` with ``priced.invoices[0]``, then finalize and send it once."""
+        self._reconcile(invoice, priced)
+        if invoice.status == "draft":
+            invoice = self._stripe.invoices.finalize_invoice(
+                invoice.id,
+                params={"auto_advance": False},
+                options={"idempotency_key": f"qtc:{deal_id}:invoice-finalize"},
             )
-            return InvoiceSent(
-                invoice_id=invoice.id,
-                number=invoice.number,
-                invoice_url=invoice.hosted_invoice_url,
-                total_minor=invoice.total,
-                status=str(invoice.status),
+        if invoice.status in ("void", "uncollectible"):
+            raise non_retryable(
+                errors.VENDOR_CONFLICT,
+                f"{VENDOR} invoice {invoice.id} of {deal_id} is {invoice.status}; "
+                "it was changed outside this deal",
+                details={"vendor": VENDOR, "invoice_id": invoice.id, "status": invoice.status},
             )
+        if invoice.status == "open" and not self._already_sent(invoice):
+            invoice = self._stripe.invoices.send_invoice(
+                invoice.id, options={"idempotency_key": f"qtc:{deal_id}:invoice-send"}
+            )
+        log.info(
+            "stripe first invoice sent",
+            deal_id=deal_id,
+            invoice_id=invoice.id,
+            number=invoice.number,
+            total_minor=invoice.total,
+        )
+        return InvoiceSent(
+            invoice_id=invoice.id,
+            number=invoice.number,
+            invoice_url=invoice.hosted_invoice_url,
+            total_minor=invoice.total,
+            status=str(invoice.status),
+            **_tax_figures(invoice),
+        )
 
     def _first_invoice(self, input: SendInvoiceInput) -> stripe.Invoice:
         priced = input.priced
+        if plan.is_services_order(priced):
+            # No subscription: the one-off invoice is made here, found again on a retry.
+            self._ensure_products(input.deal_id, priced)
+            invoice_id = self._ensure_stub_invoice(input.deal_id, input.customer_id, priced)
+            return self._stripe.invoices.retrieve(invoice_id)
         if plan.has_stub(priced):
             stub = self._find_stub_invoice(input.customer_id, input.deal_id)
             if stub is None:
@@ -499,7 +546,7 @@ class StripeBilling:
                 )
             return stub
         subscription_id: str | None = input.subscription_id
-        if input.subscription_id.startswith("sub_sched_"):
+        if input.subscription_id and input.subscription_id.startswith("sub_sched_"):
             schedule = self._stripe.subscription_schedules.retrieve(input.subscription_id)
             subscription_id = _id(schedule.subscription)
         invoice = self._subscription_first_invoice(subscription_id) if subscription_id else None
@@ -558,8 +605,11 @@ class StripeBilling:
             )
             for line in self._invoice_lines(invoice)
         ]
+        total = invoice.total
+        if self._tax and invoice.total_excluding_tax is not None:
+            total = invoice.total_excluding_tax
         mismatch = plan.reconcile(
-            invoice.id, priced.invoices[0], priced.currency, actual, invoice.total, invoice.currency
+            invoice.id, priced.invoices[0], priced.currency, actual, total, invoice.currency
         )
         if mismatch is not None:
             log.warning("stripe invoice mismatch", **mismatch.model_dump(mode="json"))
@@ -590,3 +640,166 @@ class StripeBilling:
             params={"type": "invoice.sent", "created": {"gte": invoice.created}, "limit": 100}
         )
         return any(event.data.object["id"] == invoice.id for event in events.auto_paging_iter())
+
+    # --- amendments ------------------------------------------------------------------------
+
+    @activity.defn(name=ACT_AMEND_SUBSCRIPTION)
+    def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
+        """Change the original's schedule so every period from the end of the current one bills
+        the quantities after the amendment, at each year's prices.
+
+        The change is absolute (the phases are restated), so a retry that finds the schedule
+        already changed does nothing; a schedule whose quantities are neither the original's nor
+        the amended ones was changed by someone else (another amendment not priced against this
+        one, a person in the dashboard) and parks the deal instead of overwriting it.
+        """
+        amendment = input.amendment
+        unchanged = SubscriptionAmended(
+            subscription_id=input.subscription_id, schedule_id=input.schedule_id
+        )
+        if not any(line.kind == "recurring" for line in amendment.lines):
+            return unchanged
+        if amendment.current_period.end >= input.original.term_end:
+            return unchanged  # signed in the last period: no later period to bill differently
+        after = amended_contract(input.original, amendment)
+        changed_from = amendment.current_period.end
+        with stripe_failures():
+            schedule = self._schedule_to_amend(input)
+            if schedule.status not in ("not_started", "active"):
+                raise non_retryable(
+                    errors.VENDOR_CONFLICT,
+                    f"{VENDOR} schedule {schedule.id} of {input.original_deal_id} is "
+                    f"{schedule.status}; an amendment can only change a running contract",
+                    details={"vendor": VENDOR, "schedule_id": schedule.id},
+                )
+            at = plan.utc_midnight(changed_from)
+            covering = next(
+                (ph for ph in schedule.phases if ph.start_date <= at < ph.end_date), None
+            )
+            want = plan.recurring_quantities(after)
+            have = plan.phase_quantities(covering) if covering is not None else {}
+            if have == want and covering is not None and covering.start_date == at:
+                log.info("stripe schedule already amended", deal_id=input.deal_id)
+                return SubscriptionAmended(
+                    subscription_id=_id(schedule.subscription) or input.subscription_id,
+                    schedule_id=schedule.id,
+                    changed_from=changed_from,
+                )
+            if have != plan.recurring_quantities(input.original):
+                raise non_retryable(
+                    errors.VENDOR_CONFLICT,
+                    f"{VENDOR} schedule {schedule.id} bills {have or 'nothing'} from "
+                    f"{changed_from}, not the signed {plan.recurring_quantities(input.original)}; "
+                    "it was changed since the original was signed",
+                    details={"vendor": VENDOR, "schedule_id": schedule.id, "found": have},
+                )
+            current = schedule.current_phase
+            first_start = (
+                datetime.fromtimestamp(current.start_date, UTC).date()
+                if schedule.status == "active" and current is not None
+                else input.original.term_start
+            )
+            phases = plan.amended_phases(
+                input.original_deal_id,
+                input.deal_id,
+                input.original,
+                after,
+                changed_from,
+                first_start,
+                tax=self._tax,
+            )
+            updated = self._stripe.subscription_schedules.update(
+                schedule.id,
+                params=cast(
+                    Any,
+                    {
+                        "phases": phases,
+                        "proration_behavior": "none",
+                        "metadata": {"last_amendment": input.deal_id},
+                    },
+                ),
+                options={"idempotency_key": f"qtc:{input.deal_id}:amend-subscription"},
+            )
+            log.info(
+                "stripe schedule amended",
+                deal_id=input.deal_id,
+                schedule_id=updated.id,
+                changed_from=str(changed_from),
+            )
+            return SubscriptionAmended(
+                subscription_id=_id(updated.subscription) or input.subscription_id,
+                schedule_id=updated.id,
+                changed_from=changed_from,
+            )
+
+    def _schedule_to_amend(self, input: AmendSubscriptionInput) -> stripe.SubscriptionSchedule:
+        schedule_id = input.schedule_id
+        if schedule_id is None and input.subscription_id:
+            if input.subscription_id.startswith("sub_sched_"):
+                schedule_id = input.subscription_id
+            else:
+                subscription = self._stripe.subscriptions.retrieve(input.subscription_id)
+                schedule_id = _id(subscription.schedule)
+        if schedule_id is None:
+            raise non_retryable(
+                errors.VENDOR_NOT_FOUND,
+                f"{input.original_deal_id} has no {VENDOR} subscription schedule to amend",
+                details={"vendor": VENDOR, "subscription_id": input.subscription_id},
+            )
+        return self._stripe.subscription_schedules.retrieve(schedule_id)
+
+    @activity.defn(name=ACT_SEND_AMENDMENT_INVOICE)
+    def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:
+        """The amendment invoice (proration and one-time lines, dated at the signature) on the
+        original's customer: made once, reconciled with the priced amendment, sent once."""
+        with stripe_failures():
+            self._ensure_products(input.deal_id, input.priced)
+            invoice_id = self._ensure_stub_invoice(
+                input.deal_id, input.customer_id, input.priced, amendment_of=input.original_deal_id
+            )
+            invoice = self._stripe.invoices.retrieve(invoice_id)
+            return self._reconcile_and_send(input.deal_id, invoice, input.priced)
+
+    # --- tax -------------------------------------------------------------------------------
+
+    @activity.defn(name=ACT_PREVIEW_INVOICE_TAX)
+    def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        """Stripe Tax's answer for the invoice under review, from an invoice preview: nothing is
+        created, so asking twice is harmless."""
+        invoice = input.priced.invoices[0]
+        currency = input.priced.currency
+        net = invoice.total_minor
+        if not self._tax or not invoice.lines:
+            return TaxPreview(tax_minor=0, total_excluding_tax_minor=net, total_minor=net)
+        with stripe_failures():
+            self._ensure_products(input.deal_id, input.priced)
+            items = [
+                {
+                    "price_data": {
+                        "currency": currency,
+                        "product": plan.product_id_for(line.sku),
+                        "unit_amount": line.unit_amount_minor,
+                        "tax_behavior": "exclusive",
+                    },
+                    "quantity": line.quantity,
+                }
+                for line in invoice.lines
+            ]
+            preview = self._stripe.invoices.create_preview(
+                params=cast(
+                    Any,
+                    {
+                        "customer": input.customer_id,
+                        "currency": currency,
+                        "automatic_tax": {"enabled": True},
+                        "invoice_items": items,
+                    },
+                )
+            )
+            figures = _tax_figures(preview)
+            return TaxPreview(
+                tax_minor=figures["tax_minor"],
+                total_excluding_tax_minor=preview.total_excluding_tax or net,
+                total_minor=preview.total,
+                tax_reasons=figures["tax_reasons"],
+            )

@@ -31,6 +31,7 @@ from stripe.params import (
     InvoiceCreateParams,
     InvoiceItemCreateParams,
     SubscriptionScheduleCreateParams,
+    SubscriptionScheduleCreateParamsDefaultSettings,
     SubscriptionScheduleCreateParamsPhase,
     SubscriptionScheduleCreateParamsPhaseAddInvoiceItem,
     SubscriptionScheduleCreateParamsPhaseItem,
@@ -71,6 +72,16 @@ def product_id_for(sku: str) -> str:
 def has_stub(priced: PricedQuote) -> bool:
     """True when a stub period runs from the start date to the anchor (the next 1st)."""
     return priced.billing_anchor == "first_of_month" and priced.start_date != priced.term_start
+
+
+def is_services_order(priced: PricedQuote) -> bool:
+    """One-time lines only: one invoice of its own, no subscription."""
+    return not any(line.kind == "recurring" for line in priced.lines)
+
+
+def has_own_first_invoice(priced: PricedQuote) -> bool:
+    """Whether the first invoice is an invoice of its own rather than the subscription's first."""
+    return has_stub(priced) or is_services_order(priced)
 
 
 def customer_params(deal_id: str, priced: PricedQuote) -> CustomerCreateParams:
@@ -156,8 +167,17 @@ def first_invoice_extra_lines(priced: PricedQuote) -> list[InvoiceLine]:
     return [line for line in priced.invoices[0].lines if line.kind != "recurring"]
 
 
+def _exclusive(items: Iterable[Any], tax: bool) -> None:
+    """With tax on, prices say they exclude tax, so Stripe Tax adds it on top: the quote's prices
+    are always net. Without it the parameter is left out, so requests (and their idempotency keys)
+    stay exactly what earlier versions sent."""
+    if tax:
+        for item in items:
+            item["price_data"]["tax_behavior"] = "exclusive"
+
+
 def schedule_phases(
-    deal_id: str, priced: PricedQuote
+    deal_id: str, priced: PricedQuote, *, tax: bool = False
 ) -> list[SubscriptionScheduleCreateParamsPhase]:
     """One phase per contract year reproducing that year's unit amounts exactly."""
     recurring = [line for line in priced.lines if line.kind == "recurring"]
@@ -186,6 +206,7 @@ def schedule_phases(
                     "metadata": _line_metadata(deal_id, line.sku, "recurring"),
                 }
             )
+        _exclusive(items, tax)
         phase: SubscriptionScheduleCreateParamsPhase = {
             "items": items,
             "end_date": utc_midnight(year_end),
@@ -206,36 +227,122 @@ def schedule_phases(
             }
             for index, line in enumerate(first_invoice_extra_lines(priced))
         ]
+        _exclusive(extra, tax)
         if extra:
             phases[0]["add_invoice_items"] = extra
     return phases
 
 
 def schedule_params(
-    deal_id: str, customer_id: str, priced: PricedQuote
+    deal_id: str, customer_id: str, priced: PricedQuote, *, tax: bool = False
 ) -> SubscriptionScheduleCreateParams:
-    """The whole subscription schedule; it starts at the term start (the anchor with a stub)."""
+    """The whole subscription schedule; it starts at the term start (the anchor with a stub).
+
+    With ``tax``, Stripe Tax computes the tax of every invoice it issues (``automatic_tax``).
+    """
+    defaults: SubscriptionScheduleCreateParamsDefaultSettings = {
+        "collection_method": "send_invoice",
+        "invoice_settings": {"days_until_due": priced.payment_terms_days},
+    }
+    if tax:
+        defaults["automatic_tax"] = {"enabled": True}
     return {
         "customer": customer_id,
         "start_date": utc_midnight(priced.term_start),
         "end_behavior": "cancel",
-        "default_settings": {
-            "collection_method": "send_invoice",
-            "invoice_settings": {"days_until_due": priced.payment_terms_days},
-        },
+        "default_settings": defaults,
         "metadata": {
             META_DEAL_ID: deal_id,
             "opportunity_id": priced.opportunity_id,
             "quote_id": priced.quote_id,
         },
-        "phases": schedule_phases(deal_id, priced),
+        "phases": schedule_phases(deal_id, priced, tax=tax),
     }
 
 
-def stub_invoice_params(deal_id: str, customer_id: str, priced: PricedQuote) -> InvoiceCreateParams:
-    """The separate first invoice of a deal with a stub period, filled by ``stub_invoice_items``."""
+def amended_phases(
+    original_deal_id: str,
+    amendment_deal_id: str,
+    original: PricedQuote,
+    after: PricedQuote,
+    changed_from: date,
+    first_start: date,
+    *,
+    tax: bool = False,
+) -> list[dict[str, Any]]:
+    """The schedule's phases from ``first_start`` (the current phase's start, or the term start
+    when the schedule has not started) on, for ``subscription_schedules.update``: each contract
+    year at the original's quantities before ``changed_from`` and at the quantities after the
+    amendment from it, the year that holds ``changed_from`` split there. Prices stay each year's.
+    """
+    years = contract_years(original)
+    before = schedule_phases(original_deal_id, original, tax=tax)
+    later = schedule_phases(original_deal_id, after, tax=tax)
+    phases: list[dict[str, Any]] = []
+
+    def add(start: date, end: date, source: SubscriptionScheduleCreateParamsPhase, k: int) -> None:
+        if end <= first_start:
+            return
+        phase: dict[str, Any] = {
+            "items": source["items"],
+            "end_date": utc_midnight(end),
+            "proration_behavior": "none",
+            "metadata": {META_DEAL_ID: original_deal_id, "contract_year": str(k + 1)},
+        }
+        if source is later[k]:
+            phase["metadata"]["amended_by"] = amendment_deal_id
+        if not phases:
+            phase["start_date"] = utc_midnight(max(start, first_start))
+        phases.append(phase)
+
+    for k, (year_start, year_end) in enumerate(years):
+        if year_end <= changed_from:
+            add(year_start, year_end, before[k], k)
+        elif year_start >= changed_from:
+            add(year_start, year_end, later[k], k)
+        else:
+            add(year_start, changed_from, before[k], k)
+            add(changed_from, year_end, later[k], k)
+    return phases
+
+
+def phase_quantities(phase: Any) -> dict[str, int]:
+    """SKU -> quantity of a schedule phase as Stripe returns it (items tagged with their SKU)."""
+    result: dict[str, int] = {}
+    for item in phase.items:
+        metadata: dict[str, str] = item.metadata.to_dict() if item.metadata else {}
+        sku = metadata.get(META_SKU)
+        if sku is not None:
+            result[sku] = result.get(sku, 0) + int(item.quantity or 0)
+    return result
+
+
+def recurring_quantities(priced: PricedQuote) -> dict[str, int]:
+    return {line.sku: line.quantity for line in priced.lines if line.kind == "recurring"}
+
+
+def stub_invoice_params(
+    deal_id: str,
+    customer_id: str,
+    priced: PricedQuote,
+    *,
+    tax: bool = False,
+    amendment_of: str | None = None,
+) -> InvoiceCreateParams:
+    """The separate first invoice of a deal with a stub period, of a services order (one-time
+    lines only) or of an amendment (of the deal ``amendment_of``), filled by
+    ``stub_invoice_items``."""
     first = priced.invoices[0]
-    return {
+    if amendment_of is not None:
+        description = (
+            f"Amendment {priced.quote_id} to {amendment_of}: "
+            f"{first.period_start} to {first.period_end}"
+        )
+    elif has_stub(priced):
+        description = f"Stub period {first.period_start} to {first.period_end}"
+    else:
+        description = f"Services order {priced.quote_id}"
+    params: InvoiceCreateParams = {
         "customer": customer_id,
         "currency": priced.currency,
         "collection_method": "send_invoice",
@@ -244,17 +351,20 @@ def stub_invoice_params(deal_id: str, customer_id: str, priced: PricedQuote) -> 
         "auto_advance": False,
         # Only the items we attach explicitly belong on it, never stray pending items.
         "pending_invoice_items_behavior": "exclude",
-        "description": f"Stub period {first.period_start} to {first.period_end}",
+        "description": description,
         "metadata": {
             META_DEAL_ID: deal_id,
             META_FIRST_INVOICE: "true",
             "quote_id": priced.quote_id,
         },
     }
+    if tax:
+        params["automatic_tax"] = {"enabled": True}
+    return params
 
 
 def stub_invoice_items(
-    deal_id: str, customer_id: str, invoice_id: str, priced: PricedQuote
+    deal_id: str, customer_id: str, invoice_id: str, priced: PricedQuote, *, tax: bool = False
 ) -> list[InvoiceItemCreateParams]:
     """Invoice items of the stub invoice: one-time lines and stub lines, each tagged by position."""
     items: list[InvoiceItemCreateParams] = []
@@ -277,6 +387,7 @@ def stub_invoice_items(
                 "end": utc_midnight(line.period_end),
             }
         items.append(item)
+    _exclusive(items, tax)
     return items
 
 
@@ -355,6 +466,9 @@ def reconcile(
     actual_currency: str,
 ) -> Mismatch | None:
     """Compare Stripe's invoice with the priced one line for line; order does not matter.
+
+    Prices are net of tax: with Stripe Tax on, ``actual_total_minor`` is the invoice's total
+    excluding tax (``total_excluding_tax``), and line amounts exclude it already.
 
     Returns:
         ``None`` when currency, total and every line (as a multiset) agree, else both sides.

@@ -1,6 +1,6 @@
 """The sandbox org's seed data: loaded at start (when there is no state file) and on reset.
 
-Six open opportunities, ``006000000000001AAA`` ... ``006000000000006AAA``, all in
+Nine open opportunities, ``006000000000001AAA`` ... ``006000000000009AAA``, all in
 "Negotiation/Review", each with line items on the catalog's SKUs and every QTC field filled, so a
 deal can be started from any of them. Quote validity runs to 2030-12-31 so the seed never expires.
 """
@@ -105,6 +105,12 @@ OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
      "Q-1005", (("PLATFORM-PRO", 10, 0), ("EXTRA-STORAGE-TB", 2, 0))),
     (0, "Acme Robotics - Analytics upsell", "USD", 24, "monthly", "start", 60, 5, "2026-07-31",
      "Q-1006", (("PLATFORM-PRO", 100, 15), ("ANALYTICS-ADDON", 100, 0), ("SUPPORT-PREMIUM", 1, 0))),
+    (0, "Acme Robotics - Platform Pro monthly", "USD", 12, "monthly", "start", 30, 5,
+     "2026-08-31", "Q-1101", (("PLATFORM-PRO", 50, 10),)),
+    (0, "Acme Robotics - 10 more seats (amendment)", "USD", 12, "monthly", "start", 30, 5,
+     "2026-09-30", "Q-1101-A1", (("PLATFORM-PRO", 10, 0),)),
+    (2, "Initech - onboarding services", "USD", 12, "annual", "start", 15, 0, "2026-09-30",
+     "Q-1103", (("IMPL-SERVICES", 2, 0),)),
 )  # fmt: skip
 
 

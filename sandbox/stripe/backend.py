@@ -24,7 +24,7 @@ import stripe
 
 from qtc import tax_ids
 from sandbox.common import StateStore
-from sandbox.stripe import expansion, search, shapes
+from sandbox.stripe import expansion, search, shapes, tax
 from sandbox.stripe.billing import line_amount, period_containing, prorate, shift
 from sandbox.stripe.errors import (
     card_declined,
@@ -456,6 +456,7 @@ class StripeBackend:
         tid = _new_id("txi_")
         country = tax_ids.country_of_value(type_, value)
         obj = shapes.tax_id(tid, self.now(), cust["id"], type_, value, country)
+        obj["verification"]["status"] = tax.verification_status(type_, value)
         self.objects("tax_id")[tid] = obj
         self._emit(ctx, "customer.tax_id.created", obj)
         return obj
@@ -751,6 +752,9 @@ class StripeBackend:
             proration_behavior=p.get("proration_behavior", "create_prorations"),
             payment_behavior=p.get("payment_behavior", "allow_incomplete"),
             schedule_id=None,
+            automatic_tax=self._automatic_tax(
+                cust, p.get("automatic_tax"), "automatic_tax[enabled]"
+            ),
         )
 
     def _collection(
@@ -785,6 +789,7 @@ class StripeBackend:
         proration_behavior: str,
         payment_behavior: str,
         schedule_id: str | None,
+        automatic_tax: bool = False,
     ) -> dict[str, Any]:
         pm = cust["invoice_settings"]["default_payment_method"]
         if (
@@ -822,6 +827,12 @@ class StripeBackend:
             schedule_id=schedule_id,
             status="active",
         )
+        if automatic_tax:
+            sub["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
         self.objects("subscription")[sub_id] = sub
         cust["currency"] = cust["currency"] or sub["currency"]
         inv = self._new_invoice(
@@ -1001,7 +1012,46 @@ class StripeBackend:
         default_method = defaults.get("collection_method")
         if default_method:
             self._collection(default_method, default_days, "default_settings[invoice_settings][")
-        phases = []
+        phases = self._build_phases(ctx, phases_in, start, default_method, default_days)
+        automatic_tax = self._automatic_tax(
+            cust, defaults.get("automatic_tax"), "default_settings[automatic_tax][enabled]"
+        ) or any(
+            self._automatic_tax(cust, ph.get("automatic_tax"), f"phases[{i}][automatic_tax]")
+            for i, ph in enumerate(phases_in)
+        )
+        sched = shapes.schedule(
+            _new_id("sub_sched_"),
+            now,
+            customer_id=cust["id"],
+            default_settings=shapes.schedule_default_settings(
+                default_method, default_days, defaults.get("billing_cycle_anchor", "automatic")
+            ),
+            end_behavior=p.get("end_behavior", "release"),
+            metadata=_metadata({}, p.get("metadata")),
+            phases=phases,
+        )
+        if automatic_tax:
+            sched["default_settings"]["automatic_tax"] = {
+                "enabled": True,
+                "liability": {"type": "self", "account": None},
+                "disabled_reason": None,
+            }
+        self.objects("subscription_schedule")[sched["id"]] = sched
+        self._emit(ctx, "subscription_schedule.created", sched)
+        if start <= now:
+            self._start_schedule(sched, ctx)
+        return sched
+
+    def _build_phases(
+        self,
+        ctx: Ctx,
+        phases_in: list[dict[str, Any]],
+        start: int,
+        default_method: str | None,
+        default_days: int | None,
+    ) -> list[dict[str, Any]]:
+        """Phases as given, each starting where the previous one ends, validated as Stripe does."""
+        phases: list[dict[str, Any]] = []
         phase_start = start
         for i, ph in enumerate(phases_in):
             path = f"phases[{i}]"
@@ -1039,22 +1089,7 @@ class StripeBackend:
                 )
             )
             phase_start = phase_end
-        sched = shapes.schedule(
-            _new_id("sub_sched_"),
-            now,
-            customer_id=cust["id"],
-            default_settings=shapes.schedule_default_settings(
-                default_method, default_days, defaults.get("billing_cycle_anchor", "automatic")
-            ),
-            end_behavior=p.get("end_behavior", "release"),
-            metadata=_metadata({}, p.get("metadata")),
-            phases=phases,
-        )
-        self.objects("subscription_schedule")[sched["id"]] = sched
-        self._emit(ctx, "subscription_schedule.created", sched)
-        if start <= now:
-            self._start_schedule(sched, ctx)
-        return sched
+        return phases
 
     def _phase_end(
         self, ph: dict[str, Any], path: str, start: int, recurring: dict[str, Any], *, last: bool
@@ -1121,6 +1156,7 @@ class StripeBackend:
             proration_behavior=first["proration_behavior"],
             payment_behavior="allow_incomplete",
             schedule_id=sched["id"],
+            automatic_tax=sched["default_settings"]["automatic_tax"]["enabled"],
         )
         sched["subscription"] = sub["id"]
         self._emit(ctx, "subscription_schedule.updated", sched)
@@ -1187,17 +1223,69 @@ class StripeBackend:
             raise invalid_request(
                 f"You cannot update a subscription schedule that is {sched['status']}.", param="id"
             )
-        if "phases" in p or "default_settings" in p:
+        if "default_settings" in p:
             raise invalid_request(
-                "The sandbox does not emulate changing phases or default_settings of an existing "
+                "The sandbox does not emulate changing default_settings of an existing "
                 "schedule; release it and create a new one.",
-                param="phases" if "phases" in p else "default_settings",
+                param="default_settings",
             )
+        if "phases" in p:
+            self._replace_phases(ctx, sched, p["phases"] or [])
         sched["metadata"] = _metadata(sched["metadata"], p.get("metadata"))
         if "end_behavior" in p:
             sched["end_behavior"] = p["end_behavior"]
         self._emit(ctx, "subscription_schedule.updated", sched)
         return sched
+
+    def _replace_phases(
+        self, ctx: Ctx, sched: dict[str, Any], phases_in: list[dict[str, Any]]
+    ) -> None:
+        """``phases`` on update: the current phase (if the schedule has started) and every later
+        one, replacing what was there; past phases are kept. As on Stripe, the first phase given
+        must start when the current phase did, and items of the current phase take effect at
+        once, without proration here (the callers in this project pass ``none``)."""
+        if not phases_in:
+            raise parameter_missing("phases")
+        if len(phases_in) > MAX_PHASES:
+            raise parameter_invalid(
+                "phases", f"A subscription schedule can have at most {MAX_PHASES} phases."
+            )
+        given = phases_in[0].get("start_date")
+        if given is None:
+            raise parameter_missing("phases[0][start_date]")
+        now = self.now()
+        start = now if given == "now" else int(given)
+        current = sched["current_phase"]
+        if sched["status"] == "active" and current and start != current["start_date"]:
+            raise invalid_request(
+                "You can not modify the start date of the current phase.",
+                param="phases[0][start_date]",
+            )
+        defaults = sched["default_settings"]
+        phases = self._build_phases(
+            ctx,
+            phases_in,
+            start,
+            defaults["collection_method"],
+            defaults["invoice_settings"]["days_until_due"],
+        )
+        sched["phases"] = [ph for ph in sched["phases"] if ph["end_date"] <= start] + phases
+        if sched["status"] == "active" and current:
+            sub = self.objects("subscription")[sched["subscription"]]
+            first = phases[0]
+            current["end_date"] = first["end_date"]
+            period_item = sub["items"]["data"][0]
+            period = (period_item["current_period_start"], period_item["current_period_end"])
+            sub["items"]["data"] = [
+                shapes.subscription_item(
+                    _new_id("si_", 14), now, sub["id"], price, qty, meta, period
+                )
+                for price, qty, meta in self._phase_items(first)
+            ]
+            self._emit(ctx, "customer.subscription.updated", sub)
+        elif sched["status"] == "not_started" and start <= now:
+            self._start_schedule(sched, ctx)
+        self.invalidate_tick()
 
     def release_schedule(self, ctx: Ctx, sched_id: str) -> dict[str, Any]:
         sched = self.get("subscription_schedule", sched_id)
@@ -1278,6 +1366,8 @@ class StripeBackend:
             metadata=metadata or {},
             description=description,
         )
+        if sub is not None and sub["automatic_tax"]["enabled"]:
+            inv["automatic_tax"]["enabled"] = True
         self.objects("invoice")[inv_id] = inv
         return inv
 
@@ -1323,14 +1413,39 @@ class StripeBackend:
 
     def _recompute(self, inv: dict[str, Any]) -> None:
         subtotal = sum(line["amount"] for line in inv["lines"]["data"])
+        added = included = 0
+        if inv["automatic_tax"]["enabled"]:
+            cust = self.objects("customer")[inv["customer"]]
+            added, included = tax.apply(
+                inv, cust, self.customer_tax_ids(cust["id"]), self._line_tax_behavior
+            )
+        total = subtotal + added
         inv.update(
             subtotal=subtotal,
-            subtotal_excluding_tax=subtotal,
-            total=subtotal,
-            total_excluding_tax=subtotal,
-            amount_due=subtotal,
-            amount_remaining=subtotal - inv["amount_paid"],
+            subtotal_excluding_tax=subtotal - included,
+            total=total,
+            total_excluding_tax=subtotal - included,
+            amount_due=total,
+            amount_remaining=total - inv["amount_paid"],
         )
+
+    def _line_tax_behavior(self, line: dict[str, Any]) -> str:
+        details = (line.get("pricing") or {}).get("price_details") or {}
+        price = self.objects("price").get(details.get("price") or "")
+        return str(price["tax_behavior"]) if price is not None else "unspecified"
+
+    def _automatic_tax(self, cust: dict[str, Any], setting: Any, param: str) -> bool:
+        """Whether ``automatic_tax[enabled]`` was asked for; Stripe refuses it for a customer
+        whose location it cannot determine."""
+        enabled = bool((setting or {}).get("enabled"))
+        if enabled and not tax.has_location(cust):
+            raise invalid_request(
+                "The customer's location isn't recognized. Set a valid customer address in "
+                "order to automatically calculate tax.",
+                param=param,
+                code="customer_tax_location_invalid",
+            )
+        return enabled
 
     def create_invoice(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
         if not p.get("customer"):
@@ -1369,6 +1484,10 @@ class StripeBackend:
         )
         if sub is not None:
             inv["subscription"] = sub["id"]
+        if "automatic_tax" in p:
+            inv["automatic_tax"]["enabled"] = self._automatic_tax(
+                cust, p["automatic_tax"], "automatic_tax[enabled]"
+            )
         if "due_date" in p:
             inv["due_date"] = p["due_date"]
         if p.get("pending_invoice_items_behavior") == "include":
@@ -1578,8 +1697,16 @@ class StripeBackend:
                     "No upcoming invoices for a canceled subscription.",
                     code="invoice_upcoming_none",
                 )
+            # The next period bills what the schedule's next phase holds, if it starts by then.
+            owner = self.objects("subscription_schedule").get(sub["schedule"] or "")
+            period_end = sub["items"]["data"][0]["current_period_end"]
+            current = owner["current_phase"] if owner is not None else None
+            if owner is not None and current and current["end_date"] <= period_end:
+                self._advance_phase(owner, sub, ctx)
             self._renew(sub, ctx)
             return self.objects("invoice")[sub["latest_invoice"]]
+        if p.get("invoice_items") and not p.get("subscription_details"):
+            return self._preview_one_off(ctx, p)
         details = p.get("subscription_details") or {}
         if not p.get("customer"):
             raise parameter_missing("customer")
@@ -1604,6 +1731,45 @@ class StripeBackend:
             schedule_id=None,
         )
         return self.objects("invoice")[sub["latest_invoice"]]
+
+    def _preview_one_off(self, ctx: Ctx, p: dict[str, Any]) -> dict[str, Any]:
+        """A preview of a one-off invoice of ``invoice_items`` for the customer, taxed when
+        ``automatic_tax[enabled]`` is asked for (the caller keeps nothing of it)."""
+        if not p.get("customer"):
+            raise parameter_missing("customer")
+        cust = self.get("customer", p["customer"], "customer")
+        adds = self._resolve_add_invoice_items(ctx, p["invoice_items"], "invoice_items")
+        now = self.now()
+        inv = self._new_invoice(
+            ctx,
+            cust,
+            None,
+            billing_reason="manual",
+            period=(now, now),
+            collection_method="send_invoice",
+            days_until_due=0,
+            auto_advance=False,
+            currency=p.get("currency") or adds[0][0]["currency"],
+        )
+        for price, quantity, metadata in adds:
+            self._new_invoice_item(
+                ctx,
+                cust,
+                price=price,
+                quantity=quantity,
+                amount=None,
+                currency=price["currency"],
+                description=None,
+                metadata=metadata,
+                period=(now, now),
+                subscription_id=None,
+                invoice=inv,
+            )
+        inv["automatic_tax"]["enabled"] = self._automatic_tax(
+            cust, p.get("automatic_tax"), "automatic_tax[enabled]"
+        )
+        self._recompute(inv)
+        return inv
 
     # --- invoice items -------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from qtc import deal as contract
+from qtc.amendments import amendment_to_json
 from qtc.deal import (
     AccountCorrection,
     Cancel,
@@ -24,11 +25,13 @@ from qtc.deal import (
     Resume,
     Stage,
 )
+from qtc.errors import QuoteRejected
 from qtc.models import Account
 from runtime.settings import ApiPrincipal
 from service import deals
+from service.amendments import start_amendment
 from starters.api.auth import authenticated, require_role
-from starters.api.pricing import price_or_reject
+from starters.api.pricing import price_or_reject, rejected_problem
 from starters.api.problems import problem_schema
 from starters.api.state import State, TemporalClient
 
@@ -54,6 +57,19 @@ class StartDealResponse(BaseModel):
     deal_id: str
     created: bool
     status: str = Field(description="Pricing status: ok or needs_approval")
+
+
+class AmendRequest(Body):
+    quote: dict[str, Any] = Field(description="The amendment (docs/architecture.md, Amendments)")
+    phase: Phase = 3
+
+
+class AmendResponse(BaseModel):
+    deal_id: str
+    created: bool
+    amends: str
+    status: str = Field(description="Pricing status: ok or needs_approval")
+    priced_amendment: dict[str, Any]
 
 
 class Decision(Body):
@@ -108,6 +124,43 @@ async def start_deal(
     response.status_code = 201 if result.created else 200
     response.headers["Location"] = f"/v1/deals/{result.deal_id}"
     return StartDealResponse(deal_id=result.deal_id, created=result.created, status=priced.status)
+
+
+@router.post(
+    "/v1/deals/{deal_id}/amendments",
+    status_code=201,
+    summary="Price an amendment of a billed deal and start its deal (or join it)",
+    responses={200: {"description": "The amendment deal already existed"}, **_PROBLEMS},
+)
+async def amend_deal(
+    deal_id: DealId,
+    body: AmendRequest,
+    response: Response,
+    principal: Annotated[ApiPrincipal, Depends(require_role("sales", "operator"))],
+    state: State,
+    client: TemporalClient,
+) -> AmendResponse:
+    try:
+        result, priced = await start_amendment(
+            client,
+            state.settings,
+            deal_id,
+            body.quote,
+            state.catalog,
+            phase=body.phase,
+            started_by=principal.person,
+        )
+    except QuoteRejected as rejected:
+        raise rejected_problem(rejected) from rejected
+    response.status_code = 201 if result.created else 200
+    response.headers["Location"] = f"/v1/deals/{result.deal_id}"
+    return AmendResponse(
+        deal_id=result.deal_id,
+        created=result.created,
+        amends=deal_id,
+        status=priced.status,
+        priced_amendment=amendment_to_json(priced),
+    )
 
 
 @router.get("/v1/deals/{deal_id}", summary="A deal's status", responses=_PROBLEMS)

@@ -193,3 +193,49 @@ async def test_a_deal_marked_lost_before_signature_voids_its_contract(
         )
     assert signing.status_code == 409
     assert "'voided'" in signing.text
+
+
+async def test_qtc_deal_amend_bills_ten_more_seats_on_the_original_customer(
+    deployment: Deployment, worker: WorkerProcess, client: Client, tmp_path: Path
+) -> None:
+    original_id = new_opportunity(deployment.sf, "Acme monthly")
+    original_quote = quote_file(tmp_path, "quote-amendable.json", original_id)
+    started = qtc(deployment, "deal", "start", str(original_quote), "--json")
+    assert started.returncode == 0, started.stderr
+    original_deal = json.loads(started.stdout)["deal_id"]
+
+    amendment_id = new_opportunity(deployment.sf, "Acme +10 seats")
+    amendment = json.loads((ROOT / "examples" / "amendment-seats.json").read_text())
+    amendment.update(opportunity_id=amendment_id, amends=original_deal)
+    amendment_file = tmp_path / "amendment.json"
+    amendment_file.write_text(json.dumps(amendment))
+    # Before the original is billed there is nothing to amend.
+    early = qtc(deployment, "deal", "amend", original_deal, str(amendment_file), "--json")
+    assert early.returncode == 2, early.stderr
+    assert [e["code"] for e in json.loads(early.stdout)["errors"]] == ["original_not_billed"]
+
+    await sign_contract(client, deployment.emulators, original_deal)
+    original = await wait_for_stage(client, original_deal, "completed", timeout_s=60)
+    amended = qtc(deployment, "deal", "amend", original_deal, str(amendment_file), "--json")
+    assert amended.returncode == 0, amended.stderr
+    document = json.loads(amended.stdout)
+    assert document["deal_id"] == f"deal-{amendment_id}" and document["created"] is True
+    await sign_contract(client, deployment.emulators, document["deal_id"])
+    done = await wait_for_stage(client, document["deal_id"], "completed", timeout_s=60)
+
+    vendors = Emulated(deployment.emulators)
+    assert done.billing_customer_id == original.billing_customer_id
+    assert vendors.customers(document["deal_id"]) == []  # no second customer
+    invoice = vendors.stripe.invoices.retrieve(done.billing_invoice_id or "")
+    assert invoice.customer == original.billing_customer_id
+    assert invoice.status == "open" and vendors.sent_events(invoice.id) == 1
+    assert done.priced_amendment is not None
+    assert invoice.total == done.priced_amendment.first_invoice_total_minor
+    assert [line.quantity for line in invoice.lines.data] == [10]
+    upcoming = vendors.stripe.invoices.create_preview(
+        params={"subscription": original.billing_subscription_id or ""}
+    )
+    assert [line.quantity for line in upcoming.lines.data] == [60]
+    tenant = vendors.tenant(original.billing_customer_id or "")
+    assert tenant is not None
+    assert vendors.opportunity(deployment.sf, amendment_id)["StageName"] == "Closed Won"

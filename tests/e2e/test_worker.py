@@ -19,7 +19,11 @@ from tests.e2e.conftest import TEMPORAL_CLI
 from tests.stack_support import free_port
 from workers.compose import build_activities
 from workers.main import ensure_search_attributes
-from workflows.deal import ACT_DATE_QUOTE_AT_SIGNATURE, LOCAL_ACTIVITIES
+from workflows.deal import (
+    ACT_DATE_AMENDMENT_AT_SIGNATURE,
+    ACT_DATE_QUOTE_AT_SIGNATURE,
+    LOCAL_ACTIVITIES,
+)
 
 
 @pytest_asyncio.fixture
@@ -75,7 +79,11 @@ def test_the_worker_registers_every_activity_the_deal_workflow_calls() -> None:
             ports.ACT_CREATE_SUBSCRIPTION,
             ports.ACT_SEND_FIRST_INVOICE,
             ports.ACT_PROVISION_PRODUCT,
+            ports.ACT_AMEND_SUBSCRIPTION,
+            ports.ACT_SEND_AMENDMENT_INVOICE,
+            ports.ACT_PREVIEW_INVOICE_TAX,
             ACT_DATE_QUOTE_AT_SIGNATURE,
+            ACT_DATE_AMENDMENT_AT_SIGNATURE,
         ]
     )
 

@@ -3,7 +3,7 @@
 Run after a deliberate, compatible workflow change (never to make a failing replay test pass: a
 failure there means running deals would break)::
 
-    .venv/bin/python -m tests.replay.record_histories
+    .venv/bin/python -m tests.replay.record_histories [PATH_NAME ...]
 
 Each main path runs once against the fake vendors on the time-skipping server and its history is
 written to ``tests/replay/histories/<path>.json``.
@@ -22,6 +22,8 @@ from pathlib import Path
 from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
+from qtc.amendments import amendment_deal_quote, price_amendment
+from qtc.catalog import load_catalog
 from qtc.deal import (
     QUERY_STATUS,
     SIGNAL_APPROVE_INVOICE,
@@ -32,6 +34,7 @@ from qtc.deal import (
     UPDATE_CANCEL,
     UPDATE_CORRECT_ACCOUNT,
     AccountCorrection,
+    AmendmentTerms,
     Cancel,
     DealStatus,
     DecisionResult,
@@ -42,8 +45,10 @@ from qtc.deal import (
     Resume,
 )
 from qtc.errors import VENDOR_INVALID_REQUEST, VENDOR_UNAVAILABLE
-from qtc.models import TaxId
+from qtc.models import PricedQuote, TaxId
 from qtc.ports import ACT_CREATE_BILLING_CUSTOMER, ACT_CREATE_SUBSCRIPTION, ACT_PROVISION_PRODUCT
+from qtc.pricing import reprice_for_signature
+from tests.unit.builders import REPO_ROOT
 from tests.workflows.support import (
     FakeVendors,
     deal_worker,
@@ -154,6 +159,71 @@ def _provisioning_down_for_a_while() -> dict[str, list[BaseException]]:
 
 
 Failures = Callable[[], dict[str, list[BaseException]]]
+Deal = tuple[PricedQuote, AmendmentTerms | None, bool]
+
+
+def _usual_deal(now: datetime, needs_approval: bool) -> Deal:
+    priced = priced_quote(
+        opportunity_id=new_opportunity_id(),
+        priced_at=now - timedelta(days=10),
+        valid_until=(now + timedelta(days=30)).date(),
+        status="needs_approval" if needs_approval else "ok",
+    )
+    return priced, None, False
+
+
+def _services_order(now: datetime, needs_approval: bool) -> Deal:
+    priced, _, _ = _usual_deal(now, needs_approval)
+    one_time = [line for line in priced.lines if line.kind == "one_time"]
+    return (
+        reprice_for_signature(priced.model_copy(update={"lines": one_time}), priced.signed_at),
+        None,
+        False,
+    )
+
+
+def _amendment(now: datetime, needs_approval: bool) -> Deal:
+    original = priced_quote(
+        opportunity_id=new_opportunity_id(),
+        priced_at=now - timedelta(days=100),
+        valid_until=(now + timedelta(days=30)).date(),
+    )
+    original_deal = f"deal-{original.opportunity_id}"
+    amendment = price_amendment(
+        {
+            "quote_id": "Q-A1",
+            "opportunity_id": new_opportunity_id(),
+            "amends": original_deal,
+            "signer": {"name": "Jane Doe", "email": "jane@acme.example"},
+            "valid_until": (now + timedelta(days=30)).date().isoformat(),
+            "lines": [{"sku": "PLATFORM-PRO", "quantity": 10}],
+        },
+        original,
+        load_catalog(REPO_ROOT / "catalog.toml"),
+        now - timedelta(days=10),
+    )
+    terms = AmendmentTerms(
+        original_deal_id=original_deal,
+        original=original,
+        amendment=amendment,
+        billing_customer_id=f"cus_{original_deal}",
+        billing_subscription_id=f"sub_{original_deal}",
+        billing_schedule_id=f"sub_sched_{original_deal}",
+    )
+    return amendment_deal_quote(original, amendment), terms, False
+
+
+def _taxed(now: datetime, needs_approval: bool) -> Deal:
+    priced, _, _ = _usual_deal(now, needs_approval)
+    return priced, None, True
+
+
+# Paths whose deal is not the usual quote (the default is ``_usual_deal``).
+DEALS: dict[str, Callable[[datetime, bool], Deal]] = {
+    "services_order_completed": _services_order,
+    "amendment_completed": _amendment,
+    "phase_2_taxed_review_approved": _taxed,
+}
 
 # name -> (phase, quote needs approval, fake failures, how the outside world behaves)
 PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
@@ -166,6 +236,9 @@ PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
     "retried_as_activity_then_completed": (3, False, _provisioning_down_for_a_while, _phase_3),
     "account_corrected_then_resumed": (3, False, _tax_id_refused, _corrected_and_resumed),
     "cancelled_when_parked": (3, False, _tax_id_refused, _cancelled),
+    "services_order_completed": (3, False, _no_failures, _phase_3),
+    "amendment_completed": (3, False, _no_failures, _phase_3),
+    "phase_2_taxed_review_approved": (2, False, _no_failures, _phase_2_approved),
 }
 
 
@@ -173,15 +246,10 @@ async def record(client: Client, name: str, now: datetime) -> str:
     """Run one path to its end and return its history as JSON."""
     phase, needs_approval, failures, drive = PATHS[name]
     fakes = FakeVendors(failures=failures())
-    priced = priced_quote(
-        opportunity_id=new_opportunity_id(),
-        priced_at=now - timedelta(days=10),
-        valid_until=(now + timedelta(days=30)).date(),
-        status="needs_approval" if needs_approval else "ok",
-    )
+    priced, amends, tax = DEALS.get(name, _usual_deal)(now, needs_approval)
     task_queue = f"record-{uuid.uuid4()}"
     async with deal_worker(client, task_queue, fakes):
-        handle = await start_deal(client, task_queue, priced, phase=phase)
+        handle = await start_deal(client, task_queue, priced, phase=phase, amends=amends, tax=tax)
         await drive(handle, fakes, now)
         await handle.result()
         history = await handle.fetch_history()
@@ -190,9 +258,12 @@ async def record(client: Client, name: str, now: datetime) -> str:
 
 async def main() -> None:
     env = await start_test_environment()
+    only = set(sys.argv[1:])  # record only these paths (default: every one)
     try:
         HISTORIES.mkdir(parents=True, exist_ok=True)
         for name in PATHS:
+            if only and name not in only:
+                continue
             now = await env.get_current_time()
             (HISTORIES / f"{name}.json").write_text(await record(env.client, name, now))
     finally:

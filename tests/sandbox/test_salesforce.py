@@ -91,7 +91,7 @@ def test_every_seeded_opportunity_is_open_with_line_items_on_catalog_skus(sf: Sa
         "FROM Opportunity ORDER BY Id"
     )
 
-    assert [r["Id"] for r in result["records"]] == [f"00600000000000{n}AAA" for n in range(1, 7)]
+    assert [r["Id"] for r in result["records"]] == [f"00600000000000{n}AAA" for n in range(1, 10)]
     assert {r["StageName"] for r in result["records"]} == {"Negotiation/Review"}
     codes = {
         li["Product2"]["ProductCode"]
@@ -263,7 +263,7 @@ def test_large_results_are_paged_through_next_records_url(sf: Salesforce) -> Non
     assert first["done"] is False and len(first["records"]) == 4
     assert first["nextRecordsUrl"].startswith("/services/data/v59.0/query/")
     ids = [r["Id"] for r in everything["records"]]
-    assert first["totalSize"] == len(ids) == 15
+    assert first["totalSize"] == len(ids) == 18
     assert ids == sorted(set(ids))
 
 

@@ -12,7 +12,7 @@ import stripe
 
 from tests.sandbox.conftest import make_stripe_client
 
-FIXTURES = Path("/work/shared/stripe/fixtures3.json")
+FIXTURES = Path(__file__).resolve().parents[1] / "data" / "stripe" / "fixtures3.json"
 # Keys whose values are free-form maps, not a fixed shape.
 FREE_FORM = {"metadata", "object"}
 # Fields api.stripe.com returns that the fixture leaves out (optional in the OpenAPI spec), and

@@ -191,6 +191,48 @@ def test_the_same_sku_on_two_lines_is_a_duplicate(catalog: Catalog) -> None:
     assert "already on line 0" in violation.message
 
 
+def test_a_duplicate_line_is_still_checked_against_every_rule(catalog: Catalog) -> None:
+    raw = quote_dict(
+        lines=[line("PLATFORM-PRO", 50), line("PLATFORM-PRO", 3, "45"), line("SUPPORT-PREMIUM", 1)]
+    )
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/lines/1/sku", "duplicate_sku"),
+        ("/lines/1/quantity", "quantity_out_of_range"),
+        ("/lines/1/discount_percent", "discount_above_hard_max"),
+    ]
+
+
+def test_a_duplicate_line_is_checked_for_exclusions_like_any_line(catalog: Catalog) -> None:
+    raw = quote_dict(
+        lines=[
+            line("PLATFORM-STARTER", 10),
+            line("SUPPORT-PREMIUM", 1),
+            line("PLATFORM-STARTER", 60),
+        ]
+    )
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/lines/2/sku", "duplicate_sku"),
+        ("/lines/2/quantity", "quantity_out_of_range"),
+    ]
+    raw = quote_dict(
+        lines=[line("PLATFORM-PRO", 50), line("PLATFORM-STARTER", 10), line("PLATFORM-PRO", 5)]
+    )
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/lines/1/sku", "excluded_sku"),
+        ("/lines/2/sku", "duplicate_sku"),
+        ("/lines/2/sku", "excluded_sku"),
+    ]
+
+
+def test_a_duplicate_line_in_a_currency_its_sku_lacks_is_reported_too(catalog: Catalog) -> None:
+    raw = quote_dict(currency="gbp", lines=[line("ANALYTICS-ADDON", 5), line("ANALYTICS-ADDON", 6)])
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/lines/0/sku", "currency_not_supported"),
+        ("/lines/1/sku", "duplicate_sku"),
+        ("/lines/1/sku", "currency_not_supported"),
+    ]
+
+
 @pytest.mark.parametrize(
     "order", [["PLATFORM-PRO", "PLATFORM-STARTER"], ["PLATFORM-STARTER", "PLATFORM-PRO"]]
 )
@@ -310,10 +352,26 @@ def test_expiry_is_judged_on_the_utc_date_of_the_signature(catalog: Catalog) -> 
     ) == [("/valid_until", "quote_expired")]
 
 
-def test_a_quote_with_only_one_time_lines_is_rejected(catalog: Catalog) -> None:
-    [violation] = rejected(quote_dict(lines=[line("IMPL-SERVICES", 1)]), catalog)
-    assert codes_at([violation]) == [("/lines", "invalid_field")]
-    assert "at least one recurring line" in violation.message
+def test_a_quote_with_only_one_time_lines_is_a_services_order(catalog: Catalog) -> None:
+    raw = quote_dict(term_months=12, lines=[line("IMPL-SERVICES", 2)])
+    priced = price_quote(raw, catalog, SIGNED)
+    assert priced.status == "ok"
+    assert (priced.mrr_minor, priced.arr_minor) == (0, 0)
+    [invoice] = priced.invoices
+    assert invoice.date.isoformat() == "2026-12-15"
+    assert [
+        (item.sku, item.kind, item.unit_amount_minor, item.amount_minor) for item in invoice.lines
+    ] == [("IMPL-SERVICES", "one_time", 500000, 1000000)]
+    assert priced.tcv_minor == priced.first_invoice_total_minor == 1000000
+    assert priced.term_end.isoformat() == "2027-12-15"
+
+
+def test_a_services_order_is_still_held_to_the_term_policy(catalog: Catalog) -> None:
+    raw = quote_dict(term_months=18, lines=[line("IMPL-SERVICES", 1)])
+    assert codes_at(rejected(raw, catalog)) == [
+        ("/term_months", "term_not_allowed"),
+        ("/term_months", "term_not_multiple_of_period"),
+    ]
 
 
 def test_every_violation_of_a_bad_quote_is_reported_at_once_in_document_order(

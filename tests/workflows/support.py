@@ -25,17 +25,29 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from qtc.deal import QUERY_STATUS, DealInput, DealStatus, Phase, SignatureCompleted, Stage
+from qtc.deal import (
+    QUERY_STATUS,
+    AmendmentTerms,
+    DealInput,
+    DealStatus,
+    Phase,
+    SignatureCompleted,
+    Stage,
+)
 from qtc.models import Account, Address, PricedLine, PricedQuote, Signer, TaxId
 from qtc.ports import (
+    ACT_AMEND_SUBSCRIPTION,
     ACT_CREATE_BILLING_CUSTOMER,
     ACT_CREATE_SUBSCRIPTION,
     ACT_MARK_CLOSED_WON,
+    ACT_PREVIEW_INVOICE_TAX,
     ACT_PROVISION_PRODUCT,
+    ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
+    AmendSubscriptionInput,
     BillingCustomer,
     ContractSent,
     ContractVoided,
@@ -43,11 +55,15 @@ from qtc.ports import (
     CreateSubscriptionInput,
     InvoiceSent,
     MarkClosedWonInput,
+    PreviewTaxInput,
     Provisioned,
     ProvisionInput,
+    SendAmendmentInvoiceInput,
     SendContractInput,
     SendInvoiceInput,
+    SubscriptionAmended,
     SubscriptionCreated,
+    TaxPreview,
     VoidContractInput,
     WriteBackInput,
 )
@@ -233,6 +249,33 @@ class FakeVendors:
             status="open",
         )
 
+    @activity.defn(name=ACT_AMEND_SUBSCRIPTION)
+    async def amend_subscription(self, input: AmendSubscriptionInput) -> SubscriptionAmended:
+        self._attempt(ACT_AMEND_SUBSCRIPTION, input)
+        return SubscriptionAmended(
+            subscription_id=input.subscription_id,
+            schedule_id=input.schedule_id,
+            changed_from=input.amendment.current_period.end,
+        )
+
+    @activity.defn(name=ACT_SEND_AMENDMENT_INVOICE)
+    async def send_amendment_invoice(self, input: SendAmendmentInvoiceInput) -> InvoiceSent:
+        self._attempt(ACT_SEND_AMENDMENT_INVOICE, input)
+        return InvoiceSent(
+            invoice_id=f"in_{input.deal_id}",
+            number="ACME-0002",
+            total_minor=input.priced.first_invoice_total_minor,
+            status="open",
+        )
+
+    @activity.defn(name=ACT_PREVIEW_INVOICE_TAX)
+    async def preview_invoice_tax(self, input: PreviewTaxInput) -> TaxPreview:
+        self._attempt(ACT_PREVIEW_INVOICE_TAX, input)
+        net = input.priced.invoices[0].total_minor
+        return TaxPreview(
+            tax_minor=net // 5, total_excluding_tax_minor=net, total_minor=net + net // 5
+        )
+
     @activity.defn(name=ACT_PROVISION_PRODUCT)
     async def provision_product(self, input: ProvisionInput) -> Provisioned:
         self._attempt(ACT_PROVISION_PRODUCT, input)
@@ -251,6 +294,9 @@ class FakeVendors:
             self.create_billing_customer,
             self.create_subscription,
             self.send_first_invoice,
+            self.amend_subscription,
+            self.send_amendment_invoice,
+            self.preview_invoice_tax,
             self.provision_product,
             self.write_back_billing_ids,
             *LOCAL_ACTIVITIES,
@@ -272,12 +318,16 @@ async def start_deal(
     review_reminder_hours: int | None = None,
     start_signal: str | None = None,
     start_signal_arg: Any = None,
+    amends: AmendmentTerms | None = None,
+    tax: bool = False,
 ) -> WorkflowHandle[DealWorkflow, DealStatus]:
     deal_input = DealInput(
         priced=priced,
         phase=phase,
         started_by="sam.sales@sandbox.example",
         review_reminder_hours=review_reminder_hours,
+        amends=amends,
+        tax=tax,
     )
     workflow_id = workflow_id_for(priced.opportunity_id)
     if start_signal is None:
