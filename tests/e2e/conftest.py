@@ -30,7 +30,8 @@ from tests.e2e.support import WorkerProcess, qtc_env, salesforce, settings_from
 from tests.stack_support import free_port
 
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"
-NAMESPACES = [f"e2e-{n}" for n in range(16)]
+# One per test that deploys (each takes its own); created with the server, so spares cost little.
+NAMESPACES = [f"e2e-{n}" for n in range(32)]
 
 
 @pytest_asyncio.fixture(scope="session")
