@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 N ?= 200
 DEALS ?= 20
 WAITING ?= 10000
+CRM ?= salesforce
 
 .PHONY: demo test lint typecheck unit bench bench-waiting chaos clean
 
@@ -32,13 +33,13 @@ unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.latency_throughput --deals $(N)
+	$(BIN)/python -m bench.latency_throughput --deals $(N) --crm $(CRM)
 
 bench-waiting: $(STAMP)
 	$(BIN)/python -m bench.waiting_deals --deals $(WAITING)
 
 chaos: $(STAMP)
-	$(BIN)/python -m bench.chaos --deals $(DEALS)
+	$(BIN)/python -m bench.chaos --deals $(DEALS) --crm $(CRM)
 
 clean:
 	rm -rf $(VENV) .qtc .mypy_cache .ruff_cache .pytest_cache

@@ -55,7 +55,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 # Sandbox default ports, in BenchPorts order; a run uses these plus an offset (or ephemeral ones).
-DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12120, 12121)
+DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12115, 12120, 12121)
 DEFAULT_PORT_OFFSET = 200
 OUTBOUND_EVERY = 5  # every fifth deal is started by a (repeated) Salesforce Outbound Message
 POLL_S = 1.0
@@ -116,8 +116,14 @@ def chaos_ports(port_offset: int | None) -> BenchPorts:
     return BenchPorts(*(port + port_offset for port in DEFAULT_PORTS))
 
 
-def fault_rules(rate: float, seed: int) -> dict[str, dict[str, Any]]:
+def fault_rules(rate: float, seed: int, crm: str = "salesforce") -> dict[str, dict[str, Any]]:
     """The steady faults of each emulator (``sandbox.common.FaultConfig``)."""
+    hubspot_rules = (
+        # HubSpot's 5xx on the deal writes (Closed Won, the billing ids).
+        [{"path": r"^/crm/v3/objects/deals/", "method": "PATCH", "rate_500": rate}]
+        if crm == "hubspot"
+        else []
+    )
     return {
         "stripe": {
             "seed": seed,
@@ -147,6 +153,7 @@ def fault_rules(rate: float, seed: int) -> dict[str, dict[str, Any]]:
             "rules": [{"path": r"^/v1/provision", "rate_500": rate}],
         },
         "salesforce": {"seed": seed + 3, "rules": []},
+        "hubspot": {"seed": seed + 4, "rules": hubspot_rules},
     }
 
 
@@ -155,6 +162,14 @@ def salesforce_burst(seed: int) -> dict[str, Any]:
         "seed": seed,
         "rules": [{"path": r"^/services/data/", "rate_429": SALESFORCE_BURST_RATE}],
     }
+
+
+def crm_burst(crm: str, seed: int) -> dict[str, Any]:
+    """The CRM's API limit spent for a moment: Salesforce's REQUEST_LIMIT_EXCEEDED, or HubSpot's
+    429 with its rate-limit headers, on most calls."""
+    if crm == "hubspot":
+        return {"seed": seed, "rules": [{"path": r"^/crm/", "rate_429": SALESFORCE_BURST_RATE}]}
+    return salesforce_burst(seed)
 
 
 def schedule(rng: random.Random, kills: int, restart_server: bool, window_s: float) -> list[Blow]:
@@ -204,6 +219,7 @@ class Engine:
             "salesforce": self.world.sandbox.salesforce,
             "docusign": self.world.sandbox.docusign,
             "provisioning": self.world.sandbox.provisioning,
+            "hubspot": self.world.sandbox.hubspot,
         }[emulator]
         response = await self.world.sandbox.http.post(f"{base}/_sandbox/faults", json=config)
         response.raise_for_status()
@@ -227,14 +243,15 @@ class Engine:
             self.blows_done.set()
 
     async def _bursts(self) -> None:
-        """Salesforce's API limit runs out now and then: most calls refused for a moment."""
+        """The CRM's API limit runs out now and then: most calls refused for a moment."""
+        crm = self.world.settings.crm
         number = 0
         while not self._settled():
             await asyncio.sleep(SALESFORCE_BURST_EVERY_S)
-            await self.set_faults("salesforce", salesforce_burst(self.seed + 100 + number))
-            self.faults["salesforce_limit_bursts"] += 1
+            await self.set_faults(crm, crm_burst(crm, self.seed + 100 + number))
+            self.faults[f"{crm}_limit_bursts"] += 1
             await asyncio.sleep(SALESFORCE_BURST_S)
-            await self.set_faults("salesforce", {"rules": []})
+            await self.set_faults(crm, {"rules": []})
             number += 1
 
     def _settled(self) -> bool:
@@ -344,6 +361,8 @@ async def _emulator_faults(world: World) -> dict[str, int]:
         "salesforce_request_limit_exceeded": injected["salesforce"].get("429", 0),
         "docusign_5xx": injected["docusign"].get("500", 0),
         "provisioning_5xx": injected["provisioning"].get("500", 0),
+        "hubspot_429": injected.get("hubspot", {}).get("429", 0),
+        "hubspot_5xx": injected.get("hubspot", {}).get("500", 0),
     }
 
 
@@ -373,17 +392,21 @@ async def _run(
     world = World.open(settings)
     try:
         await world.configure_connect()
-        planned = await asyncio.to_thread(world.plan, deals, OUTBOUND_EVERY)
+        if settings.crm == "hubspot":
+            await world.configure_hubspot_webhooks()
+            planned = await asyncio.to_thread(world.plan_hubspot, deals, OUTBOUND_EVERY)
+        else:
+            planned = await asyncio.to_thread(world.plan, deals, OUTBOUND_EVERY)
         # The busy window grows with the run: deals are still moving when the blows land.
         blows = schedule(rng, kills, restart_server, window_s=max(12.0, deals * 0.6))
         engine = Engine(stack, world, planned, blows, seed=seed, timeout_s=timeout_s, say=say)
-        for emulator, config in fault_rules(fault_rate, seed).items():
+        for emulator, config in fault_rules(fault_rate, seed, settings.crm).items():
             await engine.set_faults(emulator, config)
         started = time.monotonic()
         try:
             await engine.run()
         finally:
-            for emulator in ("stripe", "salesforce", "docusign", "provisioning"):
+            for emulator in ("stripe", "salesforce", "docusign", "provisioning", "hubspot"):
                 await engine.set_faults(emulator, {"rules": []})
         elapsed = time.monotonic() - started
         # Visibility trails the workflows by a moment; read it once more with faults off.
@@ -393,7 +416,11 @@ async def _run(
         found: Audit = await asyncio.to_thread(audit, settings, planned, engine.stages)
         faults = {**await _emulator_faults(world), **engine.faults}
         faults.update(
-            {k: v for k, v in world.counts.items() if k.startswith(("outbound", "connect_late"))}
+            {
+                k: v
+                for k, v in world.counts.items()
+                if k.startswith(("outbound", "connect_late", "hubspot"))
+            }
         )
         faults.update(found.connect)
         unfinished = [d.deal_id for d in found.deals if d.stage != "completed"]
@@ -453,6 +480,7 @@ def run_chaos(
     fault_rate: float = 0.12,
     timeout_s: float = 600.0,
     say: Callable[[str], None] | None = None,
+    crm: str = "salesforce",
 ) -> ChaosReport:
     """Run ``deals`` concurrent deals through the whole stack under faults and audit the result.
 
@@ -466,10 +494,13 @@ def run_chaos(
         fault_rate: share of vendor calls answered with an error (Stripe, DocuSign, product).
         timeout_s: the deals get this long to finish; the audit runs either way.
         say: receives one progress line at a time (the CLI prints them, tests log them).
+        crm: ``salesforce``, or ``hubspot``: deals live in HubSpot, every fifth is started by
+            HubSpot's signed webhook (delivered twice), HubSpot answers 429 in bursts and 5xx on
+            deal writes.
 
     Every process the run starts is stopped before it returns, also when it fails.
     """
-    settings = bench_settings(chaos_ports(port_offset), state_dir, task_queue="qtc-chaos")
+    settings = bench_settings(chaos_ports(port_offset), state_dir, task_queue="qtc-chaos", crm=crm)
     settings = settings.model_copy(
         update={
             # A killed worker must not keep a dead process's slots for long, and a stopped one
@@ -535,9 +566,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--port-offset",
         default=str(DEFAULT_PORT_OFFSET),
-        help="added to every sandbox port (7233, 8233, 8000, 12111-12114); 'auto': ephemeral",
+        help="added to every sandbox port (7233, 8233, 8000, 12111-12115, 12121); 'auto': "
+        "ephemeral",
     )
     parser.add_argument("--keep", action="store_true", help="keep the state directory and logs")
+    parser.add_argument(
+        "--crm",
+        choices=["salesforce", "hubspot"],
+        default="salesforce",
+        help="the CRM the deals live in (hubspot: its webhooks start some, its faults included)",
+    )
     return parser.parse_args(argv)
 
 
@@ -559,6 +597,7 @@ def main(argv: list[str] | None = None) -> None:
             fault_rate=args.fault_rate,
             timeout_s=args.timeout,
             say=lambda line: console.print(f"[dim]chaos[/] {line}"),
+            crm=args.crm,
         )
     except (httpx.HTTPError, OSError, RuntimeError, TimeoutError) as err:
         console.print(f"[red]chaos run failed:[/] {err}")

@@ -2,8 +2,9 @@
 
 ``ChaosStack`` is the bench's stack plus the three blows the run deals: SIGKILL the worker and
 start a new one, and stop the Temporal dev server and start it again on the same SQLite file.
-``World`` plays Salesforce, DocuSign and the sales team against the API: it creates the
-opportunities, starts deals (by ``POST /v1/deals`` or by a repeated Salesforce Outbound Message),
+``World`` plays the CRM, DocuSign and the sales team against the API: it creates the
+opportunities, starts deals (by ``POST /v1/deals``, by a repeated Salesforce Outbound Message, or,
+with ``QTC_CRM=hubspot``, by moving the HubSpot deal so that HubSpot's webhook arrives twice),
 signs envelopes so that Connect delivers to the API, and replays captured Connect bodies late.
 ``audit`` reads every emulator's own state at the end and counts, per deal, what each outside
 system holds: the product's own status query is never trusted for the invariants.
@@ -32,9 +33,12 @@ from typing import Any
 
 import httpx
 import stripe
+from hubspot import HubSpot
 from simple_salesforce import format_soql
 
-from bench.common import DOCUSIGN_TOKEN, BenchStack, Sandbox
+from bench.common import DOCUSIGN_TOKEN, HUBSPOT_TOKEN, BenchStack, Sandbox
+from integrations.hubspot.activities import HubSpotCrm
+from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.salesforce.activities import SalesforceCrm
 from integrations.salesforce.client import build_salesforce_client
 from qtc import deal as contract
@@ -43,6 +47,7 @@ from qtc.cpq import price_quote
 from qtc.models import Quote
 from qtc.ports import ReadOpportunityInput
 from runtime.settings import SANDBOX_TOKENS, Settings
+from sandbox.hubspot.seed import seed_deal
 from sandbox.stack import Child, StackError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +222,46 @@ class World:
         )
         response.raise_for_status()
 
+    async def configure_hubspot_webhooks(self) -> None:
+        """HubSpot's webhooks to the API, every event delivered twice, retried past outages."""
+        response = await self.sandbox.http.post(
+            f"{self.sandbox.hubspot}/_sandbox/webhooks",
+            json={
+                "target_url": f"{self.settings.api_public_url.rstrip('/')}/webhooks/hubspot",
+                "client_secret": self.settings.hubspot_client_secret.get_secret_value(),
+                "deliver_twice": True,
+                "max_attempts": 200,
+                "initial_backoff_s": 0.2,
+                "max_backoff_s": 2.0,
+            },
+        )
+        response.raise_for_status()
+
+    def plan_hubspot(self, deals: int, webhook_every: int) -> list[PlannedDeal]:
+        """One HubSpot deal per deal (company, Signer contact, line items, qtc_* terms); every
+        ``webhook_every``-th is started by HubSpot's webhook, the others by ``POST /v1/deals``
+        with the quote HubSpot holds."""
+        crm = HubSpotCrm(build_hubspot_client_from_settings(self.settings))
+        report = crm.ensure_schema(create=True)
+        if not report.complete:
+            raise RuntimeError(report.message())
+        hs = HubSpot(access_token=HUBSPOT_TOKEN, host=self.settings.hubspot_api_base)
+        planned = []
+        for number in range(deals):
+            seeded = seed_deal(
+                hs,
+                quote_id=f"Q-CHAOS-{number:04d}",
+                lines=(
+                    {"hs_sku": "PLATFORM-PRO", "quantity": str(10 + number)},
+                    {"hs_sku": "SUPPORT-PREMIUM", "quantity": "1"},
+                ),
+            )
+            quote = crm.read_quote(seeded.deal_id)
+            by_webhook = bool(webhook_every) and number % webhook_every == webhook_every - 1
+            payload = None if by_webhook else quote.model_dump(mode="json", exclude_none=True)
+            planned.append(PlannedDeal(number, seeded.deal_id, quote, by_webhook, payload))
+        return planned
+
     def plan(self, deals: int, outbound_every: int) -> list[PlannedDeal]:
         """Create one opportunity per deal in the CRM emulator and the quote each must bill.
 
@@ -257,7 +302,9 @@ class World:
         """Start one deal the way its source would, retrying while the stack is shaken."""
         for _ in range(attempts):
             try:
-                if deal.via_outbound:
+                if deal.via_outbound and self.settings.crm == "hubspot":
+                    await self._move_to_contract_sent(deal)
+                elif deal.via_outbound:
                     await self._announce_closed_won(deal)
                 else:
                     await self._post_deal(deal)
@@ -291,6 +338,21 @@ class World:
                     f"outbound message answered {response.status_code}: {response.text[:300]}"
                 )
         self.counts["outbound_message_repeats"] += 2
+
+    async def _move_to_contract_sent(self, deal: PlannedDeal) -> None:
+        """The salesperson moves the deal in HubSpot; HubSpot's webhook (twice) starts it."""
+        try:
+            response = await self.sandbox.http.patch(
+                f"{self.sandbox.hubspot}/crm/v3/objects/deals/{deal.opportunity_id}",
+                headers={"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
+                json={"properties": {"dealstage": "contractsent"}},
+            )
+        except httpx.TransportError as err:
+            raise Retryable(str(err)) from err
+        if response.status_code in (429, 500, 502, 503):
+            raise Retryable(f"HubSpot answered {response.status_code}")
+        response.raise_for_status()
+        self.counts["hubspot_webhook_starts"] += 1
 
     async def _post(self, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -600,14 +662,24 @@ def audit(settings: Settings, planned: list[PlannedDeal], stages: dict[str, str]
                 provisioned_deals += 1
     extra_calls = max(int(provisioning_stats.get("provisioned", 0)) - provisioned_deals, 0)
 
-    # Salesforce: the opportunity was written Closed Won.
-    sf: Any = build_salesforce_client(settings)
-    try:
+    # The CRM: the opportunity was written Closed Won (in HubSpot, with the billing customer id).
+    if settings.crm == "hubspot":
+        hs = HubSpot(access_token=HUBSPOT_TOKEN, host=settings.hubspot_api_base)
         for deal in planned:
-            opportunity = sf.Opportunity.get(deal.opportunity_id)
-            findings[deal.deal_id].closed_won = opportunity.get("StageName") == "Closed Won"
-    finally:
-        sf.session.close()
+            props = hs.crm.deals.basic_api.get_by_id(
+                deal.opportunity_id, properties=["dealstage", "qtc_billing_customer_id"]
+            ).properties
+            findings[deal.deal_id].closed_won = props.get("dealstage") == "closedwon" and bool(
+                props.get("qtc_billing_customer_id")
+            )
+    else:
+        sf: Any = build_salesforce_client(settings)
+        try:
+            for deal in planned:
+                opportunity = sf.Opportunity.get(deal.opportunity_id)
+                findings[deal.deal_id].closed_won = opportunity.get("StageName") == "Closed Won"
+        finally:
+            sf.session.close()
     connect = {
         "connect_second_copies": sum(1 for r in deliveries if r["copy"] > 1),
         "connect_failed_attempts": sum(

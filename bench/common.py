@@ -49,6 +49,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_QUOTE = REPO_ROOT / "examples" / "quote-phase3.json"
 SALESFORCE_SESSION = "sandbox-session"
 DOCUSIGN_TOKEN = "sandbox-docusign-token"
+HUBSPOT_TOKEN = "sandbox-hubspot-token"
 STARTED_BY = "bench"
 # Bounded fan-out for the bench's own calls: enough to keep the stack busy, few enough that the
 # bench process does not become the bottleneck it is measuring.
@@ -92,6 +93,7 @@ class BenchPorts:
     salesforce: int
     docusign: int
     provisioning: int
+    hubspot: int
     ironclad: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
@@ -102,7 +104,9 @@ class BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
             return cls(*(base + i for i in range(9)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning, ironclad = free_ports(8)
+        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot, ironclad = (
+            free_ports(9)
+        )
         return cls(
             temporal,
             ui,
@@ -111,6 +115,7 @@ class BenchPorts:
             salesforce,
             docusign,
             provisioning,
+            hubspot,
             ironclad,
             _free_run(workers),
         )
@@ -132,11 +137,13 @@ def bench_settings(
     task_queue: str = "qtc-bench",
     worker_cache: int | None = None,
     activity_threads: int | None = None,
+    crm: str = "salesforce",
 ) -> Settings:
     """Sandbox settings pointing every part at the bench's ports and state directory."""
     host = "127.0.0.1"
     values: dict[str, Any] = {
         "env": "sandbox",
+        "crm": crm,
         "catalog": REPO_ROOT / "catalog.toml",
         "state_dir": state_dir,
         "temporal_address": f"{host}:{ports.temporal}",
@@ -151,11 +158,13 @@ def bench_settings(
         "docusign_base_path": f"http://{host}:{ports.docusign}/restapi",
         "docusign_oauth_host": f"{host}:{ports.docusign}",
         "provisioning_url": f"http://{host}:{ports.provisioning}/v1/provision",
+        "hubspot_api_base": f"http://{host}:{ports.hubspot}",
         "sandbox_host": host,
         "sandbox_stripe_port": ports.stripe,
         "sandbox_salesforce_port": ports.salesforce,
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
+        "sandbox_hubspot_port": ports.hubspot,
         "sandbox_ironclad_port": ports.ironclad,
         "ironclad_base_url": f"http://{host}:{ports.ironclad}",
         "worker_metrics_port": ports.worker_metrics,
@@ -391,6 +400,7 @@ class Sandbox:
         self.docusign = f"http://{host}:{settings.sandbox_docusign_port}"
         self.stripe = f"http://{host}:{settings.sandbox_stripe_port}"
         self.provisioning = f"http://{host}:{settings.sandbox_provisioning_port}"
+        self.hubspot = f"http://{host}:{settings.sandbox_hubspot_port}"
         assert settings.salesforce_ca_file is not None
         tls = ssl.create_default_context(cafile=str(settings.salesforce_ca_file))
         limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
@@ -400,6 +410,10 @@ class Sandbox:
         await self.http.aclose()
 
     async def create_opportunity(self, number: int) -> str:
+        """An opportunity in the CRM the settings choose (the deal's quote is priced here, so
+        the CRM only needs the record the deal marks Closed Won and writes the billing ids to)."""
+        if self.settings.crm == "hubspot":
+            return await self._create_hubspot_deal(number)
         version = self.settings.salesforce_api_version
         response = await self.http.post(
             f"{self.salesforce}/services/data/v{version}/sobjects/Opportunity",
@@ -413,6 +427,19 @@ class Sandbox:
         response.raise_for_status()
         opportunity_id: str = response.json()["id"]
         return opportunity_id
+
+    async def _create_hubspot_deal(self, number: int) -> str:
+        response = await self.http.post(
+            f"{self.hubspot}/crm/v3/objects/deals",
+            headers={"Authorization": f"Bearer {HUBSPOT_TOKEN}"},
+            json={
+                # Before a start stage: the deal is started by the bench, not by HubSpot's webhook.
+                "properties": {"dealname": f"Bench deal {number}", "dealstage": "qualifiedtobuy"}
+            },
+        )
+        response.raise_for_status()
+        deal_id: str = response.json()["id"]
+        return deal_id
 
     async def create_opportunities(self, count: int) -> list[str]:
         ids: list[str] = await bounded_gather(range(count), self.create_opportunity)
@@ -477,6 +504,7 @@ class Sandbox:
             ("salesforce", self.salesforce),
             ("docusign", self.docusign),
             ("provisioning", self.provisioning),
+            ("hubspot", self.hubspot),
         ):
             with contextlib.suppress(httpx.HTTPError, ValueError):
                 response = await self.http.get(f"{base}/_sandbox/stats")

@@ -84,6 +84,7 @@ class Options:
     timeout_s: float
     workers: int
     keep: bool
+    crm: str
 
     @property
     def offered_deals(self) -> int:
@@ -115,6 +116,12 @@ def parse_args(argv: list[str] | None) -> Options:
     parser.add_argument("--timeout", type=float, default=900.0, help="bound on every wait, s")
     parser.add_argument("--keep", action="store_true", help="keep the state dir and logs")
     parser.add_argument(
+        "--crm",
+        choices=["salesforce", "hubspot"],
+        default="salesforce",
+        help="the CRM the deals are marked Closed Won in and write their billing ids to",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="defaults of 5 deals, 5 s offered, 3 direct deals"
     )
     add_workers_option(
@@ -144,6 +151,7 @@ def parse_args(argv: list[str] | None) -> Options:
         timeout_s=args.timeout,
         workers=args.workers,
         keep=args.keep,
+        crm=args.crm,
     )
 
 
@@ -369,7 +377,7 @@ async def run(stack: BenchStack, opts: Options) -> dict[str, Any]:
             }
         ) as sampler:
             total = opts.direct_deals + opts.offered_deals + opts.deals
-            progress(f"creating {total} Salesforce opportunities", quiet=quiet)
+            progress(f"creating {total} opportunities in {settings.crm}", quiet=quiet)
             opportunities = await sandbox.create_opportunities(total)
             template = priced_template(settings)
             quotes = [priced_for(template, o, n) for n, o in enumerate(opportunities)]
@@ -477,6 +485,7 @@ def summarize(
         **latency_figures("sig_to_invoice", [t.invoice_ms for t in direct], "direct_"),
         **latency_figures("sig_to_provisioned", [t.provisioned_ms for t in direct], "direct_"),
         **ceiling_figures,
+        "crm": settings.crm,
         "worker_processes": opts.workers,
         "worker_max_cached_workflows": settings.worker_max_cached_workflows,
         "worker_activity_threads": settings.worker_activity_threads,
@@ -498,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         state_dir,
         worker_cache=opts.worker_cache,
         activity_threads=opts.activity_threads,
+        crm=opts.crm,
     )
     run_on_stack(
         settings,

@@ -219,6 +219,18 @@ class CrmReader(Protocol):
         ...
 
 
+@runtime_checkable
+class CrmNotes(Protocol):
+    """A CRM that can tell its users, on the record itself, why a deal was not started (a note on
+    the HubSpot deal). Best used for refusals a person must fix in the CRM: a rule the quote
+    breaks, a field it lacks."""
+
+    def note_refusal(self, opportunity_id: str, reason: str) -> str | None:
+        """Attach ``reason`` to the opportunity; the note's id, or None when there is nowhere to
+        write it. Raises ``ApplicationError`` like ``read_quote``."""
+        ...
+
+
 class Crm(Protocol):
     """The CRM activities: ``read_opportunity``, ``mark_closed_won``, ``write_back_billing_ids``."""
 

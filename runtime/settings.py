@@ -31,6 +31,8 @@ SANDBOX_SECRETS: dict[str, str] = {
     "docusign_connect_secret": "sandbox-connect-secret",
     "salesforce_callout_secret": "sandbox-sf-secret",
     "provisioning_secret": "sandbox-provisioning-secret",
+    "hubspot_access_token": "sandbox-hubspot-token",
+    "hubspot_client_secret": "sandbox-hubspot-secret",
     "ironclad_api_key": "sandbox-ironclad-key",
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
     env: Literal["sandbox", "production"] = "sandbox"
 
     # --- Which vendor implements each port (workers/compose.py wires them) ---
-    crm: Literal["salesforce"] = "salesforce"
+    crm: Literal["salesforce", "hubspot"] = "salesforce"
     esign: Literal["docusign", "ironclad"] = "docusign"
     billing: Literal["stripe"] = "stripe"
     erp: Literal["none"] = "none"
@@ -142,8 +144,9 @@ class Settings(BaseSettings):
     # --- HTTP API and webhooks (starters/api) ---
     api_temporal_timeout_s: float = 5.0  # a webhook sender gets 503 after this, not a hang
     api_retry_after_s: int = 5  # Retry-After sent with every 503
-    # Phase of deals started by Salesforce webhooks. An int range, not Literal[1, 2, 3]: an
-    # environment variable arrives as the string "3", which a Literal of ints refuses.
+    # Phase of deals started by the CRM webhooks (Salesforce, HubSpot). An int range, not
+    # Literal[1, 2, 3]: an environment variable arrives as the string "3", which a Literal of
+    # ints refuses.
     api_default_phase: int = Field(3, ge=1, le=3)
     api_outbound_dedupe_size: int = 10_000  # remembered Outbound Message notification ids
     salesforce_callout_tolerance_s: int = 300  # max age of a signed Flow callout
@@ -194,6 +197,26 @@ class Settings(BaseSettings):
     salesforce_domain: str = "login"  # username/password login: "login", "test" or a My Domain
     salesforce_timeout_s: float = 30.0
 
+    # --- HubSpot (integrations/hubspot) ---
+    hubspot_api_base: str = "http://127.0.0.1:12115"
+    hubspot_access_token: SecretStr = SecretStr(SANDBOX_SECRETS["hubspot_access_token"])
+    # The app's client secret: the key of the webhooks' X-HubSpot-Signature-v3.
+    hubspot_client_secret: SecretStr = SecretStr(SANDBOX_SECRETS["hubspot_client_secret"])
+    hubspot_webhook_tolerance_s: int = 300  # HubSpot's own limit for a signed request's age
+    hubspot_start_stages: list[str] = Field(default_factory=lambda: ["contractsent"])
+    hubspot_closed_won_stage: str = "closedwon"
+    hubspot_property_map: dict[str, str] = Field(default_factory=dict)
+    # Create the qtc property group, properties and the Signer label when missing. None: in the
+    # sandbox yes; elsewhere only report what is missing (the private app then needs no
+    # crm.schemas.*.write scope).
+    hubspot_create_properties: bool | None = None
+    hubspot_timeout_s: float = 20.0
+    hubspot_webhook_dedupe_size: int = 10_000  # remembered webhook event ids
+    # Where deals started by the HubSpot webhook run when HubSpot is not QTC_CRM: a worker with
+    # QTC_CRM=hubspot polls this queue (the demo runs a HubSpot deal beside Salesforce ones).
+    # None: HubSpot webhooks are served only when QTC_CRM=hubspot, on the task queue.
+    hubspot_task_queue: str | None = None
+
     # DocuSign
     docusign_base_path: str = "http://127.0.0.1:12113/restapi"
     docusign_oauth_host: str = "127.0.0.1:12113"
@@ -232,6 +255,7 @@ class Settings(BaseSettings):
     sandbox_salesforce_port: int = 12112
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
+    sandbox_hubspot_port: int = 12115
     sandbox_ironclad_port: int = 12120
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
@@ -263,6 +287,18 @@ class Settings(BaseSettings):
         return self.env == "sandbox"
 
     @property
+    def uses_hubspot(self) -> bool:
+        """HubSpot is the CRM, or served beside another one (``QTC_HUBSPOT_TASK_QUEUE``)."""
+        return self.crm == "hubspot" or bool(self.hubspot_task_queue)
+
+    @property
+    def hubspot_creates_properties(self) -> bool:
+        """Whether missing HubSpot properties are created, or only reported (see the setting)."""
+        if self.hubspot_create_properties is not None:
+            return self.hubspot_create_properties
+        return self.sandbox
+
+    @property
     def docusign_connect_secrets(self) -> list[SecretStr]:
         return [self.docusign_connect_secret, *self.docusign_connect_secrets_extra]
 
@@ -281,7 +317,10 @@ class Settings(BaseSettings):
         offending = [
             f"QTC_{name.upper()}"
             for name, value in SANDBOX_SECRETS.items()
-            if getattr(self, name) is not None and getattr(self, name).get_secret_value() == value
+            if getattr(self, name) is not None
+            and getattr(self, name).get_secret_value() == value
+            # A vendor this deployment does not use needs no credentials of its own.
+            and (self.uses_hubspot or not name.startswith("hubspot_"))
         ]
         if any(token in SANDBOX_TOKENS for token in self.api_tokens):
             offending.append("QTC_API_TOKENS")

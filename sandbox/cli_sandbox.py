@@ -1,5 +1,5 @@
 """``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign, the product backend and
-Ironclad.
+HubSpot and Ironclad.
 
 The emulators are imported inside the command, so every other ``qtc`` command starts without
 loading four web apps.
@@ -16,19 +16,21 @@ from rich.table import Table
 
 from runtime.logging import configure_logging
 from runtime.settings import SANDBOX_SECRETS, SANDBOX_TOKENS, get_settings
-from sandbox.stack import Stack, StackError
+from sandbox.stack import Stack, StackError, with_hubspot_beside
 
 if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
 
 app = typer.Typer(
-    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend "
-    "and Ironclad.",
+    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend, "
+    "HubSpot and Ironclad.",
     no_args_is_help=True,
 )
 
 
-def _addresses(emulators: RunningEmulators, connect_url: str, ironclad_webhook_url: str) -> Table:
+def _addresses(
+    emulators: RunningEmulators, connect_url: str, hubspot_url: str, ironclad_webhook_url: str
+) -> Table:
     from sandbox.salesforce.app import SANDBOX_SESSION_ID
 
     table = Table(title="QTC sandbox emulators", title_justify="left")
@@ -53,6 +55,10 @@ def _addresses(emulators: RunningEmulators, connect_url: str, ironclad_webhook_u
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
     table.add_row(
+        "hubspot",
+        emulators.hubspot_url,
+        f"private-app token {SANDBOX_SECRETS['hubspot_access_token']}; webhooks signed (v3) with "
+        f"{SANDBOX_SECRETS['hubspot_client_secret']}, delivered to {hubspot_url}",
         "ironclad",
         emulators.ironclad_url,
         f"API key {SANDBOX_SECRETS['ironclad_api_key']}; template sandbox-order-form; "
@@ -90,6 +96,10 @@ def _stack_addresses(stack: Stack) -> Table:
         f"signing secret {SANDBOX_SECRETS['provisioning_secret']}",
     )
     table.add_row(
+        "hubspot",
+        f"http://{s.sandbox_host}:{s.sandbox_hubspot_port}",
+        f"token {SANDBOX_SECRETS['hubspot_access_token']}; a deal moved to one of "
+        f"{', '.join(s.hubspot_start_stages)} reaches {api}/webhooks/hubspot",
         "ironclad",
         f"http://{s.sandbox_host}:{s.sandbox_ironclad_port}",
         f"API key {SANDBOX_SECRETS['ironclad_api_key']}; webhooks to {api}/webhooks/ironclad; "
@@ -122,6 +132,7 @@ def up(
     from sandbox.runner import (
         EmulatorStartError,
         default_connect_url,
+        default_hubspot_webhook_url,
         default_ironclad_webhook_url,
         default_state_dir,
         start_emulators,
@@ -132,6 +143,7 @@ def up(
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     connect_url = default_connect_url(settings)
+    hubspot_url = default_hubspot_webhook_url(settings)
     ironclad_webhook_url = default_ironclad_webhook_url(settings)
     directory = state_dir or default_state_dir(settings)
     try:
@@ -139,6 +151,7 @@ def up(
             directory,
             host=settings.sandbox_host,
             connect_url=connect_url,
+            hubspot_webhook_url=hubspot_url,
             ironclad_webhook_url=ironclad_webhook_url,
             persist=not fresh,
             access_log=True,
@@ -147,7 +160,7 @@ def up(
         console.print(f"[bold red]sandbox did not start:[/] {exc}")
         raise typer.Exit(code=1) from exc
     with emulators:
-        console.print(_addresses(emulators, connect_url, ironclad_webhook_url))
+        console.print(_addresses(emulators, connect_url, hubspot_url, ironclad_webhook_url))
         kept = "in memory only (--fresh)" if fresh else f"written through to {directory}"
         console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
         console.print("Press Ctrl-C to stop.")
@@ -158,7 +171,7 @@ def up(
 def _up_stack(state_dir: Path | None, fresh: bool) -> None:
     from sandbox.runner import wait_for_stop_signal
 
-    settings = get_settings()
+    settings = with_hubspot_beside(get_settings())
     configure_logging(settings.log_level, settings.log_json)
     console = Console()
     stack = Stack(

@@ -11,6 +11,12 @@ JSON SIM message (the envelope id alone: the API reads the envelope from the emu
 with the envelope summary, and the legacy XML. The emulator's Connect configuration is switched
 just before each signature, so each deal's message has its scenario's format.
 
+One more deal lives in HubSpot: the demo builds it there through HubSpot's SDK (company, signer
+contact, line items, the qtc_* terms) and moves it to "Contract Sent", as a salesperson would; the
+HubSpot emulator delivers the v3-signed stage change to the API's ``/webhooks/hubspot``, which
+starts the deal on a worker of its own (``QTC_CRM=hubspot``). It ends Closed Won in HubSpot with
+the billing ids on the deal.
+
 One more deal runs with its contract on Ironclad: a second worker and API with
 ``QTC_ESIGN=ironclad`` (a stack variant on its own task queue) take it, the Ironclad emulator
 signs the workflow, and its RSA-signed webhook reaches the API.
@@ -28,15 +34,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hubspot import HubSpot
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from integrations.hubspot.activities import HubSpotCrm
+from integrations.hubspot.client import build_hubspot_client_from_settings
+from integrations.hubspot.mapping import PropertyMap
 from integrations.salesforce.client import build_salesforce_client
 from qtc.deal import TERMINAL_STAGES
 from qtc.money import format_minor
 from runtime.settings import Settings
-from sandbox.stack import Stack, Variant
+from sandbox.hubspot.seed import acme_company, seed_deal
+from sandbox.stack import Stack, Variant, with_hubspot_beside
 
 SALES = "sandbox-sales"
 DEAL_DESK = "sandbox-deal-desk"
@@ -67,6 +78,8 @@ class DemoDeal:
     signed_days_ago: int = 0
     # An amendment: the example file of the deal it amends, started once that one is billed.
     amends: str | None = None
+    crm: str = "salesforce"
+    crm_record: str | None = None  # the HubSpot deal id
 
     @property
     def done(self) -> bool:
@@ -153,6 +166,16 @@ class Demo:
             auth=(settings.stripe_api_key.get_secret_value(), ""),
             timeout=10,
         )
+        if settings.uses_hubspot:
+            self.deals.append(
+                DemoDeal(
+                    "HubSpot: started by a signed webhook",
+                    "",
+                    settings.api_default_phase,
+                    "completed",
+                    crm="hubspot",
+                )
+            )
 
     def _auth(self, token: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
@@ -161,6 +184,9 @@ class Demo:
         for deal in self.deals:
             if deal.amends is not None:
                 continue  # started once the deal it amends has been billed
+            if deal.crm == "hubspot":
+                self._start_in_hubspot(deal)
+                continue
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
             api = self.api
             if deal.variant is not None:
@@ -201,6 +227,43 @@ class Demo:
                 f"POST /v1/deals/{original.deal_id}/amendments answered "
                 f"{response.status_code}: {response.text}"
             )
+
+    def _hubspot(self) -> HubSpot:
+        return HubSpot(
+            access_token=self.settings.hubspot_access_token.get_secret_value(),
+            host=self.settings.hubspot_api_base,
+        )
+
+    def _start_in_hubspot(self, deal: DemoDeal) -> None:
+        """Build the deal in HubSpot and move it to Contract Sent: HubSpot's webhook starts it."""
+        crm = HubSpotCrm(
+            build_hubspot_client_from_settings(self.settings),
+            PropertyMap.from_settings(self.settings),
+        )
+        report = crm.ensure_schema(create=True)
+        if not report.complete:
+            deal.problem = report.message()
+            return
+        hs = self._hubspot()
+        seeded = seed_deal(
+            hs,
+            quote_id="Q-HS-2001",
+            company=acme_company(" (HubSpot)"),
+            signer=("Hana", "Hubbard", "hana@acme.example"),
+        )
+        hs.crm.deals.basic_api.update(seeded.deal_id, {"properties": {"dealstage": "contractsent"}})
+        deal.crm_record = seeded.deal_id
+        deal.deal_id = f"deal-{seeded.deal_id}"
+        deal.stage = "moved to Contract Sent in HubSpot"
+
+    def _crm_outcome(self, deal: DemoDeal) -> str:
+        if deal.crm != "hubspot" or deal.crm_record is None:
+            return deal.crm
+        found = self._hubspot().crm.deals.basic_api.get_by_id(
+            deal.crm_record, properties=["dealstage", "qtc_billing_customer_id"]
+        )
+        written = "billing ids written" if found.properties.get("qtc_billing_customer_id") else ""
+        return f"hubspot {deal.crm_record}: {found.properties.get('dealstage')} {written}".strip()
 
     def _advance(self, deal: DemoDeal) -> None:
         """Read the deal's status and play the outside world's next move for its stage."""
@@ -345,6 +408,7 @@ class Demo:
             "deal",
             "scenario",
             "stage",
+            "CRM",
             "contract",
             "Stripe customer",
             "subscription",
@@ -373,6 +437,7 @@ class Demo:
                 deal.deal_id or "-",
                 deal.label,
                 outcome,
+                self._crm_outcome(deal),
                 f"{s.get('esign') or '-'} {s.get('envelope_id') or ''}".strip(),
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
@@ -436,6 +501,8 @@ def run_demo(
         # The demo shows Stripe Tax at work (a GB customer pays 20 % VAT, an EU business with a
         # VAT id is reverse charged) unless QTC_TAX says otherwise.
         settings = settings.model_copy(update={"tax": "on"})
+    # One deal runs on HubSpot beside the Salesforce ones, on a worker of its own.
+    settings = with_hubspot_beside(settings)
     state_dir = settings.state_dir / "demo"
     console.print("Starting Temporal dev server, emulators, worker and API ...")
     # A fresh Temporal database and fresh emulators every run, so the demo can run again at once.

@@ -1,4 +1,5 @@
-"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, Ironclad) in one process.
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, Ironclad) in one
+process.
 
 ``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
 with the port in the message, and port 0 gives an ephemeral port known before anything runs),
@@ -31,6 +32,7 @@ from starlette.types import ASGIApp
 from runtime.logging import configure_logging
 from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
+from sandbox.hubspot.app import create_app as create_hubspot_app
 from sandbox.ironclad.app import create_app as create_ironclad_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
@@ -39,7 +41,7 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "ironclad")
+EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "ironclad")
 
 
 class EmulatorStartError(RuntimeError):
@@ -54,6 +56,7 @@ class EmulatorPorts:
     salesforce: int = 0
     docusign: int = 0
     provisioning: int = 0
+    hubspot: int = 0
     ironclad: int = 0
 
     @classmethod
@@ -63,6 +66,7 @@ class EmulatorPorts:
             salesforce=settings.sandbox_salesforce_port,
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
+            hubspot=settings.sandbox_hubspot_port,
             ironclad=settings.sandbox_ironclad_port,
         )
 
@@ -74,6 +78,11 @@ def default_state_dir(settings: Settings) -> Path:
 def default_connect_url(settings: Settings) -> str:
     """Where the DocuSign emulator delivers Connect events: the API's DocuSign webhook."""
     return settings.api_public_url.rstrip("/") + "/webhooks/docusign"
+
+
+def default_hubspot_webhook_url(settings: Settings) -> str:
+    """Where the HubSpot emulator delivers deal events: the API's HubSpot webhook."""
+    return settings.api_public_url.rstrip("/") + "/webhooks/hubspot"
 
 
 def default_ironclad_webhook_url(settings: Settings) -> str:
@@ -102,6 +111,7 @@ class RunningEmulators:
         self.salesforce_url = f"https://{url_host}:{ports.salesforce}"
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
+        self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
         self.ironclad_url = f"http://{url_host}:{ports.ironclad}"
         self._servers = servers
         self._sockets = sockets
@@ -116,6 +126,7 @@ class RunningEmulators:
             "salesforce": self.salesforce_url,
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
+            "hubspot": self.hubspot_url,
             "ironclad": self.ironclad_url,
         }
 
@@ -208,6 +219,7 @@ def start_emulators(
     persist: bool = False,
     ironclad_webhook_url: str | None = None,
     *,
+    hubspot_webhook_url: str | None = None,
     access_log: bool = False,
     startup_timeout_s: float = 30.0,
 ) -> RunningEmulators:
@@ -218,6 +230,8 @@ def start_emulators(
         host: address to listen on.
         ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12120).
         connect_url: where the DocuSign emulator delivers Connect events.
+        hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
+            until ``POST /_sandbox/webhooks`` sets it).
         ironclad_webhook_url: the webhook the Ironclad emulator subscribes at start-up.
         persist: write state through to ``state_dir`` so a restart loses nothing.
         access_log: log one line per request (useful in the foreground, noisy in tests).
@@ -235,6 +249,7 @@ def start_emulators(
         "salesforce": create_salesforce_app(state_file=state("salesforce")),
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
+        "hubspot": create_hubspot_app(state_file=state("hubspot"), webhook_url=hubspot_webhook_url),
         "ironclad": create_ironclad_app(
             state_file=state("ironclad"), webhook_url=ironclad_webhook_url
         ),
@@ -244,6 +259,7 @@ def start_emulators(
         "salesforce": ports.salesforce,
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
+        "hubspot": ports.hubspot,
         "ironclad": ports.ironclad,
     }
     sockets: list[socket.socket] = []
@@ -309,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state-dir", type=Path, default=default_state_dir(settings))
     parser.add_argument("--host", default=settings.sandbox_host)
     parser.add_argument("--connect-url", default=default_connect_url(settings))
+    parser.add_argument("--hubspot-webhook-url", default=default_hubspot_webhook_url(settings))
     parser.add_argument("--ironclad-webhook-url", default=default_ironclad_webhook_url(settings))
     parser.add_argument(
         "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
@@ -322,6 +339,7 @@ def main(argv: list[str] | None = None) -> None:
         args.state_dir,
         host=args.host,
         connect_url=args.connect_url,
+        hubspot_webhook_url=args.hubspot_webhook_url,
         ironclad_webhook_url=args.ironclad_webhook_url,
         persist=not args.no_persist,
         access_log=not args.no_access_log,

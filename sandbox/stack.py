@@ -53,6 +53,16 @@ def _env_value(value: Any) -> str:
     return str(plain)
 
 
+def with_hubspot_beside(settings: Settings) -> Settings:
+    """The sandbox's settings with HubSpot served beside the CRM ``QTC_CRM`` names: its webhook
+    starts deals on a queue of their own, which a ``QTC_CRM=hubspot`` worker polls."""
+    if settings.uses_hubspot:
+        return settings
+    return settings.model_copy(
+        update={"hubspot_task_queue": f"{settings.temporal_task_queue}-hubspot"}
+    )
+
+
 class StackError(RuntimeError):
     """A part of the stack could not start; the message says which and where its log is."""
 
@@ -291,6 +301,7 @@ class Stack:
             s.sandbox_salesforce_port,
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
+            s.sandbox_hubspot_port,
             s.sandbox_ironclad_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
@@ -303,25 +314,26 @@ class Stack:
         for port in ports:
             self._require(child, s.sandbox_host, port)
 
-    def start_worker(self, index: int = 0) -> None:
+    @property
+    def hubspot_beside(self) -> bool:
+        """Whether deals from HubSpot run beside another CRM's (``QTC_HUBSPOT_TASK_QUEUE``): they
+        need a worker of their own, with ``QTC_CRM=hubspot`` on that queue."""
+        return self.settings.crm != "hubspot" and bool(self.settings.hubspot_task_queue)
+
+    def start_worker(self, index: int = 0, *, name: str | None = None, **env: str) -> None:
         """Start worker number ``index`` (0: ``worker``, 1: ``worker-2``...) and wait for its
         "worker started" line. A restarted worker appends to the same log, so only what is
-        written after this start counts."""
-        # Each worker process serves its own /metrics, on consecutive ports from the first.
-        self._start_worker_process(worker_name(index), self.env, self.worker_metrics_port(index))
-
-    def _start_worker_process(self, name: str, env: dict[str, str], metrics_port: int) -> None:
+        written after this start counts. ``env`` overrides settings for this worker only."""
+        name = name or worker_name(index)
         log = self.state_dir / "logs" / f"{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        self._check_ports([(self.settings.sandbox_host, metrics_port)])
+        # Each worker process serves its own /metrics, on consecutive ports from the first.
+        port = self.worker_metrics_port(index)
+        self._check_ports([(self.settings.sandbox_host, port)])
         child = self._spawn(
             name,
             [sys.executable, "-m", "starters.cli", "worker"],
-            {
-                **env,
-                "QTC_WORKER_METRICS_PORT": str(metrics_port),
-                "QTC_WORKER_METRICS_HOST": "127.0.0.1",
-            },
+            {"QTC_WORKER_METRICS_PORT": str(port), "QTC_WORKER_METRICS_HOST": "127.0.0.1", **env},
         )
         deadline = time.monotonic() + 30
 
@@ -335,6 +347,16 @@ class Stack:
         if child.proc.poll() is not None or not started():
             tail = child.log.read_text(errors="replace")[-2000:]
             raise StackError(f"worker did not start (log: {child.log}):\n{tail}")
+
+    def start_hubspot_worker(self) -> None:
+        """The worker of the deals HubSpot starts when HubSpot is not ``QTC_CRM``."""
+        # The worker after the last on the task queue: its own /metrics port too.
+        self.start_worker(
+            self.workers,
+            name="worker-hubspot",
+            QTC_CRM="hubspot",
+            QTC_TEMPORAL_TASK_QUEUE=str(self.settings.hubspot_task_queue),
+        )
 
     def start_api(self) -> None:
         self._start_api_process("api", self.settings)
@@ -351,10 +373,11 @@ class Stack:
             time.sleep(0.2)
         raise StackError(f"API never became ready (log: {child.log})")
 
-    def start_variant(self, variant: Variant) -> Settings:
-        """Start the variant's worker and API (on free ports); return their settings."""
+    def start_variant(self, variant: Variant, index: int) -> Settings:
+        """Start the variant's worker (worker number ``index``, for its /metrics port) and API (on
+        a free port); return their settings."""
         main = self.settings
-        api_port, metrics_port = free_ports(2, main.api_host)
+        [api_port] = free_ports(1, main.api_host)
         settings = main.model_copy(
             update={
                 **variant.overrides,
@@ -363,7 +386,9 @@ class Stack:
                 "api_public_url": f"http://{main.api_host}:{api_port}",
             }
         )
-        self._start_worker_process(f"{variant.name}-worker", self.env_for(settings), metrics_port)
+        main_env = self.env
+        changed = {k: v for k, v in self.env_for(settings).items() if main_env.get(k) != v}
+        self.start_worker(index, name=f"{variant.name}-worker", **changed)
         self._start_api_process(f"{variant.name}-api", settings)
         self.variant_settings[variant.name] = settings
         return settings
@@ -376,11 +401,15 @@ class Stack:
             if self.with_worker:
                 for index in range(self.workers):
                     self.start_worker(index)
+                if self.hubspot_beside:
+                    self.start_hubspot_worker()
             if self.with_api:
                 self.start_api()
             if self.with_worker and self.with_api:
-                for variant in self.variants:
-                    self.start_variant(variant)
+                # After the task queue's workers and the HubSpot one: their own /metrics ports.
+                first = self.workers + 1
+                for offset, variant in enumerate(self.variants):
+                    self.start_variant(variant, first + offset)
         except BaseException:
             self.stop()
             raise

@@ -20,7 +20,7 @@ from qtc import errors
 from qtc.cpq import price_quote
 from qtc.deal import Phase
 from qtc.models import Catalog, PricedQuote
-from qtc.ports import CrmReader, OpportunityStageReader
+from qtc.ports import CrmNotes, CrmReader, OpportunityStageReader
 from runtime.settings import Settings
 from service.deals import DealServiceError, StartResult, start_deal
 
@@ -76,6 +76,21 @@ def _unavailable(err: ApplicationError) -> OpportunityUnavailable:
     if not err.non_retryable:
         return OpportunityUnavailable("unavailable", err.message)
     return OpportunityUnavailable("refused", err.message)
+
+
+async def note_refusal(crm: CrmReader, opportunity_id: str, reason: str) -> str | None:
+    """Tell the CRM's users on the opportunity itself why no deal was started, when the CRM
+    takes notes (HubSpot); the note's id, or None.
+
+    Raises:
+        OpportunityUnavailable: The CRM refused the note or could not be reached.
+    """
+    if not isinstance(crm, CrmNotes):
+        return None
+    try:
+        return await asyncio.to_thread(crm.note_refusal, opportunity_id, reason)
+    except ApplicationError as err:
+        raise _unavailable(err) from err
 
 
 async def start_from_crm(

@@ -332,14 +332,36 @@ def start_from_crm(
             ),
         )
     except QuoteRejected as exc:
+        _note_refusal(crm, opportunity_id, _violation_lines(exc))
         _reject(exc, json_output)
     except OpportunityUnavailable as exc:
+        if exc.reason == "not_quotable":
+            _note_refusal(crm, opportunity_id, str(exc))
         _exit(_first_line(exc))
     except ValueError as exc:
         _exit(f"the CRM ({settings.crm}) is not configured: {_first_line(exc)}")
     finally:
         crm.close()
     _print_started(result, None, json_output)
+
+
+def _violation_lines(exc: QuoteRejected) -> str:
+    return "The quote breaks CPQ rules:\n" + "\n".join(
+        f"{v.pointer or '(document)'}: {v.code}: {v.message}" for v in exc.violations
+    )
+
+
+def _note_refusal(crm: ports.CrmReader, opportunity_id: str, reason: str) -> None:
+    """Leave the reason on the CRM record too (HubSpot takes notes), where sales will see it."""
+    from service.crm import OpportunityUnavailable, note_refusal
+
+    try:
+        note = asyncio.run(note_refusal(crm, opportunity_id, reason))
+    except OpportunityUnavailable as err:
+        typer.echo(f"qtc: the CRM did not take the note: {_first_line(err)}", err=True)
+        return
+    if note is not None:
+        typer.echo(f"note {note} left on {opportunity_id} in the CRM", err=True)
 
 
 def _print_started(result: deals.StartResult, priced: PricedQuote | None, as_json: bool) -> None:

@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, metrics, ironclad = free_ports(9)
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, ironclad = free_ports(10)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -30,12 +30,14 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_salesforce_port=sf,
         sandbox_docusign_port=ds,
         sandbox_provisioning_port=prov,
+        sandbox_hubspot_port=hub,
         sandbox_ironclad_port=ironclad,
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
         docusign_oauth_host=f"127.0.0.1:{ds}",
         provisioning_url=f"http://127.0.0.1:{prov}/v1/provision",
+        hubspot_api_base=f"http://127.0.0.1:{hub}",
         ironclad_base_url=f"http://127.0.0.1:{ironclad}",
         worker_metrics_port=metrics,
         codec_enabled=codec,
@@ -51,6 +53,7 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_salesforce_port,
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
+        settings.sandbox_hubspot_port,
         settings.sandbox_ironclad_port,
         settings.worker_metrics_port or 0,
     ]

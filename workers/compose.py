@@ -16,8 +16,14 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+import structlog
+from temporalio.exceptions import ApplicationError
+
 from integrations.docusign.activities import DocusignESignature
 from integrations.docusign.client import build_docusign_client
+from integrations.hubspot.activities import HubSpotCrm
+from integrations.hubspot.client import build_hubspot_client_from_settings
+from integrations.hubspot.mapping import PropertyMap
 from integrations.ironclad.activities import IroncladESignature
 from integrations.ironclad.client import build_ironclad_api
 from integrations.product_backend.activities import HttpProductBackend
@@ -32,6 +38,8 @@ from qtc.models import Quote
 from runtime.settings import Settings
 from runtime.vendor_errors import non_retryable
 
+log = structlog.get_logger(__name__)
+
 
 class CrmImplementation(ports.Crm, ports.CrmReader, Protocol):
     """A CRM integration: the activities and the reader the starters use."""
@@ -41,6 +49,27 @@ def _salesforce(settings: Settings, closing: contextlib.ExitStack) -> CrmImpleme
     sf = build_salesforce_client(settings)
     closing.callback(sf.session.close)
     return SalesforceCrm(sf, FieldMap.from_settings(settings))
+
+
+def _hubspot(settings: Settings, closing: contextlib.ExitStack) -> CrmImplementation:
+    crm = HubSpotCrm(
+        build_hubspot_client_from_settings(settings),
+        PropertyMap.from_settings(settings),
+        closed_won_stage=settings.hubspot_closed_won_stage,
+    )
+    try:
+        report = crm.ensure_schema(create=settings.hubspot_creates_properties)
+    except ApplicationError as err:
+        if err.non_retryable:
+            raise ValueError(f"HubSpot refused the property check: {err.message}") from err
+        # HubSpot is down for now: the activities retry, and the check runs at the next start.
+        log.warning("HubSpot properties not checked", error=err.message)
+        return crm
+    if report.created:
+        log.info("HubSpot properties created", created=report.created)
+    if not report.complete:
+        raise ValueError(report.message())
+    return crm
 
 
 def _docusign(settings: Settings, closing: contextlib.ExitStack) -> ports.ESignature:
@@ -67,6 +96,7 @@ def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
 
 CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {
     "salesforce": _salesforce,
+    "hubspot": _hubspot,
 }
 ESIGNATURES: dict[str, Callable[[Settings, contextlib.ExitStack], ports.ESignature]] = {
     "docusign": _docusign,
@@ -122,8 +152,8 @@ class LazyCrmReader:
     without CRM credentials, and a misconfigured CRM fails the request that needs it, with the
     setting named, instead of the process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.name: str = settings.crm
+    def __init__(self, settings: Settings, crm: str | None = None) -> None:
+        self.name: str = crm or settings.crm
         self._settings = settings
         self._closing = contextlib.ExitStack()
         self._lock = threading.Lock()
@@ -143,10 +173,17 @@ class LazyCrmReader:
             )
         return crm.is_closed_won(opportunity_id)
 
+    def note_refusal(self, opportunity_id: str, reason: str) -> str | None:
+        """Leave the refusal on the opportunity when the CRM takes notes (``ports.CrmNotes``)."""
+        crm = self._built()
+        if isinstance(crm, ports.CrmNotes):
+            return crm.note_refusal(opportunity_id, reason)
+        return None
+
     def _built(self) -> CrmImplementation:
         with self._lock:
             if self._crm is None:
-                self._crm = build_crm(self._settings, self._closing)
+                self._crm = CRMS[self.name](self._settings, self._closing)
             return self._crm
 
     def close(self) -> None:

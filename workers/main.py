@@ -164,9 +164,13 @@ async def _run(settings: Settings, client: Client, stop: asyncio.Event | None) -
             max_workers=2 * settings.worker_activity_threads, thread_name_prefix="qtc-activity"
         ) as executor,
     ):
-        worker = build_worker(
-            settings, client, [*build_activities(settings, closing), *LOCAL_ACTIVITIES], executor
-        )
+        try:
+            activities = build_activities(settings, closing)
+        except ValueError as exc:
+            # A vendor's configuration is incomplete (credentials, the CRM's custom properties):
+            # the message says what to set or create.
+            raise WorkerStartError(f"a vendor is not configured: {exc}") from exc
+        worker = build_worker(settings, client, [*activities, *LOCAL_ACTIVITIES], executor)
         running = asyncio.create_task(worker.run())
         stopping = asyncio.create_task(stop.wait())
         try:

@@ -23,7 +23,14 @@ from runtime.settings import Settings
 from runtime.temporal import connect, metrics_runtime
 from runtime.tracing import configure_tracing
 from starters import codec_api
-from starters.api import metrics, routes_deals, routes_ironclad, routes_quotes, routes_webhooks
+from starters.api import (
+    metrics,
+    routes_deals,
+    routes_hubspot,
+    routes_ironclad,
+    routes_quotes,
+    routes_webhooks,
+)
 from starters.api.metrics import REQUESTS
 from starters.api.problems import Problem, install_problem_handlers
 from starters.api.state import ApiState, ClientFactory, State, TemporalGateway
@@ -80,6 +87,7 @@ def create_app(
     client_factory: ClientFactory | None = None,
     crm: CrmReader | None = None,
     contracts: ContractReader | None = None,
+    hubspot: CrmReader | None = None,
 ) -> FastAPI:
     """Build the API.
 
@@ -91,6 +99,8 @@ def create_app(
             ``StageName`` are decided with it.
         contracts: Reads a contract by its id (blocking; default: the e-signature service
             ``QTC_ESIGN`` names, built on first use).
+        hubspot: The reader of HubSpot webhooks (default: ``crm`` when ``QTC_CRM=hubspot``, a
+            HubSpot reader when ``QTC_HUBSPOT_TASK_QUEUE`` is set, else none).
 
     Raises:
         qtc.errors.CatalogError: The catalog cannot be loaded (the API refuses to start).
@@ -108,7 +118,8 @@ def create_app(
         title="Quote-to-Cash API",
         version="1.0.0",
         description=(
-            "Price quotes, start and steer deals, and receive DocuSign and Salesforce webhooks. "
+            "Price quotes, start and steer deals, and receive DocuSign, Salesforce and HubSpot "
+            "webhooks. "
             "Authenticate with `Authorization: Bearer <token>`; errors are "
             "`application/problem+json`."
         ),
@@ -123,6 +134,7 @@ def create_app(
         crm=crm,
         contracts=contracts or LazyContractReader(settings),
         opportunity_stages=crm if isinstance(crm, OpportunityStageReader) else None,
+        hubspot=hubspot or _hubspot_reader(settings, crm),
     )
     app.state.sdk_metrics_url = (
         f"http://127.0.0.1:{sdk_metrics_port}/metrics" if client_factory is None else None
@@ -132,6 +144,7 @@ def create_app(
     app.include_router(routes_quotes.router)
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
+    app.include_router(routes_hubspot.router)
     app.include_router(routes_ironclad.router)
     app.include_router(codec_api.router)
 
@@ -160,6 +173,14 @@ def create_app(
     )
     app.add_middleware(AccessLogMiddleware)
     return app
+
+
+def _hubspot_reader(settings: Settings, crm: CrmReader) -> CrmReader | None:
+    if settings.crm == "hubspot":
+        return crm
+    if settings.hubspot_task_queue:
+        return LazyCrmReader(settings, "hubspot")
+    return None
 
 
 def _too_large(settings: Settings) -> Callable[[], Response]:

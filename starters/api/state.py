@@ -89,10 +89,15 @@ class ApiState:
     # Reads an opportunity's stage, for Outbound Messages that leave StageName out; None when the
     # CRM reader given cannot (such notifications are then refused, never acknowledged).
     opportunity_stages: OpportunityStageReader | None
+    # The HubSpot reader of /webhooks/hubspot: the CRM itself when QTC_CRM=hubspot, a second one
+    # when QTC_HUBSPOT_TASK_QUEUE serves HubSpot beside another CRM, else None.
+    hubspot: CrmReader | None = None
     outbound_seen: RecentIds = field(init=False)
+    hubspot_seen: RecentIds = field(init=False)
 
     def __post_init__(self) -> None:
         self.outbound_seen = RecentIds(self.settings.api_outbound_dedupe_size)
+        self.hubspot_seen = RecentIds(self.settings.hubspot_webhook_dedupe_size)
 
     @property
     def rpc_timeout(self) -> timedelta:

@@ -56,6 +56,7 @@ def qtc_env(
             "QTC_DOCUSIGN_BASE_PATH": f"{emulators.docusign_url}/restapi",
             "QTC_DOCUSIGN_OAUTH_HOST": emulators.docusign_url.removeprefix("http://"),
             "QTC_PROVISIONING_URL": f"{emulators.provisioning_url}/v1/provision",
+            "QTC_HUBSPOT_API_BASE": emulators.hubspot_url,
             "QTC_LOG_JSON": "true",
             # A killed worker must not leave the next one waiting on its slots; keep it small.
             "QTC_WORKER_ACTIVITY_THREADS": "8",

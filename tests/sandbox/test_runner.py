@@ -50,12 +50,13 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
             for name, url in emulators.urls.items()
         }
         assert emulators.salesforce_url.startswith("https://127.0.0.1:")
-        assert len(set(emulators.urls.values())) == 5
+        assert len(set(emulators.urls.values())) == 6
     assert statuses == {
         "stripe": 200,
         "salesforce": 200,
         "docusign": 200,
         "provisioning": 200,
+        "hubspot": 200,
         "ironclad": 200,
     }
     assert not emulators.running

@@ -1,0 +1,1 @@
+"""HubSpot behind the CRM port: ``activities.HubSpotCrm`` and the webhook verifier."""
