@@ -55,7 +55,7 @@ from runtime.logging import configure_logging
 from runtime.settings import Settings
 
 # Sandbox default ports, in BenchPorts order; a run uses these plus an offset (or ephemeral ones).
-DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12115, 12120, 12121)
+DEFAULT_PORTS = (7233, 8233, 8000, 12111, 12112, 12113, 12114, 12115, 12116, 12120, 12121)
 DEFAULT_PORT_OFFSET = 200
 OUTBOUND_EVERY = 5  # every fifth deal is started by a (repeated) Salesforce Outbound Message
 POLL_S = 1.0

@@ -94,6 +94,7 @@ class BenchPorts:
     docusign: int
     provisioning: int
     hubspot: int
+    netsuite: int
     ironclad: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
@@ -104,9 +105,18 @@ class BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
             return cls(*(base + i for i in range(9)))
-        temporal, ui, api, stripe, salesforce, docusign, provisioning, hubspot, ironclad = (
-            free_ports(9)
-        )
+        (
+            temporal,
+            ui,
+            api,
+            stripe,
+            salesforce,
+            docusign,
+            provisioning,
+            hubspot,
+            netsuite,
+            ironclad,
+        ) = free_ports(9)
         return cls(
             temporal,
             ui,
@@ -116,6 +126,7 @@ class BenchPorts:
             docusign,
             provisioning,
             hubspot,
+            netsuite,
             ironclad,
             _free_run(workers),
         )
@@ -165,6 +176,7 @@ def bench_settings(
         "sandbox_docusign_port": ports.docusign,
         "sandbox_provisioning_port": ports.provisioning,
         "sandbox_hubspot_port": ports.hubspot,
+        "sandbox_netsuite_port": ports.netsuite,
         "sandbox_ironclad_port": ports.ironclad,
         "ironclad_base_url": f"http://{host}:{ports.ironclad}",
         "worker_metrics_port": ports.worker_metrics,

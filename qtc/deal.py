@@ -26,6 +26,7 @@ Stage = Literal[
     "awaiting_invoice_review",
     "subscription_created",
     "invoice_sent",
+    "erp_synced",
     "provisioned",
     "completed",
     "quote_rejected",
@@ -92,6 +93,10 @@ class DealInput(Model):
     # The CRM the opportunity lives in (``salesforce``, ``hubspot``), as the starter's settings
     # say; shown in the status. None for deals started before it was recorded.
     crm: str | None = None
+    # The ERP the billed invoice is recorded in (``netsuite``), as the starter's settings say;
+    # None: no ERP, and the deal has no ``erp_synced`` step. Chosen at the start so the workflow
+    # does not depend on a worker's settings.
+    erp: str | None = None
     # Set for an amendment deal: it bills the original's customer and subscription.
     amends: AmendmentTerms | None = None
     # QTC_TAX=on when the deal started: the invoice a finance reviewer sees comes with the tax

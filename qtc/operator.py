@@ -25,6 +25,7 @@ from qtc.ports import (
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
+    ACT_SYNC_ERP_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
 )
@@ -39,6 +40,7 @@ STEP_SYSTEMS: dict[str, str] = {
     ACT_CREATE_BILLING_CUSTOMER: "billing",
     ACT_CREATE_SUBSCRIPTION: "billing",
     ACT_SEND_FIRST_INVOICE: "billing",
+    ACT_SYNC_ERP_INVOICE: "erp",
     ACT_AMEND_SUBSCRIPTION: "billing",
     ACT_SEND_AMENDMENT_INVOICE: "billing",
     ACT_PREVIEW_INVOICE_TAX: "billing",
@@ -54,6 +56,7 @@ STEP_SUMMARIES: dict[str, str] = {
     ACT_CREATE_BILLING_CUSTOMER: "Create the billing customer from the signed legal entity",
     ACT_CREATE_SUBSCRIPTION: "Create the subscription priced as the quote",
     ACT_SEND_FIRST_INVOICE: "Send the first invoice, reconciled with the quote",
+    ACT_SYNC_ERP_INVOICE: "Record the billed invoice in the ERP, with its revenue dates",
     ACT_PROVISION_PRODUCT: "Switch on the signed features in the product",
     ACT_AMEND_SUBSCRIPTION: "Change the original's subscription from the next period",
     ACT_SEND_AMENDMENT_INVOICE: "Send the amendment invoice, reconciled with the amendment",
@@ -92,7 +95,7 @@ def blocked(
     code = facts.get("code")
     field = facts.get("field")
     resume_helps, action = _advice(
-        deal_id, error_type, vendor, str(field) if field else None, retrying=retrying
+        deal_id, step, error_type, vendor, str(field) if field else None, retrying=retrying
     )
     return DealError(
         step=step,
@@ -110,7 +113,7 @@ def blocked(
 
 
 def _advice(
-    deal_id: str, error_type: str, vendor: str, field: str | None, *, retrying: bool
+    deal_id: str, step: str, error_type: str, vendor: str, field: str | None, *, retrying: bool
 ) -> tuple[bool | None, str]:
     resume = f"`qtc deal resume {deal_id}`"
     cancel = f"`qtc deal cancel {deal_id} --reason ...`"
@@ -133,6 +136,12 @@ def _advice(
         )
     if error_type in _RETRYABLE or error_type.startswith("Timeout."):
         return True, f"{vendor} kept failing for every retry; once it answers again, {resume}."
+    if error_type == errors.INVOICE_MISMATCH and STEP_SYSTEMS.get(step) == "erp":
+        return False, (
+            f"{vendor}'s invoice differs from the billed invoice (the message names each field; "
+            "a tax code or an item's price is the usual cause): fix it in "
+            f"{vendor}, then {resume}; or {cancel}."
+        )
     if error_type == errors.INVOICE_MISMATCH:
         return False, (
             "The billed invoice differs from the priced quote (both are in the status): fix it "

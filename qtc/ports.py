@@ -21,7 +21,7 @@ from typing import Protocol, runtime_checkable
 from pydantic import Field
 
 from qtc.amendments import PricedAmendment
-from qtc.models import FeatureValue, Model, PricedQuote, Quote, renamed_from
+from qtc.models import FeatureValue, Model, PricedQuote, Quote, ScheduledInvoice, renamed_from
 
 # Search attributes: the names are defined here once; ``runtime.search_attributes`` turns them into
 # Temporal's typed keys for the workflow, the service layer and the worker's registration.
@@ -47,6 +47,7 @@ ACT_CREATE_BILLING_CUSTOMER = "create_billing_customer"
 ACT_CREATE_SUBSCRIPTION = "create_subscription"
 ACT_SEND_FIRST_INVOICE = "send_first_invoice"
 ACT_PROVISION_PRODUCT = "provision_product"
+ACT_SYNC_ERP_INVOICE = "sync_erp_invoice"
 ACT_AMEND_SUBSCRIPTION = "amend_subscription"
 ACT_SEND_AMENDMENT_INVOICE = "send_amendment_invoice"
 ACT_PREVIEW_INVOICE_TAX = "preview_invoice_tax"
@@ -203,6 +204,36 @@ class Provisioned(Model):
     features: dict[str, dict[str, FeatureValue]]
 
 
+class SyncErpInvoiceInput(Model):
+    """The invoice billing sent, to be recorded in the ERP under the billing system's ids."""
+
+    deal_id: str
+    billing_customer_id: str
+    billing_invoice_id: str
+    # The number the customer sees on the billing invoice; the ERP invoice's memo carries it.
+    billing_invoice_number: str | None = None
+    billed_total_minor: int
+    # Tax the billing system added (included in the total). The ERP records the lines net of
+    # tax and applies its own tax setup, so with tax the lines and subtotal are compared, not
+    # the ERP's tax.
+    billed_tax_minor: int = 0
+    # Account, currency and payment terms come from here.
+    priced: PricedQuote
+    # The invoice as billed (equal to the priced one: billing reconciled it to the cent), with
+    # each line's service period for revenue recognition.
+    invoice: ScheduledInvoice
+
+
+class ErpInvoiceSynced(Model):
+    customer_id: str
+    invoice_id: str
+    # The ERP's own document number for the invoice, when it gives one.
+    invoice_number: str | None = None
+    total_minor: int
+    # The ERP vendor that holds the records.
+    system: str | None = None
+
+
 # --- the ports -------------------------------------------------------------------------------
 
 
@@ -274,6 +305,15 @@ class Billing(Protocol):
         """Issue, reconcile and send the amendment invoice (proration and one-time lines) to
         the original's customer, once."""
         ...
+
+
+class Erp(Protocol):
+    """Records the billed invoice in the ERP: the customer and the invoice, each upserted under an
+    id derived from the billing system's (so a retry or a crash never makes a second record),
+    one line per billed line with its revenue-recognition dates, and totals checked against the
+    billed invoice (``InvoiceMismatch`` when they differ)."""
+
+    def sync_erp_invoice(self, input: SyncErpInvoiceInput) -> ErpInvoiceSynced: ...
 
 
 class ProductBackend(Protocol):

@@ -33,7 +33,16 @@ SANDBOX_SECRETS: dict[str, str] = {
     "provisioning_secret": "sandbox-provisioning-secret",
     "hubspot_access_token": "sandbox-hubspot-token",
     "hubspot_client_secret": "sandbox-hubspot-secret",
+    "netsuite_consumer_secret": "sandbox-ns-consumer-secret",
+    "netsuite_token_secret": "sandbox-ns-token-secret",
     "ironclad_api_key": "sandbox-ironclad-key",
+}
+# The NetSuite emulator's account, consumer key and token id (their secrets are in
+# SANDBOX_SECRETS), used when the NetSuite settings are unset in the sandbox.
+SANDBOX_NETSUITE: dict[str, str] = {
+    "account": "SANDBOX",
+    "consumer_key": "sandbox-ns-consumer-key",
+    "token_id": "sandbox-ns-token-id",
 }
 SANDBOX_TOKENS: dict[str, tuple[str, Role]] = {
     "sandbox-sales": ("sam.sales@sandbox.example", "sales"),
@@ -108,7 +117,7 @@ class Settings(BaseSettings):
     crm: Literal["salesforce", "hubspot"] = "salesforce"
     esign: Literal["docusign", "ironclad"] = "docusign"
     billing: Literal["stripe"] = "stripe"
-    erp: Literal["none"] = "none"
+    erp: Literal["none", "netsuite"] = "none"
     # on: the billing system computes tax on every invoice (Stripe Tax's automatic_tax); prices
     # stay net of tax and invoices are reconciled on their amount excluding tax.
     tax: Literal["off", "on"] = "off"
@@ -230,6 +239,21 @@ class Settings(BaseSettings):
     docusign_timeout_s: float = 30.0
     docusign_envelope_lookback_days: int = 730  # how far back send_contract looks for a sent one
 
+    # NetSuite (QTC_ERP=netsuite): token-based authentication with an integration record's
+    # consumer key / secret and an access token. Unset, they are the emulator's in the sandbox
+    # (SANDBOX_NETSUITE, SANDBOX_SECRETS) and required elsewhere, so production without NetSuite
+    # needs no NetSuite setting. The base URL: unset, the sandbox emulator in the sandbox, else
+    # the account's own REST address.
+    netsuite_account: str | None = None  # the account id, e.g. 1234567 or 1234567_SB1
+    netsuite_base_url: str | None = None
+    netsuite_consumer_key: str | None = None
+    netsuite_consumer_secret: SecretStr | None = None
+    netsuite_token_id: str | None = None
+    netsuite_token_secret: SecretStr | None = None
+    netsuite_subsidiary_id: str = "1"  # the subsidiary new customers belong to
+    # Per request, well below the step's 90 s start-to-close: a hung request fails the attempt
+    # with a classified error and Temporal retries.
+    netsuite_timeout_s: float = 20.0
     # Ironclad (QTC_ESIGN=ironclad): a bearer API key, or an OAuth client-credentials app (set
     # the client id and secret and leave the API key unset). The user launches the workflows: the
     # creator with an API key, the x-as-user-email with OAuth.
@@ -256,6 +280,7 @@ class Settings(BaseSettings):
     sandbox_docusign_port: int = 12113
     sandbox_provisioning_port: int = 12114
     sandbox_hubspot_port: int = 12115
+    sandbox_netsuite_port: int = 12116
     sandbox_ironclad_port: int = 12120
 
     # --- Payload encryption (runtime/codec.py, starters/codec_api.py) ---
@@ -396,6 +421,10 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             members = value if isinstance(value, list | tuple) else [value]
             found.extend(m.get_secret_value() for m in members if isinstance(m, SecretStr))
+        if self.sandbox:
+            # An unset vendor secret is the sandbox's published one there (the client factories
+            # fall back to it), so those are held too.
+            found.extend(SANDBOX_SECRETS.values())
         if self.codec_on or self.codec_keys is not None:
             keys, _ = self.codec_key_set()
             found.extend(base64.b64encode(k).decode() for k in keys.values())

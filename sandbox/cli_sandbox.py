@@ -23,8 +23,14 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend, "
-    "HubSpot and Ironclad.",
+    "HubSpot, NetSuite and Ironclad.",
     no_args_is_help=True,
+)
+
+
+_NETSUITE_NOTE = (
+    "account SANDBOX; TBA consumer sandbox-ns-consumer-key / sandbox-ns-consumer-secret, "
+    "token sandbox-ns-token-id / sandbox-ns-token-secret; used when QTC_ERP=netsuite"
 )
 
 
@@ -64,6 +70,7 @@ def _addresses(
         f"API key {SANDBOX_SECRETS['ironclad_api_key']}; template sandbox-order-form; "
         f"webhooks (RSA-signed) to {ironclad_webhook_url}",
     )
+    table.add_row("netsuite", emulators.netsuite_url, _NETSUITE_NOTE)
     return table
 
 
@@ -105,6 +112,7 @@ def _stack_addresses(stack: Stack) -> Table:
         f"API key {SANDBOX_SECRETS['ironclad_api_key']}; webhooks to {api}/webhooks/ironclad; "
         "used with QTC_ESIGN=ironclad; sign with `qtc sign WORKFLOW_ID`",
     )
+    table.add_row("netsuite", f"http://{s.sandbox_host}:{s.sandbox_netsuite_port}", _NETSUITE_NOTE)
     return table
 
 

@@ -17,6 +17,10 @@ HubSpot emulator delivers the v3-signed stage change to the API's ``/webhooks/hu
 starts the deal on a worker of its own (``QTC_CRM=hubspot``). It ends Closed Won in HubSpot with
 the billing ids on the deal.
 
+The phase-3 deal is started through a second API process whose ``QTC_ERP`` is ``netsuite``: it
+records its first invoice in the NetSuite emulator (``erp_synced``) while every other deal, started
+through the main API with no ERP, skips that step. One worker serves both.
+
 One more deal runs with its contract on Ironclad: a second worker and API with
 ``QTC_ESIGN=ironclad`` (a stack variant on its own task queue) take it, the Ironclad emulator
 signs the workflow, and its RSA-signed webhook reaches the API.
@@ -69,10 +73,10 @@ class DemoDeal:
     signed: bool = False
     # The Connect configuration in force when this deal's envelope is signed.
     connect: str = "default SIM"
+    # The extra API that starts the deal (``Stack.extra_apis``); None: the main API.
+    via: str | None = None
     quote_approved: bool = False
     invoice_approved: bool = False
-    # The stack variant whose API starts the deal (its worker's settings differ), or the main one.
-    variant: str | None = None
     # Signed this many days ago (the e-signature emulator back-dates the signature), so the deal
     # is mid-term today.
     signed_days_ago: int = 0
@@ -80,16 +84,24 @@ class DemoDeal:
     amends: str | None = None
     crm: str = "salesforce"
     crm_record: str | None = None  # the HubSpot deal id
+    # The stack variant whose API starts the deal (its worker's settings differ), or the main one.
+    variant: str | None = None
 
     @property
     def done(self) -> bool:
         return self.problem is not None or self.stage in TERMINAL_STAGES or self.stage == "rejected"
 
 
+# The API through which the NetSuite deal is started (``QTC_ERP=netsuite``).
+ERP_API = "erp"
+ERP_ENV = {"QTC_ERP": "netsuite"}
+# The deals started through an extra API rather than the main one.
+STARTED_VIA = {"phase 3: the whole loop, ERP NetSuite": ERP_API}
+
 DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
     ("phase 1: stop at signature", "quote-phase1.json", 1, "completed", "default SIM"),
     ("phase 2: finance reviews invoice", "quote-phase2.json", 2, "completed", "SIM + summary"),
-    ("phase 3: the whole loop", "quote-phase3.json", 3, "completed", "legacy XML"),
+    ("phase 3: the whole loop, ERP NetSuite", "quote-phase3.json", 3, "completed", "legacy XML"),
     ("deal desk approval needed", "quote-needs-approval.json", 3, "completed", "default SIM"),
     (
         "monthly, first-of-month stub (EUR)",
@@ -107,12 +119,12 @@ DEMO_DEALS: tuple[tuple[str, str, int, str, str], ...] = (
         "default SIM",
     ),
 )
+# The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
 # Deals whose contract goes through Ironclad: started through the ``ironclad`` variant's API.
 IRONCLAD = Variant("ironclad", {"esign": "ironclad"})
 IRONCLAD_DEALS: tuple[tuple[str, str, int, str], ...] = (
     ("phase 3, contract on Ironclad", "quote-ironclad.json", 3, "completed"),
 )
-# The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
 CONNECT_FORMATS: dict[str, dict[str, Any]] = {
     "default SIM": {"format": "json", "include_data": []},
     "SIM + summary": {"format": "json", "include_data": ["custom_fields", "recipients"]},
@@ -131,25 +143,32 @@ class DemoError(RuntimeError):
 
 class Demo:
     def __init__(
-        self, settings: Settings, examples: Path, console: Console, stack: Stack | None = None
+        self,
+        settings: Settings,
+        examples: Path,
+        console: Console,
+        api_urls: dict[str, str] | None = None,
+        stack: Stack | None = None,
     ) -> None:
         self.settings = settings
+        self.stack = stack
+        # The extra APIs' URLs by name (``Stack.extra_api_urls``).
+        self.api_urls = api_urls or {}
         self.examples = examples
         self.console = console
-        self.stack = stack
         self.api = httpx.Client(
             base_url=f"http://{settings.api_host}:{settings.api_port}", timeout=10
         )
         self.docusign = httpx.Client(
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_docusign_port}", timeout=10
         )
+        self.deals = [
+            DemoDeal(label, example, phase, expected, connect=connect, via=STARTED_VIA.get(label))
+            for label, example, phase, expected, connect in DEMO_DEALS
+        ]
         self.ironclad = httpx.Client(
             base_url=f"http://{settings.sandbox_host}:{settings.sandbox_ironclad_port}", timeout=10
         )
-        self.deals = [
-            DemoDeal(label, example, phase, expected, connect=connect)
-            for label, example, phase, expected, connect in DEMO_DEALS
-        ]
         self.variant_apis: dict[str, httpx.Client] = {}
         variants = stack.variant_settings if stack is not None else {}
         if IRONCLAD.name in variants:
@@ -188,13 +207,19 @@ class Demo:
                 self._start_in_hubspot(deal)
                 continue
             quote = json.loads((self.examples / deal.example).read_text(encoding="utf-8"))
+            url = "/v1/deals"
+            if deal.via is not None:
+                if deal.via not in self.api_urls:
+                    deal.problem = f"the {deal.via} API is not running"
+                    continue
+                url = f"{self.api_urls[deal.via]}/v1/deals"
             api = self.api
             if deal.variant is not None:
                 # The seeded opportunities belong to the other sample deals: this one gets its own.
                 quote["opportunity_id"] = self._new_opportunity(quote["account"]["legal_name"])
                 api = self.variant_apis[deal.variant]
             response = api.post(
-                "/v1/deals", json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
+                url, json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
             )
             if response.status_code == 422:
                 errors = response.json().get("errors", [])
@@ -413,6 +438,7 @@ class Demo:
             "Stripe customer",
             "subscription",
             "invoice",
+            "ERP invoice",
             "first invoice",
             "tax",
             "provisioned flags",
@@ -442,6 +468,7 @@ class Demo:
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
                 s.get("billing_invoice_id") or "-",
+                f"{s['erp']} {s['erp_invoice_id']}" if s.get("erp_invoice_id") else "-",
                 total,
                 tax_shown,
                 _flags(flags),
@@ -511,12 +538,14 @@ def run_demo(
         state_dir,
         persist_temporal=False,
         persist_emulators=False,
+        worker_env=ERP_ENV,
+        extra_apis={ERP_API: ERP_ENV},
         variants=(IRONCLAD,),
     )
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")
-        demo = Demo(settings, examples, console, stack=stack)
+        demo = Demo(settings, examples, console, stack.extra_api_urls, stack=stack)
         ok = demo.run()
         console.print(demo.results())
         if demo.amendment_check:

@@ -1,14 +1,15 @@
-"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, Ironclad) in one
-process.
+"""Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite, Ironclad)
+in one process.
 
-``start_emulators`` binds the four listening sockets in the caller (so a busy port fails at once,
-with the port in the message, and port 0 gives an ephemeral port known before anything runs),
-then serves all four apps from one background thread running one asyncio loop with four uvicorn
-servers. The Salesforce emulator is served over TLS with a certificate from the sandbox CA
-(``sandbox.tls``); clients trust ``salesforce_ca_file``.
+``start_emulators`` binds every emulator's listening socket in the caller (so a busy port fails at
+once, with the port in the message, and port 0 gives an ephemeral port known before anything
+runs), then serves all the apps from one background thread running one asyncio loop with one
+uvicorn server each. The Salesforce emulator is served over TLS with a certificate from the
+sandbox CA (``sandbox.tls``); clients trust ``salesforce_ca_file``.
 
 ``python -m sandbox.runner`` runs them in the foreground with the ``QTC_*`` settings (default
-ports 12111-12114, state written through under ``<state dir>/emulators``) until SIGINT/SIGTERM.
+ports 12111-12114, NetSuite 12116, state written through under ``<state dir>/emulators``) until
+SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from runtime.settings import Settings, get_settings
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.hubspot.app import create_app as create_hubspot_app
 from sandbox.ironclad.app import create_app as create_ironclad_app
+from sandbox.netsuite.app import create_app as create_netsuite_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
 from sandbox.stripe.app import create_app as create_stripe_app
@@ -41,7 +43,15 @@ from sandbox.tls import ensure_certificates
 
 log = structlog.get_logger(__name__)
 
-EMULATORS = ("stripe", "salesforce", "docusign", "provisioning", "hubspot", "ironclad")
+EMULATORS = (
+    "stripe",
+    "salesforce",
+    "docusign",
+    "provisioning",
+    "hubspot",
+    "netsuite",
+    "ironclad",
+)
 
 
 class EmulatorStartError(RuntimeError):
@@ -57,6 +67,7 @@ class EmulatorPorts:
     docusign: int = 0
     provisioning: int = 0
     hubspot: int = 0
+    netsuite: int = 0
     ironclad: int = 0
 
     @classmethod
@@ -67,6 +78,7 @@ class EmulatorPorts:
             docusign=settings.sandbox_docusign_port,
             provisioning=settings.sandbox_provisioning_port,
             hubspot=settings.sandbox_hubspot_port,
+            netsuite=settings.sandbox_netsuite_port,
             ironclad=settings.sandbox_ironclad_port,
         )
 
@@ -112,6 +124,7 @@ class RunningEmulators:
         self.docusign_url = f"http://{url_host}:{ports.docusign}"
         self.provisioning_url = f"http://{url_host}:{ports.provisioning}"
         self.hubspot_url = f"http://{url_host}:{ports.hubspot}"
+        self.netsuite_url = f"http://{url_host}:{ports.netsuite}"
         self.ironclad_url = f"http://{url_host}:{ports.ironclad}"
         self._servers = servers
         self._sockets = sockets
@@ -127,6 +140,7 @@ class RunningEmulators:
             "docusign": self.docusign_url,
             "provisioning": self.provisioning_url,
             "hubspot": self.hubspot_url,
+            "netsuite": self.netsuite_url,
             "ironclad": self.ironclad_url,
         }
 
@@ -228,7 +242,7 @@ def start_emulators(
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12114, 12120).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12116, 12120).
         connect_url: where the DocuSign emulator delivers Connect events.
         hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
             until ``POST /_sandbox/webhooks`` sets it).
@@ -250,6 +264,9 @@ def start_emulators(
         "docusign": create_docusign_app(state_file=state("docusign"), connect_url=connect_url),
         "provisioning": create_provisioning_app(state_file=state("provisioning")),
         "hubspot": create_hubspot_app(state_file=state("hubspot"), webhook_url=hubspot_webhook_url),
+        "netsuite": create_netsuite_app(
+            state_file=state("netsuite"), catalog_path=get_settings().catalog
+        ),
         "ironclad": create_ironclad_app(
             state_file=state("ironclad"), webhook_url=ironclad_webhook_url
         ),
@@ -260,6 +277,7 @@ def start_emulators(
         "docusign": ports.docusign,
         "provisioning": ports.provisioning,
         "hubspot": ports.hubspot,
+        "netsuite": ports.netsuite,
         "ironclad": ports.ironclad,
     }
     sockets: list[socket.socket] = []

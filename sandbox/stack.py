@@ -181,10 +181,18 @@ class Stack:
     # so on a machine with spare cores a second process adds throughput (bench/RESULTS.md).
     workers: int = 1
     codec_endpoint: str | None = None
+    # QTC_* values only the workers get, beside the settings (the demo's worker registers the
+    # NetSuite ERP that one deal records its invoice in).
+    worker_env: dict[str, str] = field(default_factory=dict)
+    # More API processes, by name, each with its own QTC_* values on a free port; their URLs are
+    # in ``extra_api_urls`` once started (the demo starts one deal through an API whose QTC_ERP
+    # names NetSuite, the others through the main one).
+    extra_apis: dict[str, dict[str, str]] = field(default_factory=dict)
+    extra_api_urls: dict[str, str] = field(default_factory=dict)
     variants: tuple[Variant, ...] = ()
-    children: list[Child] = field(default_factory=list)
     # The settings each started variant runs with, by name (its task queue, API port and URL).
     variant_settings: dict[str, Settings] = field(default_factory=dict)
+    children: list[Child] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -302,6 +310,7 @@ class Stack:
             s.sandbox_docusign_port,
             s.sandbox_provisioning_port,
             s.sandbox_hubspot_port,
+            s.sandbox_netsuite_port,
             s.sandbox_ironclad_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
@@ -333,7 +342,12 @@ class Stack:
         child = self._spawn(
             name,
             [sys.executable, "-m", "starters.cli", "worker"],
-            {"QTC_WORKER_METRICS_PORT": str(port), "QTC_WORKER_METRICS_HOST": "127.0.0.1", **env},
+            {
+                "QTC_WORKER_METRICS_PORT": str(port),
+                "QTC_WORKER_METRICS_HOST": "127.0.0.1",
+                **self.worker_env,
+                **env,
+            },
         )
         deadline = time.monotonic() + 30
 
@@ -359,19 +373,26 @@ class Stack:
         )
 
     def start_api(self) -> None:
-        self._start_api_process("api", self.settings)
-
-    def _start_api_process(self, name: str, s: Settings) -> None:
+        s = self.settings
         self._check_ports([(s.api_host, s.api_port)])
-        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "serve"], self.env_for(s))
-        self._require(child, s.api_host, s.api_port)
+        self._start_api_process("api", s.api_port, {})
+        for name, overrides in self.extra_apis.items():
+            [port] = free_ports(1, s.api_host)
+            env = {**overrides, "QTC_API_PORT": str(port)}
+            self.extra_api_urls[name] = self._start_api_process(f"api-{name}", port, env)
+
+    def _start_api_process(self, name: str, port: int, overrides: dict[str, str]) -> str:
+        host = self.settings.api_host
+        child = self._spawn(name, [sys.executable, "-m", "starters.cli", "serve"], overrides)
+        self._require(child, host, port)
+        url = f"http://{host}:{port}"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://{s.api_host}:{s.api_port}/readyz", timeout=2).is_success:
-                    return
+                if httpx.get(f"{url}/readyz", timeout=2).is_success:
+                    return url
             time.sleep(0.2)
-        raise StackError(f"API never became ready (log: {child.log})")
+        raise StackError(f"{name} never became ready (log: {child.log})")
 
     def start_variant(self, variant: Variant, index: int) -> Settings:
         """Start the variant's worker (worker number ``index``, for its /metrics port) and API (on
@@ -389,7 +410,7 @@ class Stack:
         main_env = self.env
         changed = {k: v for k, v in self.env_for(settings).items() if main_env.get(k) != v}
         self.start_worker(index, name=f"{variant.name}-worker", **changed)
-        self._start_api_process(f"{variant.name}-api", settings)
+        self._start_api_process(f"{variant.name}-api", api_port, changed)
         self.variant_settings[variant.name] = settings
         return settings
 

@@ -281,6 +281,7 @@ async def start_deal(
                     customer_label=customer_label,
                     review_reminder_hours=settings.review_reminder_hours,
                     crm=settings.crm,
+                    erp=None if settings.erp == "none" else settings.erp,
                     amends=amends,
                     tax=settings.tax == "on",
                     remote_steps=settings.deal_steps == "remote",

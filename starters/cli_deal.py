@@ -612,6 +612,8 @@ def _print_status(item: DealStatus) -> None:
         ("Billing invoice", item.billing_invoice_id),
         ("Invoice number", item.invoice_number),
         ("Invoice URL", item.billing_invoice_url),
+        (f"ERP customer ({item.erp})", item.erp_customer_id),
+        (f"ERP invoice ({item.erp})", item.erp_invoice_id),
     ):
         if value:
             ids.add_row(label, value)

@@ -1,6 +1,6 @@
 """Fixtures shared by every test package.
 
-``emulators``: the four sandbox emulators (Stripe, Salesforce, DocuSign, product backend) on
+``emulators``: the sandbox emulators (Stripe, Salesforce, DocuSign, product backend, NetSuite) on
 ephemeral ports with a temporary state directory, started once per test session.
 ``reset_emulators``: the same emulators, put back to their seed state before the test.
 """

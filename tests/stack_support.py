@@ -17,7 +17,7 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, ironclad = free_ports(10)
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, ironclad = free_ports(11)
     return Settings(
         env="sandbox",
         catalog=ROOT / "catalog.toml",
@@ -31,6 +31,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_docusign_port=ds,
         sandbox_provisioning_port=prov,
         sandbox_hubspot_port=hub,
+        sandbox_netsuite_port=netsuite,
         sandbox_ironclad_port=ironclad,
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
@@ -54,6 +55,7 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_docusign_port,
         settings.sandbox_provisioning_port,
         settings.sandbox_hubspot_port,
+        settings.sandbox_netsuite_port,
         settings.sandbox_ironclad_port,
         settings.worker_metrics_port or 0,
     ]

@@ -1,12 +1,12 @@
 """The composition root: the one place that turns settings into vendor clients and port
 implementations.
 
-``QTC_CRM``, ``QTC_ESIGN``, ``QTC_BILLING`` (and, with their issues, ``QTC_ERP``) choose a package
-in ``integrations/`` per port; each builder below returns that vendor's implementation, built once
-per process. The worker registers the implementations' activities under the port's activity names,
-and the API and CLI get the CRM reader from here, so no entry point names a vendor. Adding a
-vendor is one builder per port it implements and one entry in that port's table
-(docs/architecture.md, "How to add a vendor").
+``QTC_CRM``, ``QTC_ESIGN``, ``QTC_BILLING`` and ``QTC_ERP`` choose a package in ``integrations/``
+per port; each builder below returns that vendor's implementation, built once per process. The
+worker registers the implementations' activities under the port's activity names, and the API and
+CLI get the CRM reader from here, so no entry point names a vendor. Adding a vendor is one builder
+per port it implements and one entry in that port's table (docs/architecture.md, "How to add a
+vendor").
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.hubspot.mapping import PropertyMap
 from integrations.ironclad.activities import IroncladESignature
 from integrations.ironclad.client import build_ironclad_api
+from integrations.netsuite.activities import NetSuiteErp
+from integrations.netsuite.client import build_netsuite_client
 from integrations.product_backend.activities import HttpProductBackend
 from integrations.product_backend.client import build_provisioning_client
 from integrations.salesforce.activities import SalesforceCrm
@@ -94,6 +96,12 @@ def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
     return StripeBilling(build_stripe_client(settings), tax=settings.tax == "on")
 
 
+def _netsuite(settings: Settings, closing: contextlib.ExitStack) -> ports.Erp:
+    client, http = build_netsuite_client(settings)
+    closing.callback(http.close)
+    return NetSuiteErp(client, settings.netsuite_subsidiary_id)
+
+
 CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] = {
     "salesforce": _salesforce,
     "hubspot": _hubspot,
@@ -104,6 +112,10 @@ ESIGNATURES: dict[str, Callable[[Settings, contextlib.ExitStack], ports.ESignatu
 }
 BILLINGS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Billing]] = {
     "stripe": _stripe,
+}
+# QTC_ERP=none registers no ERP activity: deals started under it carry no ERP and never ask.
+ERPS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Erp]] = {
+    "netsuite": _netsuite,
 }
 
 
@@ -124,13 +136,15 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
     """Every port's implementation, as the bound activity methods the deal worker registers.
 
     Args:
-        settings: The process's settings; ``crm``, ``esign`` and ``billing`` choose the vendors.
+        settings: The process's settings; ``crm``, ``esign``, ``billing`` and ``erp`` choose the
+            vendors.
         closing: Receives the clients that hold connections, so the caller closes them on exit.
     """
     crm = build_crm(settings, closing)
     esign = ESIGNATURES[settings.esign](settings, closing)
     billing = BILLINGS[settings.billing](settings, closing)
     backend = build_product_backend(settings, closing)
+    erp = [ERPS[settings.erp](settings, closing).sync_erp_invoice] if settings.erp in ERPS else []
     return [
         crm.read_opportunity,
         crm.mark_closed_won,
@@ -144,6 +158,7 @@ def build_activities(settings: Settings, closing: contextlib.ExitStack) -> list[
         billing.send_amendment_invoice,
         billing.preview_invoice_tax,
         backend.provision_product,
+        *erp,
     ]
 
 

@@ -69,6 +69,7 @@ with workflow.unsafe.imports_passed_through():
         ACT_SEND_AMENDMENT_INVOICE,
         ACT_SEND_CONTRACT,
         ACT_SEND_FIRST_INVOICE,
+        ACT_SYNC_ERP_INVOICE,
         ACT_VOID_CONTRACT,
         ACT_WRITE_BACK_BILLING_IDS,
         AmendSubscriptionInput,
@@ -77,6 +78,7 @@ with workflow.unsafe.imports_passed_through():
         ContractVoided,
         CreateCustomerInput,
         CreateSubscriptionInput,
+        ErpInvoiceSynced,
         InvoiceSent,
         MarkClosedWonInput,
         PreviewTaxInput,
@@ -87,6 +89,7 @@ with workflow.unsafe.imports_passed_through():
         SendInvoiceInput,
         SubscriptionAmended,
         SubscriptionCreated,
+        SyncErpInvoiceInput,
         TaxPreview,
         VoidContractInput,
         WriteBackInput,
@@ -129,6 +132,8 @@ _START_TO_CLOSE: dict[str, timedelta] = {
     ACT_AMEND_SUBSCRIPTION: timedelta(seconds=30),
     ACT_SEND_AMENDMENT_INVOICE: timedelta(seconds=30),
     ACT_PREVIEW_INVOICE_TAX: timedelta(seconds=30),
+    # A handful of NetSuite requests, each of which can take seconds.
+    ACT_SYNC_ERP_INVOICE: timedelta(seconds=90),
 }
 # The worker heartbeats every activity while its process lives (workers/heartbeat.py): a crashed
 # worker's step is retried after this, not after its whole start-to-close timeout.
@@ -136,6 +141,10 @@ ACTIVITY_HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 # workflow.patched ids: behaviour changes that alter the commands a recorded history replays.
 PATCH_LEAVE_REVIEW_ON_APPROVAL = "leave-review-queue-on-approval"
 PATCH_LOCAL_STEPS_AFTER_SIGNATURE = "local-steps-after-signature"
+# Deals whose input names an ERP record the billed invoice there between invoice_sent and
+# provisioned. Asked only for those deals, so a deal without an ERP records no marker and every
+# history from before the step replays unchanged.
+PATCH_ERP_SYNC = "erp-sync-after-invoice"
 # A step that fails its first quick attempts is retried as a regular activity, so the Web UI shows
 # it under Pending Activities (attempt n/10, next retry, last failure) instead of as timers and
 # markers; the deal's current details, QtcBlockedStep and QtcErrorType say which step is blocked
@@ -291,6 +300,7 @@ class DealWorkflow:
             phase=input.phase,
             stage=first_stage,
             crm=input.crm,
+            erp=input.erp,
             amends=input.amends.original_deal_id if input.amends else None,
         )
         self._quote_decision: tuple[bool, QuoteDecision] | None = None
@@ -311,6 +321,8 @@ class DealWorkflow:
         # Decided once, at the signature (PATCH_LOCAL_STEPS_AFTER_SIGNATURE): whether the steps in
         # LOCAL_STEPS run as local activities. Histories recorded before the patch replay remote.
         self._local_steps = False
+        # Decided at the signature too (PATCH_ERP_SYNC): whether the billed invoice goes to the ERP.
+        self._erp_sync = False
         # PATCH_VISIBLE_RETRIES, decided at the first task (False when replaying older histories).
         self._visible = False
         self._cancel: Cancel | None = None
@@ -408,6 +420,7 @@ class DealWorkflow:
         # marker that follows a local activity's marker before the workflow has seen that
         # activity's result, and fails the task as nondeterministic.
         self._local_steps = workflow.patched(PATCH_LOCAL_STEPS_AFTER_SIGNATURE)
+        self._erp_sync = self._input.erp is not None and workflow.patched(PATCH_ERP_SYNC)
         signed_at = as_utc(signature.completed_at)
         amends = self._input.amends
         if amends is not None:
@@ -505,6 +518,8 @@ class DealWorkflow:
             InvoiceSent,
         )
         self._record_invoice(invoice)
+        if self._erp_sync:
+            await self._sync_erp(customer.customer_id, invoice)
 
         provisioned = await self._activity(
             ACT_PROVISION_PRODUCT,
@@ -579,6 +594,8 @@ class DealWorkflow:
             InvoiceSent,
         )
         self._record_invoice(invoice)
+        if self._erp_sync:
+            await self._sync_erp(customer_id, invoice)
         provisioned = await self._activity(
             ACT_PROVISION_PRODUCT,
             ProvisionInput(deal_id=self._deal_id, tenant_id=customer_id, priced=self._priced),
@@ -601,6 +618,36 @@ class DealWorkflow:
         self._enter(
             "completed",
             note=f"amendment of {amends.original_deal_id} billed; billing ids written to CRM",
+        )
+
+    async def _sync_erp(self, customer_id: str, invoice: InvoiceSent) -> None:
+        # A regular activity, never local: an ERP such as NetSuite answers in seconds per request
+        # and throttles by concurrency, so its retries belong on the server's schedule and its
+        # attempts in the Web UI, and it must not hold the workflow task. The input is built per
+        # attempt, so a step resumed after an operator corrected the account sends the corrected
+        # customer.
+        synced = await self._activity(
+            ACT_SYNC_ERP_INVOICE,
+            lambda: SyncErpInvoiceInput(
+                deal_id=self._deal_id,
+                billing_customer_id=customer_id,
+                billing_invoice_id=invoice.invoice_id,
+                billing_invoice_number=invoice.number,
+                billed_total_minor=invoice.total_minor,
+                billed_tax_minor=invoice.tax_minor or 0,
+                priced=self._priced,
+                # The invoice just sent (an amendment's first invoice is the amendment invoice);
+                # the invoice step reconciled it with this one to the cent.
+                invoice=self._priced.invoices[0],
+            ),
+            ErpInvoiceSynced,
+        )
+        self._status.erp = synced.system or self._input.erp
+        self._status.erp_customer_id = synced.customer_id
+        self._status.erp_invoice_id = synced.invoice_id
+        self._enter(
+            "erp_synced",
+            note=f"{self._status.erp} invoice {synced.invoice_number or synced.invoice_id}",
         )
 
     def _record_invoice(self, invoice: InvoiceSent) -> None:

@@ -57,6 +57,7 @@ def qtc_env(
             "QTC_DOCUSIGN_OAUTH_HOST": emulators.docusign_url.removeprefix("http://"),
             "QTC_PROVISIONING_URL": f"{emulators.provisioning_url}/v1/provision",
             "QTC_HUBSPOT_API_BASE": emulators.hubspot_url,
+            "QTC_NETSUITE_BASE_URL": f"{emulators.netsuite_url}/services/rest",
             "QTC_LOG_JSON": "true",
             # A killed worker must not leave the next one waiting on its slots; keep it small.
             "QTC_WORKER_ACTIVITY_THREADS": "8",

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -41,6 +42,8 @@ class DemoRun:
     web_ui_dom: str | None = None
     web_ui_error: str | None = None
     stored_history: str = ""
+    erp_by_deal: dict[str, str | None] = field(default_factory=dict)
+    netsuite_records: dict[str, Any] = field(default_factory=dict)
     # (format, carries the envelope summary, final delivery state) of every Connect delivery.
     connect_deliveries: list[tuple[str, bool, str]] = field(default_factory=list)
     worker_metrics: str = ""
@@ -106,6 +109,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoRun]:
         run.expected = {d.label: d.expected for d in demo.deals}
         _look_at_web_ui(stack, run)
         run.stored_history = _history_without_codec(stack, "deal-006000000000003AAA")
+        run.erp_by_deal = {d.label: d.status.get("erp_invoice_id") for d in demo.deals}
+        netsuite = f"http://127.0.0.1:{stack.settings.sandbox_netsuite_port}/_sandbox/records"
+        run.netsuite_records = httpx.get(netsuite, timeout=10).json()
         deliveries = demo.docusign.get("/_sandbox/deliveries").json()["deliveries"]
         run.connect_deliveries = [
             (
@@ -130,6 +136,15 @@ def test_every_sample_deal_reaches_its_expected_final_stage(demo_run: DemoRun) -
     assert demo_run.stages == demo_run.expected
     assert set(demo_run.stages.values()) == {"completed", "rejected"}
     assert demo_run.exit_code == 0
+
+
+def test_only_the_deal_started_with_qtc_erp_netsuite_is_recorded_in_netsuite(
+    demo_run: DemoRun,
+) -> None:
+    recorded = {label: erp for label, erp in demo_run.erp_by_deal.items() if erp}
+    [invoice] = demo_run.netsuite_records["invoice"]
+    assert recorded == {"phase 3: the whole loop, ERP NetSuite": invoice["id"]}
+    assert len(demo_run.netsuite_records["customer"]) == 1
 
 
 def test_the_demo_signs_through_every_connect_format_a_real_account_sends(

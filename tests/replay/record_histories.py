@@ -239,7 +239,10 @@ PATHS: dict[str, tuple[Phase, bool, Failures, Drive]] = {
     "services_order_completed": (3, False, _no_failures, _phase_3),
     "amendment_completed": (3, False, _no_failures, _phase_3),
     "phase_2_taxed_review_approved": (2, False, _no_failures, _phase_2_approved),
+    "phase_3_erp_synced": (3, False, _no_failures, _phase_3),
 }
+# Paths whose deal records its billed invoice in an ERP.
+WITH_ERP = {"phase_3_erp_synced"}
 
 
 async def record(client: Client, name: str, now: datetime) -> str:
@@ -249,7 +252,10 @@ async def record(client: Client, name: str, now: datetime) -> str:
     priced, amends, tax = DEALS.get(name, _usual_deal)(now, needs_approval)
     task_queue = f"record-{uuid.uuid4()}"
     async with deal_worker(client, task_queue, fakes):
-        handle = await start_deal(client, task_queue, priced, phase=phase, amends=amends, tax=tax)
+        erp = "netsuite" if name in WITH_ERP else None
+        handle = await start_deal(
+            client, task_queue, priced, phase=phase, amends=amends, tax=tax, erp=erp
+        )
         await drive(handle, fakes, now)
         await handle.result()
         history = await handle.fetch_history()

@@ -21,6 +21,7 @@ from qtc.ports import (
     ACT_PROVISION_PRODUCT,
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
+    ACT_SYNC_ERP_INVOICE,
 )
 from tests.replay.record_histories import HISTORIES, PATHS
 from workflows.deal import LOCAL_STEPS, DealWorkflow
@@ -92,3 +93,24 @@ def test_a_local_step_that_keeps_failing_is_retried_as_a_regular_activity() -> N
     ]
 
     assert scheduled == [ACT_SEND_CONTRACT, ACT_PROVISION_PRODUCT]
+
+
+def test_the_erp_step_is_a_remote_activity_behind_its_patch() -> None:
+    """A deal with an ERP schedules the ERP step on the server after the local billing steps,
+    and records the ERP patch beside the others."""
+    history = WorkflowHistory.from_json(
+        "phase-3-erp", (HISTORIES / "phase_3_erp_synced.json").read_text()
+    )
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    markers = [
+        event.marker_recorded_event_attributes.marker_name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
+
+    assert scheduled == [ACT_SEND_CONTRACT, ACT_SYNC_ERP_INVOICE]
+    assert markers.count("core_patch") == 3

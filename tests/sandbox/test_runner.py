@@ -1,4 +1,4 @@
-"""The emulator runner: four emulators in one thread, the foreground mode, ``qtc sandbox up``."""
+"""The emulator runner: every emulator in one thread, the foreground mode, ``qtc sandbox up``."""
 
 from __future__ import annotations
 
@@ -50,13 +50,14 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
             for name, url in emulators.urls.items()
         }
         assert emulators.salesforce_url.startswith("https://127.0.0.1:")
-        assert len(set(emulators.urls.values())) == 6
+        assert len(set(emulators.urls.values())) == 7
     assert statuses == {
         "stripe": 200,
         "salesforce": 200,
         "docusign": 200,
         "provisioning": 200,
         "hubspot": 200,
+        "netsuite": 200,
         "ironclad": 200,
     }
     assert not emulators.running

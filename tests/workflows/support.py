@@ -45,6 +45,7 @@ from qtc.ports import (
     ACT_SEND_AMENDMENT_INVOICE,
     ACT_SEND_CONTRACT,
     ACT_SEND_FIRST_INVOICE,
+    ACT_SYNC_ERP_INVOICE,
     ACT_VOID_CONTRACT,
     ACT_WRITE_BACK_BILLING_IDS,
     AmendSubscriptionInput,
@@ -53,6 +54,7 @@ from qtc.ports import (
     ContractVoided,
     CreateCustomerInput,
     CreateSubscriptionInput,
+    ErpInvoiceSynced,
     InvoiceSent,
     MarkClosedWonInput,
     PreviewTaxInput,
@@ -63,6 +65,7 @@ from qtc.ports import (
     SendInvoiceInput,
     SubscriptionAmended,
     SubscriptionCreated,
+    SyncErpInvoiceInput,
     TaxPreview,
     VoidContractInput,
     WriteBackInput,
@@ -282,6 +285,17 @@ class FakeVendors:
         features = {line.sku: dict(line.features) for line in input.priced.lines if line.features}
         return Provisioned(tenant_id=input.tenant_id, features=features)
 
+    @activity.defn(name=ACT_SYNC_ERP_INVOICE)
+    async def sync_erp_invoice(self, input: SyncErpInvoiceInput) -> ErpInvoiceSynced:
+        self._attempt(ACT_SYNC_ERP_INVOICE, input)
+        return ErpInvoiceSynced(
+            customer_id=f"erp-cus-{input.deal_id}",
+            invoice_id=f"erp-in-{input.deal_id}",
+            invoice_number="INV00001",
+            total_minor=input.billed_total_minor,
+            system="netsuite",
+        )
+
     @activity.defn(name=ACT_WRITE_BACK_BILLING_IDS)
     async def write_back_billing_ids(self, input: WriteBackInput) -> None:
         self._attempt(ACT_WRITE_BACK_BILLING_IDS, input)
@@ -298,6 +312,7 @@ class FakeVendors:
             self.send_amendment_invoice,
             self.preview_invoice_tax,
             self.provision_product,
+            self.sync_erp_invoice,
             self.write_back_billing_ids,
             *LOCAL_ACTIVITIES,
         ]
@@ -316,6 +331,7 @@ async def start_deal(
     *,
     phase: Phase = 3,
     review_reminder_hours: int | None = None,
+    erp: str | None = None,
     start_signal: str | None = None,
     start_signal_arg: Any = None,
     amends: AmendmentTerms | None = None,
@@ -326,6 +342,7 @@ async def start_deal(
         phase=phase,
         started_by="sam.sales@sandbox.example",
         review_reminder_hours=review_reminder_hours,
+        erp=erp,
         amends=amends,
         tax=tax,
     )
