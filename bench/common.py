@@ -104,7 +104,7 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(9)))
+            return cls(*(base + i for i in range(11)))
         (
             temporal,
             ui,
@@ -116,7 +116,7 @@ class BenchPorts:
             hubspot,
             netsuite,
             ironclad,
-        ) = free_ports(9)
+        ) = free_ports(10)
         return cls(
             temporal,
             ui,
