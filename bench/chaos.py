@@ -68,6 +68,7 @@ DEFAULT_PORTS = (
     12117,
     12118,
     12119,
+    12120,
     12121,
 )
 DEFAULT_PORT_OFFSET = 200

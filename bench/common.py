@@ -98,6 +98,7 @@ class BenchPorts:
     chargebee: int
     slack: int  # the Slack emulator, and the SMTP sink beside it
     smtp: int
+    ironclad: int
     # The first worker's /metrics; worker i uses this + i, so the bench's few workers need a run
     # of free ports here, never the sandbox's default (another stack may hold it).
     worker_metrics: int
@@ -106,7 +107,7 @@ class BenchPorts:
     def allocate(cls, base: int | None, workers: int = 2) -> BenchPorts:
         """``base``, ``base + 1``, ... when given; otherwise ephemeral ports."""
         if base is not None:
-            return cls(*(base + i for i in range(13)))
+            return cls(*(base + i for i in range(14)))
         (
             temporal,
             ui,
@@ -120,7 +121,8 @@ class BenchPorts:
             chargebee,
             slack,
             smtp,
-        ) = free_ports(12)
+            ironclad,
+        ) = free_ports(13)
         return cls(
             temporal,
             ui,
@@ -134,6 +136,7 @@ class BenchPorts:
             chargebee,
             slack,
             smtp,
+            ironclad,
             _free_run(workers),
         )
 
@@ -189,6 +192,8 @@ def bench_settings(
         "sandbox_smtp_port": ports.smtp,
         "slack_api_url": f"http://{host}:{ports.slack}/api/",
         "smtp_port": ports.smtp,
+        "sandbox_ironclad_port": ports.ironclad,
+        "ironclad_base_url": f"http://{host}:{ports.ironclad}",
         "worker_metrics_port": ports.worker_metrics,
     }
     if worker_cache is not None:

@@ -45,6 +45,7 @@ SANDBOX_SECRETS: dict[str, str] = {
     "hubspot_client_secret": "sandbox-hubspot-secret",
     "netsuite_consumer_secret": "sandbox-ns-consumer-secret",
     "netsuite_token_secret": "sandbox-ns-token-secret",
+    "ironclad_api_key": "sandbox-ironclad-key",
 }
 # The NetSuite emulator's account, consumer key and token id (their secrets are in
 # SANDBOX_SECRETS), used when the NetSuite settings are unset in the sandbox.
@@ -183,7 +184,7 @@ class Settings(BaseSettings):
 
     # --- Which vendor implements each port (workers/compose.py wires them) ---
     crm: Literal["salesforce", "hubspot"] = "salesforce"
-    esign: Literal["docusign"] = "docusign"
+    esign: Literal["docusign", "ironclad"] = "docusign"
     billing: Literal["stripe", "chargebee"] = "stripe"
     erp: Literal["none", "netsuite"] = "none"
     # on: the billing system computes tax on every invoice (Stripe Tax's automatic_tax); prices
@@ -331,6 +332,19 @@ class Settings(BaseSettings):
     # Per request, well below the step's 90 s start-to-close: a hung request fails the attempt
     # with a classified error and Temporal retries.
     netsuite_timeout_s: float = 20.0
+    # Ironclad (QTC_ESIGN=ironclad): a bearer API key, or an OAuth client-credentials app (set
+    # the client id and secret and leave the API key unset). The user launches the workflows: the
+    # creator with an API key, the x-as-user-email with OAuth.
+    ironclad_base_url: str = "http://127.0.0.1:12120"
+    ironclad_api_key: SecretStr | None = None  # the sandbox's own key in the sandbox
+    ironclad_client_id: str | None = None
+    ironclad_client_secret: SecretStr | None = None
+    ironclad_user_email: str = "qtc-bot@sandbox.example"
+    ironclad_template_id: str = "sandbox-order-form"
+    ironclad_signer_role: str = "Counterparty Signer"
+    ironclad_timeout_s: float = 20.0  # per request; two fit in the activity's 60 s
+    # The least time between two fetches of the webhook key caused by failed checks.
+    ironclad_key_refetch_s: float = Field(30.0, ge=0)
 
     # Product backend
     provisioning_url: str = "http://127.0.0.1:12114/v1/provision"
@@ -407,6 +421,7 @@ class Settings(BaseSettings):
     sandbox_chargebee_port: int = Field(12117, ge=0, le=65535)
     sandbox_slack_port: int = Field(12118, ge=0, le=65535)
     sandbox_smtp_port: int = Field(12119, ge=0, le=65535)
+    sandbox_ironclad_port: int = Field(12120, ge=0, le=65535)
     # Moves the whole local stack at once (see PORT_OFFSETS); None: the default ports.
     port_base: int | None = Field(None, ge=1024, le=65535 - PORT_SPAN)
 
@@ -481,6 +496,14 @@ class Settings(BaseSettings):
         """Whether the chosen vendors need this secret: a vendor not chosen needs no real one."""
         port, vendor = _VENDOR_SECRETS.get(name, (None, None))
         return port is None or getattr(self, port) == vendor
+
+    @model_validator(mode="after")
+    def _sandbox_ironclad_key(self) -> Settings:
+        # The sandbox's published key only in the sandbox: a production deployment that does not
+        # use Ironclad needs no Ironclad setting at all.
+        if self.sandbox and self.ironclad_api_key is None and self.ironclad_client_id is None:
+            self.ironclad_api_key = SecretStr(SANDBOX_SECRETS["ironclad_api_key"])
+        return self
 
     @model_validator(mode="after")
     def _refuse_sandbox_secrets_outside_sandbox(self) -> Settings:

@@ -1,5 +1,5 @@
 """``qtc sandbox``: local stand-ins for Stripe, Salesforce, DocuSign, the product backend and
-HubSpot.
+HubSpot and Ironclad.
 
 The emulators are imported inside the command, so every other ``qtc`` command starts without
 loading four web apps.
@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from sandbox.runner import RunningEmulators
 
 app = typer.Typer(
-    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend and "
-    "HubSpot and NetSuite.",
+    help="The local sandbox: emulators of Stripe, Salesforce, DocuSign, the product backend, "
+    "HubSpot, NetSuite and Ironclad.",
     no_args_is_help=True,
 )
 
@@ -48,7 +48,9 @@ _NETSUITE_NOTE = (
 )
 
 
-def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) -> Table:
+def _addresses(
+    emulators: RunningEmulators, connect_url: str, hubspot_url: str, ironclad_webhook_url: str
+) -> Table:
     from sandbox.salesforce.app import SANDBOX_SESSION_ID
 
     table = Table(title="QTC sandbox emulators", title_justify="left")
@@ -77,6 +79,10 @@ def _addresses(emulators: RunningEmulators, connect_url: str, hubspot_url: str) 
         emulators.hubspot_url,
         f"private-app token {SANDBOX_SECRETS['hubspot_access_token']}; webhooks signed (v3) with "
         f"{SANDBOX_SECRETS['hubspot_client_secret']}, delivered to {hubspot_url}",
+        "ironclad",
+        emulators.ironclad_url,
+        f"API key {SANDBOX_SECRETS['ironclad_api_key']}; template sandbox-order-form; "
+        f"webhooks (RSA-signed) to {ironclad_webhook_url}",
     )
     table.add_row("netsuite", emulators.netsuite_url, _NETSUITE_NOTE)
     table.add_row(
@@ -128,6 +134,10 @@ def _stack_addresses(stack: Stack) -> Table:
         f"http://{s.sandbox_host}:{s.sandbox_hubspot_port}",
         f"token {SANDBOX_SECRETS['hubspot_access_token']}; a deal moved to one of "
         f"{', '.join(s.hubspot_start_stages)} reaches {api}/webhooks/hubspot",
+        "ironclad",
+        f"http://{s.sandbox_host}:{s.sandbox_ironclad_port}",
+        f"API key {SANDBOX_SECRETS['ironclad_api_key']}; webhooks to {api}/webhooks/ironclad; "
+        "used with QTC_ESIGN=ironclad; sign with `qtc sign WORKFLOW_ID`",
     )
     table.add_row("netsuite", f"http://{s.sandbox_host}:{s.sandbox_netsuite_port}", _NETSUITE_NOTE)
     table.add_row(
@@ -214,6 +224,7 @@ def up(
         EmulatorStartError,
         default_connect_url,
         default_hubspot_webhook_url,
+        default_ironclad_webhook_url,
         default_state_dir,
         start_emulators,
     )
@@ -222,6 +233,7 @@ def up(
     console = Console()
     connect_url = default_connect_url(settings)
     hubspot_url = default_hubspot_webhook_url(settings)
+    ironclad_webhook_url = default_ironclad_webhook_url(settings)
     directory = state_dir or default_state_dir(settings)
     with stop_on_signals():
         try:
@@ -231,6 +243,7 @@ def up(
                 ports=EmulatorPorts.from_settings(settings),
                 connect_url=connect_url,
                 hubspot_webhook_url=hubspot_url,
+                ironclad_webhook_url=ironclad_webhook_url,
                 persist=not fresh,
                 access_log=True,
                 tls_dir=default_state_dir(settings) / "tls",
@@ -238,22 +251,24 @@ def up(
         except EmulatorStartError as exc:
             console.print(f"[bold red]sandbox did not start:[/] {exc}")
             raise typer.Exit(code=1) from exc
-        _serve_emulators(emulators, console, (connect_url, hubspot_url), directory, fresh)
+        _serve_emulators(
+            emulators, console, (connect_url, hubspot_url, ironclad_webhook_url), directory, fresh
+        )
     console.print("Sandbox stopped.")
 
 
 def _serve_emulators(
     emulators: RunningEmulators,
     console: Console,
-    webhook_urls: tuple[str, str],
+    webhook_urls: tuple[str, str, str],
     directory: Path,
     fresh: bool,
 ) -> None:
-    connect_url, hubspot_url = webhook_urls
+    connect_url, hubspot_url, ironclad_webhook_url = webhook_urls
     from sandbox.runner import wait_for_stop_signal
 
     with emulators:
-        console.print(_addresses(emulators, connect_url, hubspot_url))
+        console.print(_addresses(emulators, connect_url, hubspot_url, ironclad_webhook_url))
         kept = "in memory only (--fresh)" if fresh else f"written through to {directory}"
         console.print(f"State is {kept}. Reset one with POST <address>/_sandbox/reset.")
         console.print("Press Ctrl-C to stop.")

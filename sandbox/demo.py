@@ -25,6 +25,10 @@ One deal is billed by Chargebee instead of Stripe: a second worker, built with
 ``QTC_BILLING=chargebee``, serves its own task queue, and that deal is started on it through the
 service layer (the API starts deals on the stack's task queue); everything after the start goes
 through the API and the emulators like every other deal.
+
+One more deal runs with its contract on Ironclad: a second worker and API with
+``QTC_ESIGN=ironclad`` (a stack variant on its own task queue) take it, the Ironclad emulator
+signs the workflow, and its RSA-signed webhook reaches the API.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.hubspot.mapping import PropertyMap
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
+from integrations.salesforce.client import build_salesforce_client
 from qtc.deal import TERMINAL_STAGES
 from qtc.errors import QtcError
 from qtc.models import PricedQuote
@@ -57,7 +62,7 @@ from qtc.money import format_minor
 from runtime.settings import Settings, dial_host
 from runtime.temporal import connect as temporal_client
 from sandbox.hubspot.seed import acme_company, seed_deal
-from sandbox.stack import Stack, disagreements, stop_on_signals, with_hubspot_beside
+from sandbox.stack import Stack, Variant, disagreements, stop_on_signals, with_hubspot_beside
 from service.deals import DealServiceError, start_deal
 
 SALES = "sandbox-sales"
@@ -92,6 +97,8 @@ class DemoDeal:
     amends: str | None = None
     crm: str = "salesforce"
     crm_record: str | None = None  # the HubSpot deal id
+    # The stack variant whose API starts the deal (its worker's settings differ), or the main one.
+    variant: str | None = None
 
     @property
     def done(self) -> bool:
@@ -151,6 +158,11 @@ def chargebee_worker(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 # The emulator's Connect settings (``POST /_sandbox/connect``) for each format a real account uses.
+# Deals whose contract goes through Ironclad: started through the ``ironclad`` variant's API.
+IRONCLAD = Variant("ironclad", {"esign": "ironclad"})
+IRONCLAD_DEALS: tuple[tuple[str, str, int, str], ...] = (
+    ("phase 3, contract on Ironclad", "quote-ironclad.json", 3, "completed"),
+)
 CONNECT_FORMATS: dict[str, dict[str, Any]] = {
     "default SIM": {"format": "json", "include_data": []},
     "SIM + summary": {"format": "json", "include_data": ["custom_fields", "recipients"]},
@@ -174,8 +186,10 @@ class Demo:
         examples: Path,
         console: Console,
         api_urls: dict[str, str] | None = None,
+        stack: Stack | None = None,
     ) -> None:
         self.settings = settings
+        self.stack = stack
         # The extra APIs' URLs by name (``Stack.extra_api_urls``).
         self.api_urls = api_urls or {}
         self.examples = examples
@@ -195,6 +209,17 @@ class Demo:
         self.deals.append(
             DemoDeal(label, example, phase, expected, connect=connect, billing="chargebee")
         )
+        self.ironclad = httpx.Client(
+            base_url=f"http://{settings.sandbox_host}:{settings.sandbox_ironclad_port}", timeout=10
+        )
+        self.variant_apis: dict[str, httpx.Client] = {}
+        variants = stack.variant_settings if stack is not None else {}
+        if IRONCLAD.name in variants:
+            ironclad = variants[IRONCLAD.name]
+            self.variant_apis[IRONCLAD.name] = httpx.Client(
+                base_url=f"http://{ironclad.api_host}:{ironclad.api_port}", timeout=10
+            )
+            self.deals += [DemoDeal(*spec, variant=IRONCLAD.name) for spec in IRONCLAD_DEALS]
         self.amendment_check = ""
         self.deals.append(DemoDeal(*AMENDED_DEAL, signed_days_ago=AMENDED_SIGNED_DAYS_AGO))
         self.deals.append(DemoDeal(*AMENDMENT, amends=AMENDED_DEAL[1]))
@@ -234,7 +259,12 @@ class Demo:
                     deal.problem = f"the {deal.via} API is not running"
                     continue
                 url = f"{self.api_urls[deal.via]}/v1/deals"
-            response = self.api.post(
+            api = self.api
+            if deal.variant is not None:
+                # The seeded opportunities belong to the other sample deals: this one gets its own.
+                quote["opportunity_id"] = self._new_opportunity(quote["account"]["legal_name"])
+                api = self.variant_apis[deal.variant]
+            response = api.post(
                 url, json={"quote": quote, "phase": deal.phase}, headers=self._auth(SALES)
             )
             if response.status_code == 422:
@@ -340,18 +370,22 @@ class Demo:
             )
             deal.quote_approved = True
         elif deal.stage == "awaiting_signature" and not deal.signed and deal.status["envelope_id"]:
-            # The message is built when the envelope is signed, in the format configured then.
-            configured = self.docusign.post("/_sandbox/connect", json=CONNECT_FORMATS[deal.connect])
-            if not configured.is_success:
-                deal.problem = f"Connect format: {configured.status_code} {configured.text}"
-                return
+            contract = deal.status["envelope_id"]
             when: dict[str, str] = {}
             if deal.signed_days_ago:
                 moment = datetime.now(UTC) - timedelta(days=deal.signed_days_ago)
                 when = {"signed_at": moment.isoformat()}
-            signed = self.docusign.post(
-                f"/_sandbox/envelopes/{deal.status['envelope_id']}/sign", json=when
-            )
+            if deal.status.get("esign") == "ironclad":
+                signed = self.ironclad.post(f"/_sandbox/workflows/{contract}/sign", json=when)
+            else:
+                # The message is built when the envelope is signed, in the format configured then.
+                configured = self.docusign.post(
+                    "/_sandbox/connect", json=CONNECT_FORMATS[deal.connect]
+                )
+                if not configured.is_success:
+                    deal.problem = f"Connect format: {configured.status_code} {configured.text}"
+                    return
+                signed = self.docusign.post(f"/_sandbox/envelopes/{contract}/sign", json=when)
             if signed.is_success:
                 deal.signed = True
             else:
@@ -364,6 +398,20 @@ class Demo:
                 FINANCE,
             )
             deal.invoice_approved = True
+
+    def _new_opportunity(self, name: str) -> str:
+        """An open opportunity in the CRM emulator (phase 3 marks it Closed Won)."""
+        state_dir = self.stack.state_dir if self.stack is not None else self.settings.state_dir
+        sf = build_salesforce_client(self.settings.model_copy(update={"state_dir": state_dir}))
+        created = sf.Opportunity.create(  # type: ignore[operator]
+            {
+                "Name": f"{name} (Ironclad)",
+                "StageName": "Negotiation/Review",
+                "CloseDate": "2030-12-31",
+            }
+        )
+        sf.session.close()
+        return str(created["id"])
 
     def _post(self, deal: DemoDeal, path: str, body: dict[str, Any], token: str) -> None:
         response = self.api.post(path, json=body, headers=self._auth(token))
@@ -458,6 +506,7 @@ class Demo:
             "scenario",
             "stage",
             "CRM",
+            "contract",
             "billing",
             "customer",
             "subscription",
@@ -488,6 +537,7 @@ class Demo:
                 deal.label,
                 outcome,
                 self._crm_outcome(deal),
+                f"{s.get('esign') or '-'} {s.get('envelope_id') or ''}".strip(),
                 deal.billing,
                 s.get("billing_customer_id") or "-",
                 s.get("billing_schedule_id") or s.get("billing_subscription_id") or "-",
@@ -574,6 +624,7 @@ def run_demo(
         worker_env=ERP_ENV,
         extra_apis={ERP_API: ERP_ENV},
         vendor_workers=chargebee_worker(settings),
+        variants=(IRONCLAD,),
     )
     # SIGTERM and a closed terminal (SIGHUP) unwind like Ctrl-C: the stack stops either way.
     with stop_on_signals():
@@ -592,7 +643,7 @@ def _run_on(
     try:
         stack.start()
         console.print(f"Stack up; logs in {state_dir / 'logs'}")
-        demo = Demo(settings, examples, console, stack.extra_api_urls)
+        demo = Demo(settings, examples, console, stack.extra_api_urls, stack=stack)
         ok = demo.run()
         console.print(demo.results())
         if demo.amendment_check:

@@ -1,6 +1,5 @@
 """Run the emulators (Stripe, Salesforce, DocuSign, product backend, HubSpot, NetSuite,
-Chargebee) in one
-process.
+Chargebee, Slack with its SMTP sink, Ironclad) in one process.
 
 ``start_emulators`` binds every emulator's listening socket in the caller (so a busy port fails at
 once, with the port in the message, and port 0 gives an ephemeral port known before anything
@@ -36,6 +35,7 @@ from runtime.settings import Settings, SettingsError, get_settings
 from sandbox.chargebee.app import create_app as create_chargebee_app
 from sandbox.docusign.app import create_app as create_docusign_app
 from sandbox.hubspot.app import create_app as create_hubspot_app
+from sandbox.ironclad.app import create_app as create_ironclad_app
 from sandbox.netsuite.app import create_app as create_netsuite_app
 from sandbox.provisioning.app import create_app as create_provisioning_app
 from sandbox.salesforce.app import create_app as create_salesforce_app
@@ -55,6 +55,7 @@ EMULATORS = (
     "netsuite",
     "chargebee",
     "slack",
+    "ironclad",
 )
 
 
@@ -75,6 +76,7 @@ class EmulatorPorts:
     chargebee: int = 0
     slack: int = 0
     smtp: int = 0  # the SMTP sink, served beside the Slack emulator (not an HTTP app)
+    ironclad: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmulatorPorts:
@@ -88,6 +90,7 @@ class EmulatorPorts:
             chargebee=settings.sandbox_chargebee_port,
             slack=settings.sandbox_slack_port,
             smtp=settings.sandbox_smtp_port,
+            ironclad=settings.sandbox_ironclad_port,
         )
 
 
@@ -103,6 +106,11 @@ def default_connect_url(settings: Settings) -> str:
 def default_hubspot_webhook_url(settings: Settings) -> str:
     """Where the HubSpot emulator delivers deal events: the API's HubSpot webhook."""
     return settings.api_public_url.rstrip("/") + "/webhooks/hubspot"
+
+
+def default_ironclad_webhook_url(settings: Settings) -> str:
+    """Where the Ironclad emulator delivers its webhook events: the API's Ironclad webhook."""
+    return settings.api_public_url.rstrip("/") + "/webhooks/ironclad"
 
 
 class RunningEmulators:
@@ -134,6 +142,7 @@ class RunningEmulators:
         self.smtp_host = url_host
         self.smtp_port = ports.smtp
         self._sink, self._smtp_socket = smtp
+        self.ironclad_url = f"http://{url_host}:{ports.ironclad}"
         self._servers = servers
         self._sockets = sockets
         self._error: BaseException | None = None
@@ -151,6 +160,7 @@ class RunningEmulators:
             "netsuite": self.netsuite_url,
             "chargebee": self.chargebee_url,
             "slack": self.slack_url,
+            "ironclad": self.ironclad_url,
         }
 
     @property
@@ -245,6 +255,7 @@ def start_emulators(
     ports: EmulatorPorts | None = None,
     connect_url: str | None = None,
     persist: bool = False,
+    ironclad_webhook_url: str | None = None,
     *,
     hubspot_webhook_url: str | None = None,
     access_log: bool = False,
@@ -256,10 +267,11 @@ def start_emulators(
     Args:
         state_dir: holds the TLS files and, with ``persist``, one JSON state file per emulator.
         host: address to listen on.
-        ports: one port per emulator (0: ephemeral); default from settings (12111-12117).
+        ports: one port per emulator (0: ephemeral); default from settings (12111-12120).
         connect_url: where the DocuSign emulator delivers Connect events.
         hubspot_webhook_url: where the HubSpot emulator delivers deal events (None: nowhere
             until ``POST /_sandbox/webhooks`` sets it).
+        ironclad_webhook_url: the webhook the Ironclad emulator subscribes at start-up.
         persist: write state through to ``state_dir`` so a restart loses nothing.
         access_log: log one line per request (useful in the foreground, noisy in tests).
         startup_timeout_s: give up (and stop what started) after this long.
@@ -284,6 +296,9 @@ def start_emulators(
         ),
         "chargebee": create_chargebee_app(state_file=state("chargebee")),
         "slack": create_slack_app(state_file=state("slack"), mail=sink),
+        "ironclad": create_ironclad_app(
+            state_file=state("ironclad"), webhook_url=ironclad_webhook_url
+        ),
     }
     wanted = {
         "stripe": ports.stripe,
@@ -294,6 +309,7 @@ def start_emulators(
         "netsuite": ports.netsuite,
         "chargebee": ports.chargebee,
         "slack": ports.slack,
+        "ironclad": ports.ironclad,
     }
     sockets: list[socket.socket] = []
     try:
@@ -374,6 +390,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connect-url", default=default_connect_url(settings))
     parser.add_argument("--tls-dir", type=Path, default=None, help="default: <state dir>/tls")
     parser.add_argument("--hubspot-webhook-url", default=default_hubspot_webhook_url(settings))
+    parser.add_argument("--ironclad-webhook-url", default=default_ironclad_webhook_url(settings))
     parser.add_argument(
         "--no-persist", action="store_true", help="keep state in memory only (fresh each start)"
     )
@@ -387,6 +404,7 @@ def main(argv: list[str] | None = None) -> None:
         host=args.host,
         connect_url=args.connect_url,
         hubspot_webhook_url=args.hubspot_webhook_url,
+        ironclad_webhook_url=args.ironclad_webhook_url,
         persist=not args.no_persist,
         access_log=not args.no_access_log,
         tls_dir=args.tls_dir,

@@ -256,6 +256,16 @@ def worker_name(index: int) -> str:
 SANDBOX_WORKER_METRICS_PORT = 12121
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A worker and an API beside the main ones with some settings changed (another vendor behind
+    a port), on a task queue of their own so that only the deals started through this API run on
+    it. Its children are named ``{name}-worker`` and ``{name}-api``."""
+
+    name: str
+    overrides: dict[str, Any]
+
+
 @dataclass
 class Stack:
     """The local stack. ``persist_temporal=False`` starts from an empty Temporal database and
@@ -284,22 +294,28 @@ class Stack:
     # names NetSuite, the others through the main one).
     extra_apis: dict[str, dict[str, str]] = field(default_factory=dict)
     extra_api_urls: dict[str, str] = field(default_factory=dict)
+    variants: tuple[Variant, ...] = ()
+    # The settings each started variant runs with, by name (its task queue, API port and URL).
+    variant_settings: dict[str, Settings] = field(default_factory=dict)
     children: list[Child] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
         """The parent's environment plus every setting as a ``QTC_*`` variable (secrets revealed:
         the children need them), so a Settings object built in code reaches the children intact."""
+        return self.env_for(self.settings)
+
+    def env_for(self, settings: Settings) -> dict[str, str]:
         env = dict(os.environ)
         for name in Settings.model_fields:
-            value = getattr(self.settings, name)
+            value = getattr(settings, name)
             if value is not None:
                 env[f"QTC_{name.upper()}"] = _env_value(value)
         if self.settings.salesforce_ca_file is None:
             env["QTC_SALESFORCE_CA_FILE"] = str(self.tls_dir.resolve() / "sandbox-ca.pem")
         env.update(
             {
-                "QTC_CATALOG": str(Path(self.settings.catalog).resolve()),
+                "QTC_CATALOG": str(Path(settings.catalog).resolve()),
                 "QTC_STATE_DIR": str(self.state_dir.resolve()),
                 "QTC_LOG_JSON": "true",
                 "PYTHONUNBUFFERED": "1",
@@ -416,6 +432,7 @@ class Stack:
             s.sandbox_netsuite_port,
             s.sandbox_slack_port,
             s.sandbox_smtp_port,
+            s.sandbox_ironclad_port,
         ]
         self._check_ports([(s.sandbox_host, p) for p in ports])
         argv = [sys.executable, "-m", "sandbox.runner", "--tls-dir", str(self.tls_dir.resolve())]
@@ -498,6 +515,26 @@ class Stack:
             time.sleep(0.2)
         raise StackError(f"{name} never became ready (log: {child.log})")
 
+    def start_variant(self, variant: Variant, index: int) -> Settings:
+        """Start the variant's worker (worker number ``index``, for its /metrics port) and API (on
+        a free port); return their settings."""
+        main = self.settings
+        [api_port] = free_ports(1, main.api_host)
+        settings = main.model_copy(
+            update={
+                **variant.overrides,
+                "temporal_task_queue": f"{main.temporal_task_queue}-{variant.name}",
+                "api_port": api_port,
+                "api_public_url": f"http://{main.api_host}:{api_port}",
+            }
+        )
+        main_env = self.env
+        changed = {k: v for k, v in self.env_for(settings).items() if main_env.get(k) != v}
+        self.start_worker(index, name=f"{variant.name}-worker", **changed)
+        self._start_api_process(f"{variant.name}-api", api_port, changed)
+        self.variant_settings[variant.name] = settings
+        return settings
+
     def start(self) -> Stack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -514,6 +551,12 @@ class Stack:
                     self.start_worker(first + offset, name=name, **overrides)
             if self.with_api:
                 self.start_api()
+            if self.with_worker and self.with_api:
+                # After the task queue's workers, the HubSpot one and the vendor workers: their
+                # own /metrics ports.
+                first = self.workers + (1 if self.hubspot_beside else 0) + len(self.vendor_workers)
+                for offset, variant in enumerate(self.variants):
+                    self.start_variant(variant, first + offset)
         except BaseException:
             self.stop()
             raise

@@ -17,8 +17,8 @@ def free_port() -> int:
 
 def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
     """Sandbox settings with every port free, so a stack can run beside a demo or another test."""
-    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, cb, slack, smtp = free_ports(
-        13
+    temporal, ui, api, stripe, sf, ds, prov, hub, metrics, netsuite, cb, slack, smtp, ironclad = (
+        free_ports(14)
     )
     return Settings(
         env="sandbox",
@@ -36,6 +36,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         sandbox_netsuite_port=netsuite,
         sandbox_chargebee_port=cb,
         chargebee_api_base=f"http://127.0.0.1:{cb}",
+        sandbox_ironclad_port=ironclad,
         stripe_api_base=f"http://127.0.0.1:{stripe}",
         salesforce_instance_url=f"https://127.0.0.1:{sf}",
         docusign_base_path=f"http://127.0.0.1:{ds}/restapi",
@@ -47,6 +48,7 @@ def stack_settings(state_dir: Path, *, codec: bool = False) -> Settings:
         slack_api_url=f"http://127.0.0.1:{slack}/api/",
         smtp_port=smtp,
         notify_web_ui_url=f"http://127.0.0.1:{ui}",
+        ironclad_base_url=f"http://127.0.0.1:{ironclad}",
         worker_metrics_port=metrics,
         codec_enabled=codec,
     )
@@ -65,6 +67,7 @@ def all_ports(settings: Settings) -> list[int]:
         settings.sandbox_netsuite_port,
         settings.sandbox_slack_port,
         settings.sandbox_smtp_port,
+        settings.sandbox_ironclad_port,
         settings.worker_metrics_port or 0,
         settings.sandbox_chargebee_port,
     ]

@@ -15,7 +15,7 @@ import contextlib
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import httpx
 import structlog
@@ -30,6 +30,8 @@ from integrations.email.client import build_smtp_factory
 from integrations.hubspot.activities import HubSpotCrm
 from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.hubspot.mapping import PropertyMap
+from integrations.ironclad.activities import IroncladESignature
+from integrations.ironclad.client import build_ironclad_api
 from integrations.netsuite.activities import NetSuiteErp
 from integrations.netsuite.client import build_netsuite_client
 from integrations.product_backend.activities import HttpProductBackend
@@ -88,6 +90,20 @@ def _docusign(settings: Settings, closing: contextlib.ExitStack) -> ports.ESigna
     return DocusignESignature.from_settings(build_docusign_client(settings), settings)
 
 
+def _ironclad(settings: Settings, closing: contextlib.ExitStack) -> ports.ESignature:
+    # The client's async connections belong to the worker's event loop and end with the process;
+    # the sync exit stack cannot await their close.
+    esign = IroncladESignature(
+        build_ironclad_api(settings),
+        settings.ironclad_template_id,
+        creator_email=settings.ironclad_user_email,
+        signer_role=settings.ironclad_signer_role,
+    )
+    # Its activities are async (httpx); the port's protocol is written in the sync form and the
+    # worker relies only on the activity names.
+    return cast(ports.ESignature, esign)
+
+
 def _stripe(settings: Settings, closing: contextlib.ExitStack) -> ports.Billing:
     return StripeBilling(build_stripe_client(settings), tax=settings.tax == "on")
 
@@ -108,6 +124,7 @@ CRMS: dict[str, Callable[[Settings, contextlib.ExitStack], CrmImplementation]] =
 }
 ESIGNATURES: dict[str, Callable[[Settings, contextlib.ExitStack], ports.ESignature]] = {
     "docusign": _docusign,
+    "ironclad": _ironclad,
 }
 BILLINGS: dict[str, Callable[[Settings, contextlib.ExitStack], ports.Billing]] = {
     "stripe": _stripe,

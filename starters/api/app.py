@@ -28,6 +28,7 @@ from starters.api import (
     review,
     routes_deals,
     routes_hubspot,
+    routes_ironclad,
     routes_quotes,
     routes_webhooks,
 )
@@ -152,6 +153,7 @@ def create_app(
     app.include_router(routes_deals.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_hubspot.router)
+    app.include_router(routes_ironclad.router)
     app.include_router(codec_api.router)
     app.include_router(review.router)
 

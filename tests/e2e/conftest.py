@@ -30,6 +30,7 @@ from tests.e2e.support import WorkerProcess, qtc_env, salesforce, settings_from
 from tests.stack_support import free_port
 
 TEMPORAL_CLI = Path(sys.prefix) / "bin" / "temporal"
+# One per test that deploys (each takes its own); created with the server, so spares cost little.
 NAMESPACES = [f"e2e-{n}" for n in range(32)]
 
 

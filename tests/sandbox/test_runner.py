@@ -50,7 +50,7 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
             for name, url in emulators.urls.items()
         }
         assert emulators.salesforce_url.startswith("https://127.0.0.1:")
-        assert len(set(emulators.urls.values())) == 8
+        assert len(set(emulators.urls.values())) == 9
         assert emulators.smtp_port not in {
             0,
             *(int(u.rsplit(":", 1)[1]) for u in emulators.urls.values()),
@@ -64,6 +64,7 @@ def test_runner_serves_every_emulator_and_stop_releases_their_ports(tmp_path: Pa
         "netsuite": 200,
         "chargebee": 200,
         "slack": 200,
+        "ironclad": 200,
     }
     assert not emulators.running
     assert all(refuses_connections(url) for url in emulators.urls.values())
