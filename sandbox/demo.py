@@ -52,9 +52,9 @@ from rich.table import Table
 from integrations.hubspot.activities import HubSpotCrm
 from integrations.hubspot.client import build_hubspot_client_from_settings
 from integrations.hubspot.mapping import PropertyMap
+from integrations.salesforce.client import build_salesforce_client
 from qtc.catalog import load_catalog
 from qtc.cpq import price_quote
-from integrations.salesforce.client import build_salesforce_client
 from qtc.deal import TERMINAL_STAGES
 from qtc.errors import QtcError
 from qtc.models import PricedQuote

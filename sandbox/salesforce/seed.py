@@ -1,6 +1,6 @@
 """The sandbox org's seed data: loaded at start (when there is no state file) and on reset.
 
-Ten open opportunities, ``006000000000001AAA`` ... ``006000000000010AAA``, all in
+Eleven open opportunities, ``006000000000001AAA`` ... ``006000000000011AAA``, all in
 "Negotiation/Review", each with line items on the catalog's SKUs and every QTC field filled, so a
 deal can be started from any of them. Each is the example quote with the same id (``examples/``):
 customer, currency, terms, signer and lines agree, so starting a deal from the CRM or from the file
@@ -134,6 +134,18 @@ ACCOUNTS: tuple[dict[str, Any], ...] = (
         "QTC_Tax_Id_Type__c": "eu_vat",
         "QTC_Tax_Id__c": "DE123456789",
     },
+    {
+        "Name": "Hooli XYZ, Inc.",
+        "Industry": "Technology",
+        "BillingStreet": "1 Hacker Way",
+        "BillingCity": "Palo Alto",
+        "BillingState": "CA",
+        "BillingPostalCode": "94301",
+        "BillingCountryCode": "US",
+        "QTC_Billing_Email__c": "payables@hooli.example",
+        "QTC_Tax_Id_Type__c": "us_ein",
+        "QTC_Tax_Id__c": "98-7654321",
+    },
 )
 # The signers of the example quotes.
 CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
@@ -145,6 +157,7 @@ CONTACTS: tuple[tuple[int, str, str, str, str], ...] = (
     (5, "Greta", "Weber", "greta.weber@kraftwerk.example", "Geschaeftsfuehrerin"),
     (6, "Bill", "Lumbergh", "bill@initech.example", "Division VP"),
     (7, "Klaus", "Weber", "k.weber@globex.example", "Geschaeftsfuehrer"),
+    (8, "Gavin", "Belson", "gavin@hooli.example", "CEO"),
 )
 
 # (account index, name, currency, term, frequency, anchor, payment days, uplift, close date,
@@ -172,6 +185,8 @@ OPPORTUNITIES: tuple[tuple[Any, ...], ...] = (
      "Q-1103", (("IMPL-SERVICES", 2, 0),)),
     (4, "Soylent Foods - Platform trial", "USD", 18, "annual", "start", 90, 12, "2026-10-31",
      "Q-1005", (("PLATFORM-PRO", 3, 55), ("PLATFORM-STARTER", 10, 0))),
+    (8, "Hooli XYZ - Platform Pro 2y on Ironclad", "USD", 24, "annual", "start", 45, 5,
+     "2026-10-31", "Q-1110", (("PLATFORM-PRO", 40, 5), ("SUPPORT-PREMIUM", 1, 0))),
 )  # fmt: skip
 
 

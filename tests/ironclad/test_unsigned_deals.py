@@ -26,7 +26,7 @@ from tests.workflows.support import (
     start_test_environment,
     wait_for_stage,
 )
-from workflows.deal import LOCAL_ACTIVITIES, DealWorkflow
+from workflows.deal import DealWorkflow
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -37,16 +37,10 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def vendors_on_ironclad(fakes: FakeVendors, esign: IroncladESignature) -> list[Any]:
-    """The fakes' activities with the contract ones replaced by Ironclad's."""
-    others = [
-        fakes.mark_closed_won,
-        fakes.create_billing_customer,
-        fakes.create_subscription,
-        fakes.send_first_invoice,
-        fakes.provision_product,
-        fakes.write_back_billing_ids,
-    ]
-    return [esign.send_contract, esign.void_contract, *others, *LOCAL_ACTIVITIES]
+    """Every fake activity the worker registers, with the contract ones replaced by Ironclad's."""
+    contract = {fakes.send_contract.__name__, fakes.void_contract.__name__}
+    others = [fn for fn in fakes.activities() if getattr(fn, "__name__", "") not in contract]
+    return [esign.send_contract, esign.void_contract, *others]
 
 
 async def test_an_expired_quote_cancels_its_ironclad_workflow(

@@ -91,7 +91,7 @@ def test_every_seeded_opportunity_is_open_with_line_items_on_catalog_skus(sf: Sa
         "FROM Opportunity ORDER BY Id"
     )
 
-    assert [r["Id"] for r in result["records"]] == [f"006{n:012d}AAA" for n in range(1, 11)]
+    assert [r["Id"] for r in result["records"]] == [f"006{n:012d}AAA" for n in range(1, 12)]
     assert {r["StageName"] for r in result["records"]} == {"Negotiation/Review"}
     codes = {
         li["Product2"]["ProductCode"]
@@ -264,7 +264,7 @@ def test_large_results_are_paged_through_next_records_url(sf: Salesforce) -> Non
     assert first["done"] is False and len(first["records"]) == 4
     assert first["nextRecordsUrl"].startswith("/services/data/v59.0/query/")
     ids = [r["Id"] for r in everything["records"]]
-    assert first["totalSize"] == len(ids) == 19
+    assert first["totalSize"] == len(ids) == 21
     assert ids == sorted(set(ids))
 
 
@@ -410,7 +410,7 @@ def test_soap_username_password_login_as_simple_salesforce_does_it(
 
     assert f"https://{instance}" == reset_emulators.salesforce_url
     sf = Salesforce(instance=instance, session_id=session_id, session=session)
-    assert sf.query("SELECT Id FROM Account")["totalSize"] == 8
+    assert sf.query("SELECT Id FROM Account")["totalSize"] == 9
     assert raised.value.code == "INVALID_LOGIN"
     session.close()
 
@@ -422,4 +422,4 @@ def test_reset_brings_the_seed_data_back(sf: Salesforce, control: httpx.Client) 
     control.post("/_sandbox/reset").raise_for_status()
 
     assert sobject(sf, "Opportunity").get(OPP)["StageName"] == "Negotiation/Review"
-    assert control.get("/_sandbox/stats").json()["records"]["Account"] == 8
+    assert control.get("/_sandbox/stats").json()["records"]["Account"] == 9

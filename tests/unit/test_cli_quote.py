@@ -109,7 +109,7 @@ def test_the_example_opportunities_are_distinct() -> None:
     ids = [
         json.loads(p.read_text())["opportunity_id"] for p in sorted(EXAMPLES.glob("quote-*.json"))
     ]
-    assert len(ids) == len(set(ids)) == 9
+    assert len(ids) == len(set(ids)) == 10
 
 
 def test_the_rejected_example_exits_2_with_every_violation_as_json() -> None:
