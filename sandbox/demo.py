@@ -401,8 +401,8 @@ class Demo:
 
     def _new_opportunity(self, name: str) -> str:
         """An open opportunity in the CRM emulator (phase 3 marks it Closed Won)."""
-        state_dir = self.stack.state_dir if self.stack is not None else self.settings.state_dir
-        sf = build_salesforce_client(self.settings.model_copy(update={"state_dir": state_dir}))
+        # The emulators' CA lives under the user's state directory (Stack.tls_dir).
+        sf = build_salesforce_client(self.settings)
         created = sf.Opportunity.create(  # type: ignore[operator]
             {
                 "Name": f"{name} (Ironclad)",
